@@ -1,0 +1,29 @@
+# Two commands for a fresh machine (Python 3.10+ with venv; no conda, no GPU needed):
+#   make demo   - create .venv if missing, install, detect faces in a generated sample video
+#   make test   - the whole test suite (what CI runs)
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= demo
+
+.PHONY: install demo test clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) scripts/make_demo_video.py $(DEMO_DIR)/astronauts.mp4
+	$(PY) scripts/detect.py $(DEMO_DIR)/astronauts.mp4 --output $(DEMO_DIR)/astronauts_faces.mp4 --json $(DEMO_DIR)/astronauts_faces.jsonl
+	@echo "annotated video: $(DEMO_DIR)/astronauts_faces.mp4, detections: $(DEMO_DIR)/astronauts_faces.jsonl"
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(DEMO_DIR) .pytest_cache

@@ -1,0 +1,1 @@
+"""WIDER FACE and synthetic datasets. Sample media for the demo live in ``datasets/samples``."""

@@ -1,0 +1,194 @@
+"""Configuration dataclasses, named presets and ``--key=value`` overrides.
+
+One dataclass per concern: :class:`ModelConfig` describes the network (enough to
+rebuild it from a checkpoint alone), :class:`InferenceConfig` the test-time
+behaviour. Modules receive plain keyword arguments built from these; nothing
+reads a global config.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence, TypeVar
+
+
+class ConfigError(ValueError):
+    """Raised for an unknown preset, an unknown key or a value of the wrong type."""
+
+
+# Layout of the 144 mesh coefficients predicted per anchor (RetinaFace paper, Sec. 3.2):
+# joint shape+texture latent, camera (location xyz, pose xyz, focal), illumination
+# (point-light location xyz, light colour rgb, ambient colour rgb).
+MESH_COEFFICIENT_LAYOUT: tuple[tuple[str, int], ...] = (
+    ("shape_texture", 128),
+    ("camera", 7),
+    ("illumination", 9),
+)
+NUM_MESH_COEFFICIENTS = sum(n for _, n in MESH_COEFFICIENT_LAYOUT)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of a RetinaFace network."""
+
+    backbone: str = "mobilenet0.25"
+    """``"mobilenet0.25"`` (MobileNetV1 x0.25) or ``"resnet50"`` (torchvision)."""
+    fpn_channels: int = 64
+    anchor_sizes: tuple[tuple[int, ...], ...] = ((16, 32), (64, 128), (256, 512))
+    """Anchor side lengths in pixels, one tuple per pyramid level."""
+    anchor_strides: tuple[int, ...] = (8, 16, 32)
+    box_variances: tuple[float, float] = (0.1, 0.2)
+    """Scale of centre and log-size offsets in the box/landmark coding."""
+    pixel_mean_bgr: tuple[float, float, float] = (104.0, 117.0, 123.0)
+    num_mesh_coefficients: int = NUM_MESH_COEFFICIENTS
+
+    @property
+    def num_anchors_per_location(self) -> int:
+        counts = {len(sizes) for sizes in self.anchor_sizes}
+        if len(counts) != 1:
+            raise ConfigError("every pyramid level needs the same number of anchor sizes")
+        return counts.pop()
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """Test-time detection settings."""
+
+    score_threshold: float = 0.5
+    nms_threshold: float = 0.4
+    pre_nms_top_k: int = 5000
+    """Highest-scoring candidates per image kept before NMS."""
+    max_detections: int = 750
+    max_size: int | None = None
+    """Downscale images whose long side exceeds this many pixels (``None``: original size)."""
+
+
+MODEL_PRESETS: dict[str, ModelConfig] = {
+    "mobilenet0.25": ModelConfig(),
+    "resnet50": ModelConfig(backbone="resnet50", fpn_channels=256),
+}
+
+C = TypeVar("C")
+
+
+def model_preset(name: str) -> ModelConfig:
+    """Return the named :class:`ModelConfig` preset; ``ConfigError`` lists the choices."""
+    try:
+        return MODEL_PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown model preset {name!r}; choose one of {sorted(MODEL_PRESETS)}") from None
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Check ``value`` against a field annotation, converting lists to tuples."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{key}: invalid value {value!r}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a sequence, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], key) for v in value)
+        if len(args) != len(value):
+            raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}")
+        return tuple(_coerce(v, a, key) for v, a in zip(value, args))
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _parse_literal(text: str) -> Any:
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text  # a bare word is a string
+
+
+def replace_config(config: C, values: Mapping[str, Any]) -> C:
+    """Return a copy of dataclass ``config`` with ``values`` applied, type-checked.
+
+    Raises ``ConfigError`` for keys the dataclass does not have.
+    """
+    hints = typing.get_type_hints(type(config))
+    names = {f.name for f in dataclasses.fields(config)}
+    updates = {}
+    for key, value in values.items():
+        if key not in names:
+            raise ConfigError(f"unknown config key {key!r} for {type(config).__name__}; known keys: {sorted(names)}")
+        updates[key] = _coerce(value, hints[key], key)
+    return dataclasses.replace(config, **updates)
+
+
+def apply_overrides(config: C, overrides: Sequence[str]) -> C:
+    """Apply ``["key=value", ...]`` (a leading ``--`` is allowed) to a dataclass config.
+
+    Values are parsed as Python literals (``0.3``, ``[[16, 32], [64, 128]]``, ``none``).
+    """
+    values: dict[str, Any] = {}
+    for item in overrides:
+        text = item[2:] if item.startswith("--") else item
+        if "=" not in text:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, raw = text.split("=", 1)
+        values[key.strip().replace("-", "_")] = _parse_literal(raw)
+    return replace_config(config, values)
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A JSON-serialisable dict of a dataclass config."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def config_from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
+    """Rebuild a dataclass config from :func:`config_to_dict` output (unknown keys fail)."""
+    return replace_config(cls(), data)
+
+
+__all__ = [
+    "ConfigError",
+    "InferenceConfig",
+    "MESH_COEFFICIENT_LAYOUT",
+    "MODEL_PRESETS",
+    "ModelConfig",
+    "NUM_MESH_COEFFICIENTS",
+    "apply_overrides",
+    "config_from_dict",
+    "config_to_dict",
+    "model_preset",
+    "replace_config",
+]

@@ -1,0 +1,128 @@
+"""High-level API: NumPy images in, faces out."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence, overload
+
+import numpy as np
+import torch
+
+from .config import InferenceConfig
+from .io import as_bgr_uint8
+from .model import RetinaFace
+from .weights import load_model
+
+
+@dataclass
+class Face:
+    """One detected face, in original-image pixels.
+
+    - ``box``: ``ndarray[4]`` x1 y1 x2 y2
+    - ``score``: face probability in [0, 1]
+    - ``landmarks``: ``ndarray[5, 2]`` (x, y): left eye, right eye, nose tip, left and right mouth corner
+      (left/right as they appear in the image)
+    - ``mesh_coefficients``: ``ndarray[144]`` raw mesh parameters (128 shape/texture, 7 camera, 9 light)
+    """
+
+    box: np.ndarray
+    score: float
+    landmarks: np.ndarray
+    mesh_coefficients: np.ndarray
+
+    def to_dict(self, *, include_mesh: bool = False, decimals: int = 2) -> dict[str, Any]:
+        """JSON-friendly dict: ``{"box": [x1, y1, x2, y2], "score", "landmarks": [[x, y] x 5]}``."""
+        record: dict[str, Any] = {
+            "box": [round(float(v), decimals) for v in self.box],
+            "score": round(float(self.score), 5),
+            "landmarks": [[round(float(x), decimals), round(float(y), decimals)] for x, y in self.landmarks],
+        }
+        if include_mesh:
+            record["mesh_coefficients"] = [round(float(v), 5) for v in self.mesh_coefficients]
+        return record
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` picks CUDA when available, else CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class Detector:
+    """Face detector wrapping a :class:`RetinaFace` model.
+
+    >>> det = Detector.from_pretrained("mobilenet0.25")
+    >>> faces = det(image_bgr)               # list[Face] for one HxW, HxWx1, HxWx3 (BGR) or HxWx4 image
+    >>> per_image = det([img_a, img_b])      # list[list[Face]] for a list of images of any sizes
+    """
+
+    def __init__(self, model: RetinaFace) -> None:
+        self.model = model.eval()
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike = "mobilenet0.25",
+        *,
+        device: str | torch.device = "auto",
+        score_threshold: float = 0.5,
+        nms_threshold: float = 0.4,
+        max_size: int | None = None,
+    ) -> "Detector":
+        """Load released weights by name, or a ``.safetensors`` / checkpoint file by path."""
+        inference = InferenceConfig(score_threshold=score_threshold, nms_threshold=nms_threshold, max_size=max_size)
+        return cls(load_model(name_or_path, inference=inference, device=resolve_device(device)))
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.preprocessor.pixel_mean.device
+
+    @property
+    def score_threshold(self) -> float:
+        return self.model.postprocessor.score_threshold
+
+    @score_threshold.setter
+    def score_threshold(self, value: float) -> None:
+        self.model.postprocessor.score_threshold = float(value)
+
+    @property
+    def nms_threshold(self) -> float:
+        return self.model.postprocessor.nms_threshold
+
+    @nms_threshold.setter
+    def nms_threshold(self, value: float) -> None:
+        self.model.postprocessor.nms_threshold = float(value)
+
+    @property
+    def max_size(self) -> int | None:
+        return self.model.preprocessor.max_size
+
+    @max_size.setter
+    def max_size(self, value: int | None) -> None:
+        self.model.preprocessor.max_size = value
+
+    @overload
+    def __call__(self, images: np.ndarray) -> list[Face]: ...
+    @overload
+    def __call__(self, images: Sequence[np.ndarray]) -> list[list[Face]]: ...
+
+    def __call__(self, images):
+        if isinstance(images, np.ndarray):
+            return self.detect_batch([images])[0]
+        return self.detect_batch(list(images))
+
+    def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
+        """Detect faces in each image (any sizes, batched through the network together)."""
+        if not images:
+            return []
+        tensors = [torch.from_numpy(as_bgr_uint8(im)).to(self.device).permute(2, 0, 1) for im in images]
+        with torch.inference_mode():
+            detections = self.model(tensors)
+        results = []
+        for det in detections:
+            boxes, scores = det["boxes"].cpu().numpy(), det["scores"].cpu().numpy()
+            landmarks, mesh = det["landmarks"].cpu().numpy(), det["mesh_coefficients"].cpu().numpy()
+            results.append([Face(boxes[i], float(scores[i]), landmarks[i], mesh[i]) for i in range(len(scores))])
+        return results

@@ -1,0 +1,216 @@
+"""Running a detector over an image, a folder, a video or a camera, writing annotated media and JSON Lines."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence, TypeVar
+
+import numpy as np
+from tqdm import tqdm
+
+from .detector import Detector, Face
+from .drawing import draw_faces
+from .io import (
+    IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    AtomicJsonLines,
+    AtomicVideoWriter,
+    InputError,
+    VideoSource,
+    check_writable,
+    list_images,
+    read_image,
+    write_image,
+)
+
+T = TypeVar("T")
+
+
+@dataclass
+class DetectSummary:
+    """What a run did: counts, timing and the files it wrote."""
+
+    kind: str
+    frames: int = 0
+    faces: int = 0
+    skipped: list[str] = field(default_factory=list)
+    interrupted: bool = False
+    seconds: float = 0.0
+    output: Path | None = None
+    json_path: Path | None = None
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+def classify_source(source: str) -> str:
+    """``"camera"`` (an integer index), ``"folder"``, ``"video"`` or ``"image"``; ``InputError`` if missing."""
+    path = Path(source)
+    if source.isdigit() and not path.exists():
+        return "camera"
+    if not path.exists():
+        raise InputError(f"input not found: {source}")
+    if path.is_dir():
+        return "folder"
+    suffix = path.suffix.lower()
+    if suffix in VIDEO_EXTENSIONS:
+        return "video"
+    if suffix in IMAGE_EXTENSIONS:
+        return "image"
+    raise InputError(
+        f"cannot tell what {source} is from its extension {suffix or '(none)'}; "
+        f"use an image ({', '.join(sorted(IMAGE_EXTENSIONS))}) or a video ({', '.join(sorted(VIDEO_EXTENSIONS))})"
+    )
+
+
+def default_output(source: str, kind: str) -> Path:
+    """Annotated output written to the current folder: ``<name>_faces<ext>`` (``.mp4`` for cameras)."""
+    if kind == "camera":
+        return Path(f"camera{source}_faces.mp4")
+    path = Path(source)
+    if kind == "folder":
+        return Path(f"{path.resolve().name}_faces")
+    return Path(f"{path.stem}_faces{path.suffix}")
+
+
+def default_json(output: Path, kind: str) -> Path:
+    """JSON Lines path belonging to an annotated output."""
+    return output / "detections.jsonl" if kind == "folder" else output.with_suffix(".jsonl")
+
+
+def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+def frame_record(source: str, frame: int, image: np.ndarray, faces: Sequence[Face], *, include_mesh: bool) -> dict:
+    """One JSON Lines record: ``{"source", "frame", "width", "height", "faces": [...]}``."""
+    return {
+        "source": source,
+        "frame": frame,
+        "width": int(image.shape[1]),
+        "height": int(image.shape[0]),
+        "faces": [face.to_dict(include_mesh=include_mesh) for face in faces],
+    }
+
+
+def run_detect(
+    detector: Detector,
+    source: str,
+    *,
+    output: str | Path | None = None,
+    json_path: str | Path | None = None,
+    draw: bool = True,
+    batch_size: int = 1,
+    include_mesh: bool = False,
+    progress: bool = True,
+) -> DetectSummary:
+    """Detect faces in ``source`` and write the annotated copy (unless ``draw`` is false) and JSON Lines.
+
+    Outputs appear under their final names only when complete. Ctrl+C on a video or folder stops
+    early but still closes both outputs with the frames done so far (``summary.interrupted``).
+    """
+    if batch_size < 1:
+        raise InputError(f"batch size must be at least 1, got {batch_size}")
+    kind = classify_source(source)
+    out_path = Path(output) if output is not None else default_output(source, kind)
+    json_out = Path(json_path) if json_path is not None else default_json(out_path, kind)
+    summary = DetectSummary(kind=kind, output=out_path if draw else None, json_path=json_out)
+
+    if draw and kind == "folder":
+        if out_path.exists() and not out_path.is_dir():
+            raise InputError(f"cannot write output folder {out_path}: a file with that name exists")
+        check_writable(out_path / ".probe")
+    elif draw:
+        check_writable(out_path)
+        if kind in ("video", "camera") and out_path.suffix.lower() not in VIDEO_EXTENSIONS:
+            raise InputError(f"video output {out_path} needs a video extension such as .mp4 or .avi")
+        if kind == "image" and out_path.suffix.lower() not in IMAGE_EXTENSIONS:
+            raise InputError(f"image output {out_path} needs an image extension such as .jpg or .png")
+    check_writable(json_out)
+
+    start = time.perf_counter()
+    if kind == "image":
+        image = read_image(source)
+        faces = detector(image)
+        if draw:
+            write_image(out_path, draw_faces(image, faces))
+        records = AtomicJsonLines(json_out)
+        records.write(frame_record(source, 0, image, faces, include_mesh=include_mesh))
+        records.close()
+        summary.frames, summary.faces = 1, len(faces)
+    elif kind == "folder":
+        _run_folder(detector, Path(source), out_path, json_out, draw, batch_size, include_mesh, progress, summary)
+    else:
+        _run_video(detector, source, kind, out_path, json_out, draw, batch_size, include_mesh, progress, summary)
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _run_folder(detector, folder, out_dir, json_out, draw, batch_size, include_mesh, progress, summary) -> None:
+    paths = list_images(folder)
+    records = AtomicJsonLines(json_out)
+    bar = tqdm(total=len(paths), unit="img", disable=not progress, desc="detect", file=sys.stderr)
+    try:
+        for batch_paths in _batches(paths, batch_size):
+            loaded = []
+            for path in batch_paths:
+                try:
+                    loaded.append((path, read_image(path)))
+                except InputError as exc:
+                    summary.skipped.append(str(exc))
+                    tqdm.write(f"warning: skipped {exc}", file=sys.stderr)
+            faces_per_image = detector.detect_batch([image for _, image in loaded]) if loaded else []
+            for (path, image), faces in zip(loaded, faces_per_image):
+                if draw:
+                    write_image(out_dir / path.name, draw_faces(image, faces))
+                records.write(frame_record(str(path), 0, image, faces, include_mesh=include_mesh))
+                summary.frames += 1
+                summary.faces += len(faces)
+            bar.update(len(batch_paths))
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    except BaseException:
+        records.discard()
+        raise
+    finally:
+        bar.close()
+    records.close()
+    if summary.frames == 0 and not summary.interrupted:
+        json_out.unlink(missing_ok=True)
+        raise InputError(f"none of the {len(paths)} images in {folder} could be read")
+
+
+def _run_video(detector, source, kind, out_path, json_out, draw, batch_size, include_mesh, progress, summary) -> None:
+    video = VideoSource(int(source) if kind == "camera" else source)
+    writer = AtomicVideoWriter(out_path, fps=video.fps, size=(video.width, video.height)) if draw else None
+    records = AtomicJsonLines(json_out)
+    bar = tqdm(total=video.frame_count, unit="frame", disable=not progress, desc="detect", file=sys.stderr)
+    try:
+        for frames in _batches(video, batch_size):
+            for frame, faces in zip(frames, detector.detect_batch(frames)):
+                if writer is not None:
+                    writer.write(draw_faces(frame, faces))
+                records.write(frame_record(video.name, summary.frames, frame, faces, include_mesh=include_mesh))
+                summary.frames += 1
+                summary.faces += len(faces)
+            bar.update(len(frames))
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    except BaseException:
+        if writer is not None:
+            writer.discard()
+        records.discard()
+        raise
+    finally:
+        bar.close()
+        video.close()
+    if writer is not None:
+        writer.close()
+    records.close()

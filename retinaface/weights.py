@@ -1,0 +1,103 @@
+"""Loading and saving model weights without executing code from files.
+
+Released weights are safetensors files whose metadata holds the :class:`ModelConfig` as JSON;
+training checkpoints are ``torch.save`` dicts read with ``weights_only=True``. Either way the
+model is rebuilt from the file alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .io import atomic_write
+from .config import InferenceConfig, ModelConfig, config_from_dict, config_to_dict
+from .model import RetinaFace, build_retinaface
+
+WEIGHTS_DIR_ENV = "RETINAFACE_WEIGHTS_DIR"
+PRETRAINED: dict[str, str] = {"mobilenet0.25": "retinaface_mobilenet0.25.safetensors"}
+
+
+class WeightsError(ValueError):
+    """A weights name or file that cannot be used, with a sentence saying why."""
+
+
+def weights_dir() -> Path:
+    """Folder holding released weights: ``$RETINAFACE_WEIGHTS_DIR`` or the repository's ``weights/``."""
+    override = os.environ.get(WEIGHTS_DIR_ENV)
+    return Path(override) if override else Path(__file__).resolve().parent.parent / "weights"
+
+
+def resolve_weights(name_or_path: str | os.PathLike) -> Path:
+    """Map a released-weights name (``"mobilenet0.25"``) or a file path to an existing file."""
+    text = str(name_or_path)
+    if text in PRETRAINED:
+        path = weights_dir() / PRETRAINED[text]
+        if not path.is_file():
+            raise WeightsError(f"released weights {text!r} not found at {path}; run scripts/convert_weights.py")
+        return path
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise WeightsError(f"weights {text!r} are neither a released name ({', '.join(PRETRAINED)}) nor an existing file")
+    if not path.is_file():
+        raise WeightsError(f"weights path {path} is not a file")
+    return path
+
+
+def save_safetensors(model: RetinaFace, path: str | os.PathLike, *, extra_metadata: dict[str, str] | None = None) -> None:
+    """Write ``model``'s state dict and config to a safetensors file (atomically)."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    metadata = {"model_config": json.dumps(config_to_dict(model.config)), **(extra_metadata or {})}
+    atomic_write(Path(path), lambda tmp: save_file(state, str(tmp), metadata=metadata))
+
+
+def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and string metadata of a safetensors file."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except Exception as exc:  # safetensors raises its own error types for corrupt headers
+        raise WeightsError(f"{path} is not a valid safetensors file ({exc})") from None
+    return tensors, metadata
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """A training checkpoint dict, loaded with ``weights_only=True`` (no pickled code runs)."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(f"{path} is not a loadable checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(checkpoint, dict) or "model" not in checkpoint or "model_config" not in checkpoint:
+        raise WeightsError(f"{path} is not a RetinaFace checkpoint (needs 'model' and 'model_config' entries)")
+    return checkpoint
+
+
+def load_model(
+    name_or_path: str | os.PathLike, *, inference: InferenceConfig | None = None, device: str | torch.device = "cpu"
+) -> RetinaFace:
+    """Rebuild a :class:`RetinaFace` from released weights or a checkpoint, in eval mode on ``device``."""
+    path = resolve_weights(name_or_path)
+    if path.suffix == ".safetensors":
+        state, metadata = read_safetensors(path)
+        if "model_config" not in metadata:
+            raise WeightsError(f"{path} has no 'model_config' metadata; it was not written by this project")
+        config_dict = json.loads(metadata["model_config"])
+    else:
+        checkpoint = read_checkpoint(path)
+        state, config_dict = checkpoint["model"], checkpoint["model_config"]
+    config = config_from_dict(ModelConfig, config_dict)
+    model = build_retinaface(config, inference)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise WeightsError(
+            f"{path} does not match the {config.backbone} model: {len(missing)} missing, {len(unexpected)} unexpected "
+            f"tensors (e.g. {(missing or unexpected)[0]})"
+        )
+    return model.eval().to(device)
