@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -71,6 +72,25 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     return images
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Hide what C libraries print on file descriptor 2 (FFmpeg's own 'moov atom not found' etc.),
+    so a bad file produces our one-sentence error and nothing else."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable stderr: nothing to silence
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 class VideoSource:
     """Frames of a video file or camera, as ``ndarray[H, W, 3]`` uint8 BGR."""
 
@@ -82,10 +102,12 @@ class VideoSource:
                 raise InputError(f"input not found: {path}")
             if path.stat().st_size == 0:
                 raise InputError(f"input is an empty (0-byte) file: {path}")
-        capture = cv2.VideoCapture(source if isinstance(source, int) else str(source))
-        if not capture.isOpened():
+        with _native_stderr_silenced():
+            capture = cv2.VideoCapture(source if isinstance(source, int) else str(source))
+            opened = capture.isOpened()
+            ok, first = capture.read() if opened else (False, None)
+        if not opened:
             raise InputError(f"cannot open {self.name} as a video (corrupt, unsupported or not a video)")
-        ok, first = capture.read()
         if not ok or first is None:
             capture.release()
             raise InputError(f"{self.name} contains no decodable video frames")

@@ -123,38 +123,53 @@ def run_detect(
     json_out = Path(json_path) if json_path is not None else default_json(out_path, kind)
     summary = DetectSummary(kind=kind, output=out_path if draw else None, json_path=json_out)
 
-    if draw and kind == "folder":
-        if out_path.exists() and not out_path.is_dir():
-            raise InputError(f"cannot write output folder {out_path}: a file with that name exists")
-        check_writable(out_path / ".probe")
-    elif draw:
-        check_writable(out_path)
-        if kind in ("video", "camera") and out_path.suffix.lower() not in VIDEO_EXTENSIONS:
-            raise InputError(f"video output {out_path} needs a video extension such as .mp4 or .avi")
-        if kind == "image" and out_path.suffix.lower() not in IMAGE_EXTENSIONS:
-            raise InputError(f"image output {out_path} needs an image extension such as .jpg or .png")
-    check_writable(json_out)
+    # Validate the input before creating anything, so a bad input leaves no empty outputs behind.
+    if kind == "image":
+        inputs: object = read_image(source)
+    elif kind == "folder":
+        inputs = list_images(source)
+    else:
+        inputs = VideoSource(int(source) if kind == "camera" else source)
+    try:
+        _check_outputs(kind, out_path if draw else None, json_out)
+    except InputError:
+        if isinstance(inputs, VideoSource):
+            inputs.close()
+        raise
 
     start = time.perf_counter()
     if kind == "image":
-        image = read_image(source)
-        faces = detector(image)
+        faces = detector(inputs)
         if draw:
-            write_image(out_path, draw_faces(image, faces))
+            write_image(out_path, draw_faces(inputs, faces))
         records = AtomicJsonLines(json_out)
-        records.write(frame_record(source, 0, image, faces, include_mesh=include_mesh))
+        records.write(frame_record(source, 0, inputs, faces, include_mesh=include_mesh))
         records.close()
         summary.frames, summary.faces = 1, len(faces)
     elif kind == "folder":
-        _run_folder(detector, Path(source), out_path, json_out, draw, batch_size, include_mesh, progress, summary)
+        _run_folder(detector, inputs, Path(source), out_path, json_out, draw, batch_size, include_mesh, progress, summary)
     else:
-        _run_video(detector, source, kind, out_path, json_out, draw, batch_size, include_mesh, progress, summary)
+        _run_video(detector, inputs, out_path, json_out, draw, batch_size, include_mesh, progress, summary)
     summary.seconds = time.perf_counter() - start
     return summary
 
 
-def _run_folder(detector, folder, out_dir, json_out, draw, batch_size, include_mesh, progress, summary) -> None:
-    paths = list_images(folder)
+def _check_outputs(kind: str, output: Path | None, json_out: Path) -> None:
+    """``InputError`` unless the outputs can be created (folders are created as needed)."""
+    if output is not None and kind == "folder":
+        if output.exists() and not output.is_dir():
+            raise InputError(f"cannot write output folder {output}: a file with that name exists")
+        check_writable(output / ".probe")
+    elif output is not None:
+        check_writable(output)
+        if kind in ("video", "camera") and output.suffix.lower() not in VIDEO_EXTENSIONS:
+            raise InputError(f"video output {output} needs a video extension such as .mp4 or .avi")
+        if kind == "image" and output.suffix.lower() not in IMAGE_EXTENSIONS:
+            raise InputError(f"image output {output} needs an image extension such as .jpg or .png")
+    check_writable(json_out)
+
+
+def _run_folder(detector, paths, folder, out_dir, json_out, draw, batch_size, include_mesh, progress, summary) -> None:
     records = AtomicJsonLines(json_out)
     bar = tqdm(total=len(paths), unit="img", disable=not progress, desc="detect", file=sys.stderr)
     try:
@@ -187,9 +202,12 @@ def _run_folder(detector, folder, out_dir, json_out, draw, batch_size, include_m
         raise InputError(f"none of the {len(paths)} images in {folder} could be read")
 
 
-def _run_video(detector, source, kind, out_path, json_out, draw, batch_size, include_mesh, progress, summary) -> None:
-    video = VideoSource(int(source) if kind == "camera" else source)
-    writer = AtomicVideoWriter(out_path, fps=video.fps, size=(video.width, video.height)) if draw else None
+def _run_video(detector, video, out_path, json_out, draw, batch_size, include_mesh, progress, summary) -> None:
+    try:
+        writer = AtomicVideoWriter(out_path, fps=video.fps, size=(video.width, video.height)) if draw else None
+    except InputError:
+        video.close()
+        raise
     records = AtomicJsonLines(json_out)
     bar = tqdm(total=video.frame_count, unit="frame", disable=not progress, desc="detect", file=sys.stderr)
     try:

@@ -23,12 +23,13 @@ def _background(height: int, width: int, t: float) -> np.ndarray:
 
 
 def demo_frames(*, num_frames: int = 90, width: int = 1280, height: int = 720):
-    """Yield ``(frame, placements)``: frames with three moving, scaling copies of the sample face.
+    """Yield ``(frame, placements)``: frames with three moving, scaling, non-overlapping copies of the sample face.
 
     ``placements`` lists the ``(x1, y1, x2, y2)`` pixel rectangle each copy of the 512x512 sample
     occupies, so tests know where faces are without running a detector.
     """
     source = read_image(ASTRONAUT)
+    scale = min(width / 1280, height / 720)  # copies never overlap, whatever the frame size
     for index in range(num_frames):
         t = index / max(num_frames - 1, 1)
         frame = _background(height, width, 6.0 * t)
@@ -39,7 +40,7 @@ def demo_frames(*, num_frames: int = 90, width: int = 1280, height: int = 720):
             (0.85 - 0.1 * t, 0.35, 110 + 30 * t, False),
         )
         for cx, cy, side, mirror in copies:
-            side = int(side)
+            side = int(side * scale)
             patch = cv2.resize(source, (side, side), interpolation=cv2.INTER_AREA)
             if mirror:
                 patch = patch[:, ::-1]

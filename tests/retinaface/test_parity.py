@@ -74,7 +74,7 @@ def test_parity_on_real_crowd_photo(detector, published_onnx, crowd_image):
 
 
 def test_parity_on_generated_image(detector, published_onnx):
-    frame, placements = next(demo_frames(num_frames=1, width=700, height=450))
+    frame, placements = next(demo_frames(num_frames=1, width=960, height=540))
     found = _assert_same_faces(detector, published_onnx, frame)
     assert found == len(placements)
 

@@ -1,0 +1,205 @@
+"""scripts/detect.py end to end, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from retinaface.io import AtomicVideoWriter
+from retinaface.samples import demo_frames
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "scripts" / "detect.py"
+ASTRONAUT = REPO / "datasets" / "samples" / "astronaut.jpg"
+
+
+def run(*args, cwd=None, timeout=300):
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *map(str, args), "--no-progress"],
+        capture_output=True, text=True, cwd=cwd, timeout=timeout,
+    )
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def short_video(tmp_path_factory):
+    """A 12-frame 1280x720 clip with three pasted copies of the sample face, and where they are."""
+    path = tmp_path_factory.mktemp("video") / "clip.mp4"
+    writer = AtomicVideoWriter(path, fps=12.0, size=(1280, 720))
+    placements = []
+    for frame, where in demo_frames(num_frames=12, width=1280, height=720):
+        writer.write(frame)
+        placements.append(where)
+    writer.close()
+    return path, placements
+
+
+def _inside(box, rect, slack=2.0):
+    return box[0] >= rect[0] - slack and box[1] >= rect[1] - slack and box[2] <= rect[2] + slack and box[3] <= rect[3] + slack
+
+
+def test_image_writes_annotated_copy_and_json(tmp_path):
+    result = run(ASTRONAUT, "--output", tmp_path / "out.png", "--json", tmp_path / "faces.jsonl")
+    assert result.returncode == 0, result.stderr
+    assert "1 faces in 1 images" in result.stdout
+    (record,) = read_jsonl(tmp_path / "faces.jsonl")
+    assert record["source"] == str(ASTRONAUT) and record["frame"] == 0
+    assert (record["width"], record["height"]) == (512, 512)
+    (face,) = record["faces"]
+    assert face["score"] > 0.99 and len(face["landmarks"]) == 5
+    x1, y1, x2, y2 = face["box"]
+    assert 150 < x1 < x2 < 300 and 30 < y1 < y2 < 200  # the face in the upper middle of the photo
+    annotated, original = cv2.imread(str(tmp_path / "out.png")), cv2.imread(str(ASTRONAUT))
+    assert annotated.shape == original.shape
+    changed = np.abs(annotated.astype(int) - original.astype(int)).sum(axis=2) > 60
+    ys, xs = np.nonzero(changed)
+    assert changed.sum() > 100 and xs.min() >= x1 - 15 and xs.max() <= x2 + 15  # drawing is at the face
+
+
+def test_default_outputs_go_to_the_working_folder(tmp_path):
+    result = run(ASTRONAUT, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["astronaut_faces.jpg", "astronaut_faces.jsonl"]
+
+
+def test_folder_with_mixed_formats_and_a_corrupt_file(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    original = cv2.imread(str(ASTRONAUT))
+    cv2.imwrite(str(images / "a_gray.png"), cv2.cvtColor(original, cv2.COLOR_BGR2GRAY))
+    cv2.imwrite(str(images / "b_rgba.png"), cv2.cvtColor(original, cv2.COLOR_BGR2BGRA))
+    cv2.imwrite(str(images / "c_16bit.png"), original.astype(np.uint16) * 257)
+    (images / "d_broken.jpg").write_text("not really a jpeg")
+    (images / "notes.txt").write_text("ignored")
+    out = tmp_path / "annotated"
+    result = run(images, "--output", out, "--json", tmp_path / "all.jsonl", "--batch-size", "2")
+    assert result.returncode == 0, result.stderr
+    assert "d_broken.jpg" in result.stderr and "skipped 1" in result.stderr
+    records = read_jsonl(tmp_path / "all.jsonl")
+    assert [Path(r["source"]).name for r in records] == ["a_gray.png", "b_rgba.png", "c_16bit.png"]
+    assert all(len(r["faces"]) == 1 and r["faces"][0]["score"] > 0.99 for r in records)
+    assert sorted(p.name for p in out.iterdir()) == ["a_gray.png", "b_rgba.png", "c_16bit.png"]
+
+
+def test_video_keeps_size_and_rate_and_finds_pasted_faces(tmp_path, short_video):
+    video, placements = short_video
+    out = tmp_path / "annotated.mp4"
+    result = run(video, "--output", out, "--json", tmp_path / "v.jsonl", "--batch-size", "4")
+    assert result.returncode == 0, result.stderr
+    records = read_jsonl(tmp_path / "v.jsonl")
+    assert [r["frame"] for r in records] == list(range(12))
+    for record, where in zip(records, placements):
+        assert (record["width"], record["height"]) == (1280, 720)
+        assert len(record["faces"]) == 3
+        # every face lies inside one of the pasted photos, and every photo has one face
+        owners = sorted(next(i for i, rect in enumerate(where) if _inside(f["box"], rect)) for f in record["faces"])
+        assert owners == [0, 1, 2]
+    capture = cv2.VideoCapture(str(out))
+    assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(12.0)
+    assert (capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (1280, 720)
+    frames = 0
+    while capture.read()[0]:
+        frames += 1
+    assert frames == 12
+
+
+def test_no_draw_writes_json_only(tmp_path, short_video):
+    video, _ = short_video
+    result = run(video, "--no-draw", "--json", tmp_path / "only.jsonl", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["only.jsonl"]
+
+
+def _bad_inputs(tmp_path):
+    (tmp_path / "empty_dir").mkdir()
+    (tmp_path / "zero.jpg").write_bytes(b"")
+    (tmp_path / "text.jpg").write_text("this is not an image")
+    (tmp_path / "text.mp4").write_text("this is not a video")
+    (tmp_path / "random.png").write_bytes(os.urandom(2048))
+    (tmp_path / "data.xyz").write_text("?")
+    return {
+        "missing": (tmp_path / "nope.jpg", "input not found"),
+        "empty folder": (tmp_path / "empty_dir", "no images"),
+        "zero bytes": (tmp_path / "zero.jpg", "empty (0-byte)"),
+        "text as jpg": (tmp_path / "text.jpg", "cannot decode"),
+        "corrupt png": (tmp_path / "random.png", "cannot decode"),
+        "text as mp4": (tmp_path / "text.mp4", "as a video"),
+        "unknown type": (tmp_path / "data.xyz", "cannot tell what"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case", ["missing", "empty folder", "zero bytes", "text as jpg", "corrupt png", "text as mp4", "unknown type"]
+)
+def test_bad_input_gives_one_line_and_nonzero_exit(tmp_path, case):
+    path, message = _bad_inputs(tmp_path)[case]
+    out_dir = tmp_path / "out"
+    result = run(path, "--output", out_dir / ("o.mp4" if "mp4" in case else "o.jpg"), "--json", out_dir / "o.jsonl")
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not any(out_dir.glob("*")) if out_dir.exists() else True
+
+
+def test_unwritable_output_is_reported(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    result = run(ASTRONAUT, "--output", blocker / "out.jpg")
+    assert result.returncode != 0
+    assert result.stderr.startswith("error: cannot write output") and "Traceback" not in result.stderr
+
+
+def test_bad_weights_and_options(tmp_path):
+    result = run(ASTRONAUT, "--weights", tmp_path / "missing.safetensors", cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.startswith("error: weights")
+    result = run(ASTRONAUT, "--score-threshold", "1.5", cwd=tmp_path)
+    assert result.returncode == 2 and "score-threshold" in result.stderr
+
+
+def test_ctrl_c_closes_outputs_with_frames_done(tmp_path):
+    long_video = tmp_path / "long.mp4"
+    writer = AtomicVideoWriter(long_video, fps=30.0, size=(640, 360))
+    for frame, _ in demo_frames(num_frames=300, width=640, height=360):
+        writer.write(frame)
+    writer.close()
+    out, records = tmp_path / "out.mp4", tmp_path / "out.jsonl"
+    process = subprocess.Popen(
+        [sys.executable, str(SCRIPT), str(long_video), "--output", str(out), "--json", str(records)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    # Wait until the progress bar reports a few frames, then interrupt like a user pressing Ctrl+C.
+    seen = b""
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        chunk = os.read(process.stderr.fileno(), 4096)
+        if not chunk:
+            break
+        seen += chunk
+        counts = [int(n) for n in re.findall(rb"(\d+)/300", seen)]
+        if counts and counts[-1] >= 5:
+            break
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, (seen + stderr).decode()[-500:]
+    done = read_jsonl(records)
+    assert 5 <= len(done) < 300
+    capture = cv2.VideoCapture(str(out))
+    frames = 0
+    while capture.read()[0]:
+        frames += 1
+    assert frames == len(done)
+    assert not list(tmp_path.glob(".*partial*"))  # temp files were moved into place
