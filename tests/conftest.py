@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = REPO.parent / "shared" / "data"
+SHARED_DATA = Path(os.environ.get("RETINAFACE_SHARED_DATA", REPO.parent / "shared" / "data"))
 CROWD = SHARED_DATA / "images" / "crowd.jpg"
 ASTRONAUT = REPO / "datasets" / "samples" / "astronaut.jpg"
 
@@ -20,6 +21,15 @@ def detector():
     from retinaface import Detector
 
     return Detector.from_pretrained("mobilenet0.25", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def wider_gt_dir() -> Path:
+    """Folder with the official WIDER val ground-truth .mat files (shared data)."""
+    folder = SHARED_DATA / "wider_val_gt"
+    if not (folder / "wider_face_val.mat").is_file():
+        pytest.skip(f"official WIDER val ground truth not found in {folder} (shared data folder beside the checkout)")
+    return folder
 
 
 @pytest.fixture(scope="session")
