@@ -13,6 +13,8 @@ from .io import AtomicVideoWriter, read_image
 
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "datasets" / "samples"
 ASTRONAUT = SAMPLES_DIR / "astronaut.jpg"  # NASA photo of Eileen Collins, public domain (via scikit-image)
+# Face box in the 512x512 photo (x1, y1, x2, y2), annotated by hand in the WIDER style (forehead to chin).
+ASTRONAUT_FACE_BOX = (176.0, 58.0, 272.0, 176.0)
 
 
 def _background(height: int, width: int, t: float) -> np.ndarray:
@@ -23,17 +25,18 @@ def _background(height: int, width: int, t: float) -> np.ndarray:
 
 
 def demo_frames(*, num_frames: int = 90, width: int = 1280, height: int = 720):
-    """Yield ``(frame, placements)``: frames with three moving, scaling, non-overlapping copies of the sample face.
+    """Yield ``(frame, face_boxes)``: frames with three moving, scaling, non-overlapping copies of the sample
+    photo (the middle one mirrored).
 
-    ``placements`` lists the ``(x1, y1, x2, y2)`` pixel rectangle each copy of the 512x512 sample
-    occupies, so tests know where faces are without running a detector.
+    ``face_boxes`` lists, per copy, the hand-annotated :data:`ASTRONAUT_FACE_BOX` mapped into the frame
+    (x1, y1, x2, y2 pixels), so tests know where the faces are without running a detector.
     """
     source = read_image(ASTRONAUT)
     scale = min(width / 1280, height / 720)  # copies never overlap, whatever the frame size
     for index in range(num_frames):
         t = index / max(num_frames - 1, 1)
         frame = _background(height, width, 6.0 * t)
-        placements = []
+        face_boxes = []
         copies = (
             (0.20 + 0.15 * t, 0.30, 260 + 60 * math.sin(math.pi * t), False),
             (0.55, 0.55 - 0.1 * t, 180, True),
@@ -48,8 +51,11 @@ def demo_frames(*, num_frames: int = 90, width: int = 1280, height: int = 720):
             y1 = int(cy * height - side / 2)
             x1, y1 = max(0, min(width - side, x1)), max(0, min(height - side, y1))
             frame[y1 : y1 + side, x1 : x1 + side] = patch
-            placements.append((x1, y1, x1 + side, y1 + side))
-        yield frame, placements
+            fx1, fy1, fx2, fy2 = (v * side / 512.0 for v in ASTRONAUT_FACE_BOX)
+            if mirror:
+                fx1, fx2 = side - fx2, side - fx1
+            face_boxes.append((x1 + fx1, y1 + fy1, x1 + fx2, y1 + fy2))
+        yield frame, face_boxes
 
 
 def write_demo_video(path: str | os.PathLike, *, num_frames: int = 90, fps: float = 30.0, width: int = 1280, height: int = 720) -> Path:

@@ -74,9 +74,9 @@ def test_parity_on_real_crowd_photo(detector, published_onnx, crowd_image):
 
 
 def test_parity_on_generated_image(detector, published_onnx):
-    frame, placements = next(demo_frames(num_frames=1, width=960, height=540))
+    frame, face_boxes = next(demo_frames(num_frames=1, width=960, height=540))
     found = _assert_same_faces(detector, published_onnx, frame)
-    assert found == len(placements)
+    assert found == len(face_boxes)
 
 
 def test_conversion_reproduces_committed_weights(published_onnx):

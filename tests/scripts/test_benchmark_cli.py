@@ -1,0 +1,102 @@
+"""scripts/benchmark.py end to end on a tiny WIDER-format val set with known faces."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from retinaface.samples import demo_frames
+from retinaface.wider_eval import SETTINGS, WiderGroundTruth, save_ground_truth
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "scripts" / "benchmark.py"
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args), "--no-progress"], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def tiny_wider(tmp_path_factory):
+    """Two events, six images of three pasted faces each: four readable, one corrupt, one missing."""
+    root = tmp_path_factory.mktemp("wider")
+    frames = list(demo_frames(num_frames=6))
+    gt = WiderGroundTruth(events=["0--Parade", "1--Handshaking"], files=[[], []], boxes=[[], []])
+    for s in SETTINGS:
+        gt.keep[s] = [[], []]
+    for index, (frame, face_boxes) in enumerate(frames):
+        event = index % 2
+        name = f"{index}_frame"
+        folder = root / "WIDER_val" / "images" / gt.events[event]
+        folder.mkdir(parents=True, exist_ok=True)
+        if index == 4:
+            (folder / f"{name}.jpg").write_text("corrupt")
+        elif index != 5:  # image 5 is missing on disk
+            cv2.imwrite(str(folder / f"{name}.jpg"), frame)
+        boxes = np.round([[x1, y1, x2 - x1, y2 - y1] for x1, y1, x2, y2 in face_boxes])  # WIDER: x y w h
+        gt.files[event].append(name)
+        gt.boxes[event].append(boxes)
+        large = np.nonzero(boxes[:, 2] >= 30)[0] + 1
+        gt.keep["easy"][event].append(large)
+        gt.keep["medium"][event].append(np.arange(1, len(boxes) + 1))
+        gt.keep["hard"][event].append(np.arange(1, len(boxes) + 1))
+    save_ground_truth(gt, root / "gt")
+    return root, gt
+
+
+def test_detector_run_scores_saves_and_resumes(tmp_path, tiny_wider):
+    root, gt = tiny_wider
+    pred = tmp_path / "pred"
+    report = tmp_path / "ap.json"
+    plot = tmp_path / "pr.png"
+    result = run("--wider-root", root / "WIDER_val", "--gt-dir", root / "gt", "--predictions", pred, "--json", report, "--plot", plot)
+    assert result.returncode == 0, result.stderr
+    assert "4 written, 0 reused, 1 images missing, 1 unreadable" in result.stdout
+    assert "ms/image median" in result.stdout
+    data = json.loads(report.read_text())
+    # 18 faces, 6 of them on the corrupt and the missing image: recall at most 12/18
+    assert data["faces"]["medium"] == 18
+    assert 0.6 <= data["medium"] <= 12 / 18 + 1e-9
+    assert data["easy"] >= data["medium"] - 1e-9  # easy keeps only the larger faces, which are found
+    assert data["speed"]["images_timed"] == 4 and data["prediction_run"]["unreadable"] == 1 and data["images"] == 6
+    assert sorted(p.name for p in (pred / "0--Parade").iterdir()) == ["0_frame.txt", "2_frame.txt"]
+    image = cv2.imread(str(plot))
+    assert image is not None and image.shape[1] > 800
+
+    again = run("--wider-root", root / "WIDER_val", "--gt-dir", root / "gt", "--predictions", pred, "--json", report)
+    assert "0 written, 4 reused" in again.stdout
+    assert json.loads(report.read_text())["medium"] == data["medium"]
+
+    scored = run("--predictions", pred, "--gt-dir", root / "gt", "--json", tmp_path / "only.json")
+    assert scored.returncode == 0, scored.stderr
+    assert "2 of 6 images have no prediction file" in scored.stderr
+    only = json.loads((tmp_path / "only.json").read_text())
+    assert {s: only[s] for s in SETTINGS} == {s: data[s] for s in SETTINGS}
+
+
+def test_flip_option_runs(tmp_path, tiny_wider):
+    root, _ = tiny_wider
+    result = run("--wider-root", root / "WIDER_val", "--gt-dir", root / "gt", "--predictions", tmp_path / "p", "--flip", "--json", tmp_path / "a.json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "a.json").read_text())["speed"]["flip"] is True
+
+
+def test_bad_arguments_are_one_line_errors(tmp_path, tiny_wider):
+    root, _ = tiny_wider
+    result = run("--predictions", tmp_path, "--gt-dir", tmp_path / "nowhere")
+    assert result.returncode == 2 and result.stderr.startswith("error: ") and "wider_face_val.mat" in result.stderr
+    result = run("--predictions", tmp_path / "missing", "--gt-dir", root / "gt")
+    assert result.returncode == 2 and "prediction folder" in result.stderr
+    result = run("--gt-dir", root / "gt")
+    assert result.returncode == 2 and "--predictions" in result.stderr
+    bad = tmp_path / "bad" / "0--Parade"
+    bad.mkdir(parents=True)
+    (bad / "0_frame.txt").write_text("0_frame\n1\n1 2 three 4 0.5\n")
+    result = run("--predictions", tmp_path / "bad", "--gt-dir", root / "gt")
+    assert result.returncode == 2 and "0_frame.txt:3" in result.stderr and "Traceback" not in result.stderr
