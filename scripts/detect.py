@@ -31,8 +31,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--weights", default="mobilenet0.25", help="released weights name or .safetensors/.pt path (default: %(default)s)")
     parser.add_argument("--score-threshold", type=float, default=0.5, help="minimum face score (default: %(default)s)")
     parser.add_argument("--nms-threshold", type=float, default=0.4, help="NMS IoU threshold (default: %(default)s)")
-    parser.add_argument("--max-size", type=int, default=0, help="downscale so the long side is at most this many pixels for detection; results stay in original pixels (default: 0 = original size)")
+    parser.add_argument("--max-size", type=int, default=None, help="downscale so the long side is at most this many pixels for detection; results stay in original pixels; 0 = original size (default: 640 for videos and cameras, original size for images)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto = CUDA if available)")
+    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch", help="inference engine (default: %(default)s; onnxruntime runs on the CPU)")
     parser.add_argument("--batch-size", type=int, default=1, help="frames/images per forward pass (default: %(default)s)")
     parser.add_argument("--no-draw", action="store_true", help="write only the JSON Lines file")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -41,7 +42,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--score-threshold must be between 0 and 1")
     if not 0.0 < args.nms_threshold <= 1.0:
         parser.error("--nms-threshold must be in (0, 1]")
-    if args.max_size < 0:
+    if args.max_size is not None and args.max_size < 0:
         parser.error("--max-size must be 0 (original size) or positive")
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
@@ -51,11 +52,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from retinaface import Detector, InputError, WeightsError, run_detect
+    from retinaface.pipeline import VIDEO_MAX_SIZE, classify_source
 
     try:
+        max_size = args.max_size
+        if max_size is None:
+            max_size = VIDEO_MAX_SIZE if classify_source(args.input) in ("video", "camera") else 0
         detector = Detector.from_pretrained(
             args.weights, device=args.device, score_threshold=args.score_threshold,
-            nms_threshold=args.nms_threshold, max_size=args.max_size or None,
+            nms_threshold=args.nms_threshold, max_size=max_size or None, backend=args.backend,
         )
         summary = run_detect(
             detector, args.input, output=args.output, json_path=args.json, draw=not args.no_draw,

