@@ -1,0 +1,204 @@
+"""Differentiable rendering of coloured face meshes with camera and light parameters from the detector.
+
+Parameterisation of the 16 per-face render parameters (kept bounded so that any network output,
+including a freshly initialised one, gives a sane picture; zeros render the template filling the crop):
+
+- camera ``P_cam`` (7): ``[tx, ty, tz, rx, ry, rz, f]``
+  - rotation vector ``(pi / 2) * tanh(r)`` (face pose; at most 90 degrees about each axis),
+  - translation ``(0.5 tanh(tx), 0.5 tanh(ty))`` in template units (the template spans [-1, 1]),
+  - distance ``4 exp(clamp(tz, -2, 2))`` from the face centre, so the camera is never behind the face,
+  - focal length ``3.6 exp(clamp(f, -2, 2))`` in NDC units: at the default distance the template's
+    half-width of 0.9 projects to about 0.8 of the crop's half-width.
+- illumination ``P_ill`` (9): point-light location ``(0, 0, 6) + 4 tanh(l)`` in template space (in front
+  of the face by default), light colour ``0.5 (1 + tanh(c))`` and ambient colour ``0.5 (1 + tanh(a))``
+  (each in [0, 1]; zeros give 0.5 + 0.5 at a face point looking at the light, i.e. the template colours).
+
+Shading is Lambertian and per vertex (Gouraud): ``rgb = albedo * (ambient + light * max(0, n . l))``.
+Rasterisation (which triangle covers each pixel) is computed without gradients: by PyTorch3D on CUDA and
+by a vectorised bounding-box z-buffer on CPU, where PyTorch3D's rasteriser takes about 0.5 s for 16 faces
+at 112 x 112 (it has no binning on CPU). Barycentric coordinates are then recomputed differentiably from
+the projected vertices, so gradients reach vertices, colours, camera and light. Silhouettes carry no
+gradient (hard rasterisation), as with PyTorch3D's hard shaders.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from pytorch3d.renderer import PerspectiveCameras
+from pytorch3d.structures import Meshes
+from pytorch3d.transforms import so3_exp_map
+from torch import Tensor
+
+DEFAULT_DISTANCE = 4.0
+DEFAULT_FOCAL = 3.6
+_LOG_RANGE = 2.0
+_EPS = 1e-8
+
+
+class Lights(NamedTuple):
+    """Per-face point light: ``location`` ``Tensor[B, 3]`` (template space), ``colour`` and ``ambient`` ``Tensor[B, 3]``."""
+
+    location: Tensor
+    colour: Tensor
+    ambient: Tensor
+
+
+def sanitize(params: Tensor, limit: float = 10.0) -> tuple[Tensor, int]:
+    """Replace NaN/inf by 0 and clamp to ``[-limit, limit]``; returns the cleaned tensor and how many rows
+    had non-finite values (callers warn with the count)."""
+    bad_rows = int((~torch.isfinite(params)).any(dim=-1).sum())
+    return torch.nan_to_num(params, nan=0.0, posinf=limit, neginf=-limit).clamp(-limit, limit), bad_rows
+
+
+def camera_from_params(camera: Tensor) -> PerspectiveCameras:
+    """PyTorch3D cameras (NDC, square image) for ``camera`` ``Tensor[B, 7]`` (see the module docstring).
+
+    Template space has x right, y up, z towards the viewer; PyTorch3D's view space has x left, y up,
+    z away from the camera, hence the axis flip below.
+    """
+    translation_xy = 0.5 * torch.tanh(camera[:, 0:2])
+    distance = DEFAULT_DISTANCE * torch.exp(camera[:, 2].clamp(-_LOG_RANGE, _LOG_RANGE))
+    rotation = so3_exp_map((math.pi / 2) * torch.tanh(camera[:, 3:6]))  # column-vector convention
+    focal = DEFAULT_FOCAL * torch.exp(camera[:, 6].clamp(-_LOG_RANGE, _LOG_RANGE))
+    flip = torch.diag(torch.tensor([-1.0, 1.0, -1.0], device=camera.device, dtype=camera.dtype))
+    # PyTorch3D maps row vectors: X_view = X_world @ R + T
+    R = rotation.transpose(1, 2) @ flip
+    T = torch.stack([-translation_xy[:, 0], translation_xy[:, 1], distance], dim=1)
+    return PerspectiveCameras(focal_length=focal[:, None].expand(-1, 2), R=R, T=T, device=camera.device)
+
+
+def lights_from_params(illumination: Tensor) -> Lights:
+    """:class:`Lights` for ``illumination`` ``Tensor[B, 9]`` (see the module docstring)."""
+    default = torch.tensor([0.0, 0.0, 6.0], device=illumination.device, dtype=illumination.dtype)
+    return Lights(
+        location=default + 4.0 * torch.tanh(illumination[:, 0:3]),
+        colour=0.5 * (1 + torch.tanh(illumination[:, 3:6])),
+        ambient=0.5 * (1 + torch.tanh(illumination[:, 6:9])),
+    )
+
+
+def project(vertices: Tensor, cameras: PerspectiveCameras) -> Tensor:
+    """Template-space ``Tensor[B, V, 3]`` -> ``Tensor[B, V, 3]`` as (x_ndc, y_ndc, view depth)."""
+    view = cameras.get_world_to_view_transform().transform_points(vertices)
+    depth = view[..., 2:3].clamp(min=1e-3)  # the camera is in front by construction; guard anyway
+    focal = cameras.focal_length[:, None, :]
+    return torch.cat([view[..., :2] * focal / depth, view[..., 2:3]], dim=-1)
+
+
+def shade_vertices(vertices: Tensor, faces: Tensor, albedo: Tensor, lights: Lights) -> Tensor:
+    """Lambertian per-vertex colours ``Tensor[B, V, 3]`` (area-weighted vertex normals from PyTorch3D)."""
+    normals = Meshes(verts=list(vertices), faces=[faces] * len(vertices)).verts_normals_padded()
+    to_light = torch.nn.functional.normalize(lights.location[:, None, :] - vertices, dim=-1)
+    lambert = (normals * to_light).sum(-1, keepdim=True).clamp(min=0.0)
+    return albedo * (lights.ambient[:, None, :] + lights.colour[:, None, :] * lambert)
+
+
+def _pixel_coordinates(ndc: Tensor, size: int) -> Tensor:
+    """NDC (x left, y up, PyTorch3D) -> continuous (column, row) pixel coordinates, centres at integers."""
+    return torch.stack([(1 - ndc[..., 0]) * size / 2 - 0.5, (1 - ndc[..., 1]) * size / 2 - 0.5], dim=-1)
+
+
+@torch.no_grad()
+def rasterize_zbuffer(ndc: Tensor, faces: Tensor, size: int) -> Tensor:
+    """Nearest triangle per pixel, ``Tensor[B, size, size]`` (int64, -1 for background), by enumerating the
+    pixels inside each triangle's bounding box and keeping the smallest interpolated depth."""
+    batch = ndc.shape[0]
+    num_faces = faces.shape[0]
+    tri_xy = _pixel_coordinates(ndc[:, faces], size)  # [B, F, 3, 2]
+    tri_z = ndc[:, faces][..., 2]  # [B, F, 3]
+    low = tri_xy.amin(dim=2).ceil().clamp(0, size - 1).long()
+    high = tri_xy.amax(dim=2).floor().clamp(-1, size - 1).long()
+    extent = (high - low + 1).clamp(min=0)
+    x0, y0 = tri_xy[..., 0, :], tri_xy[..., 1, :]
+    area = (tri_xy[..., 1, 0] - x0[..., 0]) * (tri_xy[..., 2, 1] - x0[..., 1]) - (tri_xy[..., 1, 1] - x0[..., 1]) * (tri_xy[..., 2, 0] - x0[..., 0])
+    usable = (area.abs() > _EPS) & (tri_z > 0).all(-1) & (extent > 0).all(-1)
+    counts = torch.where(usable, extent[..., 0] * extent[..., 1], 0).flatten()
+    pix_to_face = torch.full((batch * size * size,), -1, dtype=torch.long, device=ndc.device)
+    total = int(counts.sum())
+    if total == 0:
+        return pix_to_face.view(batch, size, size)
+    owner = torch.repeat_interleave(torch.arange(batch * num_faces, device=ndc.device), counts)
+    offset = torch.arange(total, device=ndc.device) - torch.repeat_interleave(counts.cumsum(0) - counts, counts)
+    width = extent[..., 0].flatten()[owner]
+    cols = low[..., 0].flatten()[owner] + offset % width
+    rows = low[..., 1].flatten()[owner] + offset // width
+    tri = tri_xy.flatten(0, 1)[owner]  # [P, 3, 2]
+    weights = _barycentric(tri, torch.stack([cols, rows], dim=-1).to(tri.dtype))
+    inside = (weights >= 0).all(dim=-1)
+    depth = (weights * tri_z.flatten(0, 1)[owner]).sum(-1)
+    image = owner // num_faces
+    pixel = image * size * size + rows * size + cols
+    pixel, depth, face = pixel[inside], depth[inside], (owner % num_faces)[inside]
+    nearest = torch.full((batch * size * size,), float("inf"), device=ndc.device, dtype=depth.dtype)
+    nearest.scatter_reduce_(0, pixel, depth, reduce="amin")
+    winner = depth <= nearest[pixel]
+    pix_to_face.scatter_reduce_(0, pixel[winner], face[winner], reduce="amax", include_self=True)
+    return pix_to_face.view(batch, size, size)
+
+
+@torch.no_grad()
+def rasterize_pytorch3d(ndc: Tensor, faces: Tensor, size: int) -> Tensor:
+    """Same result as :func:`rasterize_zbuffer`, with PyTorch3D's rasteriser (fast on CUDA)."""
+    from pytorch3d.renderer.mesh.rasterize_meshes import rasterize_meshes
+
+    meshes = Meshes(verts=list(ndc), faces=[faces] * len(ndc))
+    pix_to_face, _, _, _ = rasterize_meshes(meshes, image_size=size, blur_radius=0.0, faces_per_pixel=1, perspective_correct=False)
+    pix_to_face = pix_to_face[..., 0]
+    start = (torch.arange(len(ndc), device=ndc.device) * faces.shape[0]).view(-1, 1, 1)
+    return torch.where(pix_to_face >= 0, pix_to_face - start, -1)
+
+
+def _barycentric(triangles: Tensor, points: Tensor) -> Tensor:
+    """2-D barycentric coordinates ``Tensor[..., 3]`` of ``points`` ``[..., 2]`` in ``triangles`` ``[..., 3, 2]``."""
+    a, b, c = triangles[..., 0, :], triangles[..., 1, :], triangles[..., 2, :]
+    def cross(u: Tensor, v: Tensor) -> Tensor:
+        return u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]
+    area = cross(b - a, c - a)
+    area = torch.where(area.abs() < _EPS, torch.full_like(area, _EPS), area)
+    w0 = cross(b - points, c - points) / area
+    w1 = cross(c - points, a - points) / area
+    return torch.stack([w0, w1, 1 - w0 - w1], dim=-1)
+
+
+def interpolate(ndc: Tensor, faces: Tensor, pix_to_face: Tensor, vertex_values: Tensor) -> tuple[Tensor, Tensor]:
+    """Differentiably interpolate ``vertex_values`` ``Tensor[B, V, C]`` over covered pixels.
+
+    Returns ``image`` ``Tensor[B, C, S, S]`` (0 where uncovered) and ``mask`` ``Tensor[B, 1, S, S]``.
+    """
+    batch, size = pix_to_face.shape[0], pix_to_face.shape[-1]
+    covered = pix_to_face >= 0
+    image_ids, rows, cols = torch.nonzero(covered, as_tuple=True)
+    face_ids = pix_to_face[image_ids, rows, cols]
+    corners = faces[face_ids]  # [P, 3]
+    tri_xy = _pixel_coordinates(ndc[image_ids[:, None], corners], size)  # [P, 3, 2]
+    weights = _barycentric(tri_xy, torch.stack([cols, rows], dim=-1).to(tri_xy.dtype))
+    values = (weights[..., None] * vertex_values[image_ids[:, None], corners]).sum(dim=1)  # [P, C]
+    image = vertex_values.new_zeros((batch, size, size, vertex_values.shape[-1]))
+    image = image.index_put((image_ids, rows, cols), values)
+    return image.permute(0, 3, 1, 2), covered[:, None].to(vertex_values.dtype)
+
+
+class RenderedFaces(NamedTuple):
+    """``image`` ``Tensor[B, 3, S, S]`` RGB (0 outside the face), ``mask`` ``Tensor[B, 1, S, S]``,
+    ``ndc`` ``Tensor[B, V, 3]`` projected vertices (x, y in NDC; view depth)."""
+
+    image: Tensor
+    mask: Tensor
+    ndc: Tensor
+
+
+def render(
+    vertices: Tensor, colours: Tensor, faces: Tensor, camera: Tensor, illumination: Tensor, *, image_size: int = 112
+) -> RenderedFaces:
+    """Render ``B`` meshes (``vertices``/``colours`` ``Tensor[B, V, 3]``, shared ``faces`` ``Tensor[F, 3]``)
+    with per-face ``camera`` ``Tensor[B, 7]`` and ``illumination`` ``Tensor[B, 9]`` into square images."""
+    cameras = camera_from_params(camera)
+    ndc = project(vertices, cameras)
+    lit = shade_vertices(vertices, faces, colours, lights_from_params(illumination))
+    raster = rasterize_pytorch3d if vertices.is_cuda else rasterize_zbuffer
+    pix_to_face = raster(ndc.detach(), faces, image_size)
+    image, mask = interpolate(ndc, faces, pix_to_face, lit)
+    return RenderedFaces(image, mask, ndc)
