@@ -53,8 +53,12 @@ def sanitize(params: Tensor, limit: float = 10.0) -> tuple[Tensor, int]:
     return torch.nan_to_num(params, nan=0.0, posinf=limit, neginf=-limit).clamp(-limit, limit), bad_rows
 
 
-def camera_from_params(camera: Tensor) -> PerspectiveCameras:
+def camera_from_params(camera: Tensor, aspect: Tensor | None = None) -> PerspectiveCameras:
     """PyTorch3D cameras (NDC, square image) for ``camera`` ``Tensor[B, 7]`` (see the module docstring).
+
+    ``aspect`` ``Tensor[B]`` is the width / height of the box each square crop was resampled from; the
+    focal lengths become ``f / sqrt(aspect)`` and ``f * sqrt(aspect)`` so a face rendered into the square
+    crop is stretched exactly like the photo's face in it.
 
     Template space has x right, y up, z towards the viewer; PyTorch3D's view space has x left, y up,
     z away from the camera, hence the axis flip below.
@@ -67,7 +71,11 @@ def camera_from_params(camera: Tensor) -> PerspectiveCameras:
     # PyTorch3D maps row vectors: X_view = X_world @ R + T
     R = rotation.transpose(1, 2) @ flip
     T = torch.stack([-translation_xy[:, 0], translation_xy[:, 1], distance], dim=1)
-    return PerspectiveCameras(focal_length=focal[:, None].expand(-1, 2), R=R, T=T, device=camera.device)
+    focal_xy = focal[:, None].expand(-1, 2)
+    if aspect is not None:
+        root = aspect.clamp(0.1, 10.0).sqrt()
+        focal_xy = torch.stack([focal / root, focal * root], dim=1)
+    return PerspectiveCameras(focal_length=focal_xy, R=R, T=T, device=camera.device)
 
 
 def lights_from_params(illumination: Tensor) -> Lights:
@@ -191,11 +199,19 @@ class RenderedFaces(NamedTuple):
 
 
 def render(
-    vertices: Tensor, colours: Tensor, faces: Tensor, camera: Tensor, illumination: Tensor, *, image_size: int = 112
+    vertices: Tensor,
+    colours: Tensor,
+    faces: Tensor,
+    camera: Tensor,
+    illumination: Tensor,
+    *,
+    image_size: int = 112,
+    aspect: Tensor | None = None,
 ) -> RenderedFaces:
     """Render ``B`` meshes (``vertices``/``colours`` ``Tensor[B, V, 3]``, shared ``faces`` ``Tensor[F, 3]``)
-    with per-face ``camera`` ``Tensor[B, 7]`` and ``illumination`` ``Tensor[B, 9]`` into square images."""
-    cameras = camera_from_params(camera)
+    with per-face ``camera`` ``Tensor[B, 7]`` and ``illumination`` ``Tensor[B, 9]`` into square images
+    (``aspect``: see :func:`camera_from_params`)."""
+    cameras = camera_from_params(camera, aspect)
     ndc = project(vertices, cameras)
     lit = shade_vertices(vertices, faces, colours, lights_from_params(illumination))
     raster = rasterize_pytorch3d if vertices.is_cuda else rasterize_zbuffer

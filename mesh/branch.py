@@ -1,0 +1,149 @@
+"""The mesh branch: 144 coefficients per face -> decoded coloured mesh -> rendering -> pixel loss."""
+
+from __future__ import annotations
+
+import warnings
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import roi_align
+
+from .decoder import DecodedMesh, MeshDecoder
+from .renderer import RenderedFaces, render, sanitize
+from .template import FaceTemplate, load_template
+
+LATENT, CAMERA, ILLUMINATION = 128, 7, 9
+
+
+class MeshCoefficients(NamedTuple):
+    """``latent`` ``Tensor[K, 128]``, ``camera`` ``Tensor[K, 7]``, ``illumination`` ``Tensor[K, 9]``."""
+
+    latent: Tensor
+    camera: Tensor
+    illumination: Tensor
+
+
+def split_coefficients(coefficients: Tensor) -> MeshCoefficients:
+    """Split ``Tensor[K, 144]`` into its three groups (order of the RetinaFace paper)."""
+    if coefficients.shape[-1] != LATENT + CAMERA + ILLUMINATION:
+        raise ValueError(f"expected {LATENT + CAMERA + ILLUMINATION} mesh coefficients, got {coefficients.shape[-1]}")
+    latent, camera, illumination = coefficients.split([LATENT, CAMERA, ILLUMINATION], dim=-1)
+    return MeshCoefficients(latent, camera, illumination)
+
+
+def uniform_laplacian(num_vertices: int, edge_index: Tensor) -> Tensor:
+    """Dense ``Tensor[V, V]`` uniform graph Laplacian ``I - D^-1 A`` (rows sum to zero)."""
+    adjacency = torch.zeros(num_vertices, num_vertices)
+    adjacency[edge_index[0], edge_index[1]] = 1.0
+    return torch.eye(num_vertices) - adjacency / adjacency.sum(dim=1, keepdim=True).clamp(min=1)
+
+
+class MeshBranch(nn.Module):
+    """Decoder + renderer for the per-face mesh coefficients predicted by the detector heads.
+
+    ``forward(coefficients, aspect=None)`` returns the decoded mesh and its rendering into the face's
+    square crop. Non-finite coefficients are replaced (NaN -> 0, +-inf -> +-10) and counted in
+    :attr:`sanitized_faces`, with a warning, instead of propagating NaN.
+    """
+
+    def __init__(
+        self,
+        *,
+        template: FaceTemplate | None = None,
+        decoder: MeshDecoder | None = None,
+        image_size: int = 112,
+    ) -> None:
+        super().__init__()
+        self.template = template or load_template()
+        self.decoder = decoder or MeshDecoder(template=self.template)
+        self.image_size = image_size
+        self.register_buffer("render_faces", self.template.render_faces.clone(), persistent=False)
+        self.sanitized_faces = 0
+
+    def clean(self, coefficients: Tensor) -> MeshCoefficients:
+        cleaned, bad = sanitize(coefficients)
+        if bad:
+            self.sanitized_faces += bad
+            warnings.warn(f"{bad} faces had non-finite mesh coefficients; replaced by finite values", RuntimeWarning, stacklevel=3)
+        return split_coefficients(cleaned)
+
+    def decode(self, coefficients: Tensor) -> DecodedMesh:
+        return self.decoder(self.clean(coefficients).latent)
+
+    def forward(self, coefficients: Tensor, aspect: Tensor | None = None, image_size: int | None = None) -> tuple[DecodedMesh, RenderedFaces]:
+        parts = self.clean(coefficients)
+        mesh = self.decoder(parts.latent)
+        rendered = render(
+            mesh.vertices, mesh.colours, self.render_faces, parts.camera, parts.illumination,
+            image_size=image_size or self.image_size, aspect=aspect,
+        )
+        return mesh, rendered
+
+    def image_vertices(self, coefficients: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
+        """Decoded meshes placed in the image: ``Tensor[K, V, 3]`` (x, y in pixels; view depth) and colours
+        ``Tensor[K, V, 3]``, for faces whose crops are ``boxes`` ``Tensor[K, 4]`` (x1 y1 x2 y2, pixels)."""
+        from .renderer import camera_from_params, project
+
+        parts = self.clean(coefficients)
+        mesh = self.decoder(parts.latent)
+        widths, heights = (boxes[:, 2] - boxes[:, 0]).clamp(min=1e-3), (boxes[:, 3] - boxes[:, 1]).clamp(min=1e-3)
+        ndc = project(mesh.vertices, camera_from_params(parts.camera, widths / heights))
+        x = boxes[:, None, 0] + (1 - ndc[..., 0]) / 2 * widths[:, None]
+        y = boxes[:, None, 1] + (1 - ndc[..., 1]) / 2 * heights[:, None]
+        return torch.stack([x, y, ndc[..., 2]], dim=-1), mesh.colours
+
+
+class MeshPixelLoss(nn.Module):
+    """Self-supervised pixel loss of the RetinaFace paper, ``1/(W H) sum |R(D(P_ST), P_cam, P_ill) - I*|_1``.
+
+    ``I*`` is the face crop at the ground-truth box resampled to ``crop_size`` (``roi_align``); the
+    face is rendered into the same frame. Pixels the render does not cover show the crop itself
+    (so they cost nothing): the face model only explains the face, not the background. At most
+    ``max_faces`` positives per batch are used (a random subset) to bound the cost. Two light
+    regularisers, absent from the paper, stand in for the 3D supervision we do not have:
+    ``latent_weight * mean(P_ST^2)`` and ``smoothness_weight * mean(|L offsets|^2)`` (uniform Laplacian).
+    """
+
+    def __init__(
+        self,
+        *,
+        branch: MeshBranch,
+        crop_size: int = 112,
+        max_faces: int = 16,
+        latent_weight: float = 1e-3,
+        smoothness_weight: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.branch = branch
+        self.crop_size = crop_size
+        self.max_faces = max_faces
+        self.latent_weight = latent_weight
+        self.smoothness_weight = smoothness_weight
+        edges = branch.decoder.edges_1 if hasattr(branch.decoder, "edges_1") else None
+        if edges is None:
+            raise ValueError("the decoder has no finest-level graph")
+        self.register_buffer("laplacian", uniform_laplacian(branch.template.num_vertices, edges), persistent=False)
+
+    def forward(self, coefficients: Tensor, images_rgb: Tensor, boxes: Tensor, image_index: Tensor) -> Tensor:
+        """``coefficients`` ``Tensor[K, 144]`` of positive anchors, ``images_rgb`` ``Tensor[N, 3, H, W]`` in
+        [0, 1], their ground-truth ``boxes`` ``Tensor[K, 4]`` (x1 y1 x2 y2, pixels of ``images_rgb``) and
+        ``image_index`` ``Tensor[K]``. Returns the scalar loss (0 when ``K == 0``)."""
+        widths, heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+        usable = torch.isfinite(boxes).all(dim=1) & (widths >= 1) & (heights >= 1)
+        picked = torch.nonzero(usable).squeeze(1)
+        if picked.numel() > self.max_faces:
+            picked = picked[torch.randperm(picked.numel(), device=picked.device)[: self.max_faces]]
+        if picked.numel() == 0:
+            return coefficients.sum() * 0.0
+        boxes, coefficients = boxes[picked].float(), coefficients[picked].float()
+        rois = torch.cat([image_index[picked, None].to(boxes), boxes], dim=1)
+        crops = roi_align(images_rgb.float(), rois, output_size=self.crop_size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+        mesh, rendered = self.branch(coefficients, aspect=(boxes[:, 2] - boxes[:, 0]) / (boxes[:, 3] - boxes[:, 1]), image_size=self.crop_size)
+        difference = rendered.mask * (rendered.image - crops)
+        pixel = difference.abs().sum(dim=1).mean()  # L1 over RGB, averaged over W*H pixels and faces
+        latent = split_coefficients(coefficients).latent
+        offsets = mesh.vertices - self.branch.template.vertices.to(mesh.vertices)
+        smooth = (self.laplacian @ offsets).square().sum(-1).mean()
+        return pixel + self.latent_weight * latent.square().mean() + self.smoothness_weight * smooth

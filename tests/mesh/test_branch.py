@@ -1,0 +1,75 @@
+import math
+import warnings
+
+import pytest
+import torch
+
+from mesh.branch import MeshBranch, MeshPixelLoss, split_coefficients
+from mesh.fitting import fit_to_renders, random_coefficients
+
+
+@pytest.fixture(scope="module")
+def branch():
+    torch.manual_seed(0)
+    return MeshBranch()
+
+
+def test_analysis_by_synthesis_recovers_pose_and_light(branch):
+    """Held-out random faces: fitting from zero cuts the pixel loss 5x and finds pose and light."""
+    truth = random_coefficients(4, torch.Generator().manual_seed(7))
+    result = fit_to_renders(branch, truth, steps=120, image_size=48)
+    assert result.final_loss < result.first_loss / 5
+    true_pose = split_coefficients(truth).camera
+    start_pose_error = torch.rad2deg(torch.linalg.norm((math.pi / 2) * torch.tanh(true_pose[:, 3:6]), dim=1))
+    assert (start_pose_error > 10).all()
+    assert (result.pose_error_degrees < 5).all(), result.pose_error_degrees
+    assert (result.light_error_degrees < 5).all(), result.light_error_degrees
+
+
+def test_pixel_loss_is_zero_for_a_perfect_render_and_grows_with_mismatch(branch):
+    truth = random_coefficients(2, torch.Generator().manual_seed(1))
+    size = 56
+    with torch.no_grad():
+        face = branch(truth, image_size=size)[1]
+    # an "image" that is exactly the render pasted over grey, face box = the whole image
+    canvas = face.mask * face.image + (1 - face.mask) * 0.5
+    boxes = torch.tensor([[0.0, 0.0, size, size]] * 2)
+    loss = MeshPixelLoss(branch=branch, crop_size=size, latent_weight=0.0, smoothness_weight=0.0)
+    perfect = loss(truth, canvas, boxes, torch.tensor([0, 1]))
+    wrong = loss(torch.zeros_like(truth), canvas, boxes, torch.tensor([0, 1]))
+    assert perfect < 0.02 and wrong > 5 * perfect
+
+
+def test_pixel_loss_bad_boxes_and_empty_batches(branch):
+    loss = MeshPixelLoss(branch=branch, crop_size=32)
+    images = torch.rand(1, 3, 64, 64)
+    coefficients = torch.zeros(3, 144, requires_grad=True)
+    boxes = torch.tensor([[10.0, 10.0, 10.0, 40.0], [5.0, 5.0, 4.0, 4.0], [float("nan"), 0, 1, 1]])  # zero/negative/NaN
+    value = loss(coefficients, images, boxes, torch.zeros(3, dtype=torch.long))
+    value.backward()
+    assert value == 0 and torch.isfinite(coefficients.grad).all()
+    empty = loss(torch.zeros(0, 144), images, torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))
+    assert empty == 0
+
+
+def test_non_finite_coefficients_are_counted_not_propagated(branch):
+    coefficients = torch.zeros(3, 144)
+    coefficients[0, 5] = float("nan")
+    coefficients[2, 130] = float("-inf")
+    coefficients.requires_grad_()
+    before = branch.sanitized_faces
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mesh, rendered = branch(coefficients, image_size=32)
+    assert branch.sanitized_faces - before == 2 and "2 faces" in str(caught[0].message)
+    rendered.image.sum().backward()
+    assert torch.isfinite(rendered.image).all() and torch.isfinite(coefficients.grad).all()
+
+
+def test_image_vertices_follow_the_box(branch):
+    boxes = torch.tensor([[100.0, 50.0, 200.0, 170.0]])
+    vertices, colours = branch.image_vertices(torch.zeros(1, 144), boxes)
+    x, y = vertices[0, :, 0], vertices[0, :, 1]
+    assert 100 < x.min() < x.max() < 200 and 50 < y.min() < y.max() < 170
+    eyes = branch.template.landmarks(vertices)[0]
+    assert eyes[0, 0] < eyes[1, 0] and eyes[0, 1] < eyes[2, 1]  # image-left eye left of the other, above the nose
