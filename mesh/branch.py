@@ -109,27 +109,27 @@ class MeshPixelLoss(nn.Module):
     def __init__(
         self,
         *,
-        branch: MeshBranch,
+        template: FaceTemplate | None = None,
         crop_size: int = 112,
         max_faces: int = 16,
         latent_weight: float = 1e-3,
         smoothness_weight: float = 1.0,
     ) -> None:
         super().__init__()
-        self.branch = branch
+        template = template or load_template()
         self.crop_size = crop_size
         self.max_faces = max_faces
         self.latent_weight = latent_weight
         self.smoothness_weight = smoothness_weight
-        edges = branch.decoder.edges_1 if hasattr(branch.decoder, "edges_1") else None
-        if edges is None:
-            raise ValueError("the decoder has no finest-level graph")
-        self.register_buffer("laplacian", uniform_laplacian(branch.template.num_vertices, edges), persistent=False)
+        faces = template.faces
+        edges = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+        edges = torch.cat([edges, edges.flip(1)]).T
+        self.register_buffer("laplacian", uniform_laplacian(template.num_vertices, edges), persistent=False)
 
-    def forward(self, coefficients: Tensor, images_rgb: Tensor, boxes: Tensor, image_index: Tensor) -> Tensor:
-        """``coefficients`` ``Tensor[K, 144]`` of positive anchors, ``images_rgb`` ``Tensor[N, 3, H, W]`` in
-        [0, 1], their ground-truth ``boxes`` ``Tensor[K, 4]`` (x1 y1 x2 y2, pixels of ``images_rgb``) and
-        ``image_index`` ``Tensor[K]``. Returns the scalar loss (0 when ``K == 0``)."""
+    def forward(self, branch: MeshBranch, coefficients: Tensor, images_rgb: Tensor, boxes: Tensor, image_index: Tensor) -> Tensor:
+        """Pixel loss of ``branch`` for ``coefficients`` ``Tensor[K, 144]`` of positive anchors, ``images_rgb``
+        ``Tensor[N, 3, H, W]`` in [0, 1], their ground-truth ``boxes`` ``Tensor[K, 4]`` (x1 y1 x2 y2, pixels
+        of ``images_rgb``) and ``image_index`` ``Tensor[K]``. Returns the scalar loss (0 when ``K == 0``)."""
         widths, heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
         usable = torch.isfinite(boxes).all(dim=1) & (widths >= 1) & (heights >= 1)
         picked = torch.nonzero(usable).squeeze(1)
@@ -140,10 +140,10 @@ class MeshPixelLoss(nn.Module):
         boxes, coefficients = boxes[picked].float(), coefficients[picked].float()
         rois = torch.cat([image_index[picked, None].to(boxes), boxes], dim=1)
         crops = roi_align(images_rgb.float(), rois, output_size=self.crop_size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
-        mesh, rendered = self.branch(coefficients, aspect=(boxes[:, 2] - boxes[:, 0]) / (boxes[:, 3] - boxes[:, 1]), image_size=self.crop_size)
+        mesh, rendered = branch(coefficients, aspect=(boxes[:, 2] - boxes[:, 0]) / (boxes[:, 3] - boxes[:, 1]), image_size=self.crop_size)
         difference = rendered.mask * (rendered.image - crops)
         pixel = difference.abs().sum(dim=1).mean()  # L1 over RGB, averaged over W*H pixels and faces
         latent = split_coefficients(coefficients).latent
-        offsets = mesh.vertices - self.branch.template.vertices.to(mesh.vertices)
+        offsets = mesh.vertices - branch.template.vertices.to(mesh.vertices)
         smooth = (self.laplacian @ offsets).square().sum(-1).mean()
         return pixel + self.latent_weight * latent.square().mean() + self.smoothness_weight * smooth

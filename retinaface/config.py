@@ -46,6 +46,9 @@ class ModelConfig:
     """Scale of centre and log-size offsets in the box/landmark coding."""
     pixel_mean_bgr: tuple[float, float, float] = (104.0, 117.0, 123.0)
     num_mesh_coefficients: int = NUM_MESH_COEFFICIENTS
+    mesh_decoder_channels: tuple[int, ...] = (64, 32, 16)
+    """Graph-conv widths of the mesh decoder, coarsest level first."""
+    mesh_chebyshev_order: int = 6
 
     @property
     def num_anchors_per_location(self) -> int:

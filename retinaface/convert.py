@@ -132,7 +132,7 @@ def onnx_to_state_dict(onnx_model_bytes: bytes, model: RetinaFace) -> dict[str, 
         put(f"{prefix}.1.running_mean", np.zeros_like(bias))
         put(f"{prefix}.1.running_var", np.full_like(bias, 1.0 - bn.eps))
 
-    not_in_onnx = ("heads.mesh.", "preprocessor.")  # new mesh head; our own mean buffer
+    not_in_onnx = ("heads.mesh.", "mesh_branch.", "preprocessor.")  # the mesh branch is new; our own mean buffer
     expected = {k for k in state if not k.startswith(not_in_onnx) and not k.endswith("num_batches_tracked")}
     missing = sorted(expected - assigned)
     if missing:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -11,11 +13,16 @@ from .box_coder import BoxCoder
 from .heads import HeadOutputs
 from .matcher import AnchorMatcher
 
+if TYPE_CHECKING:
+    from mesh.branch import MeshBranch, MeshPixelLoss
+
 
 class MultiTaskLoss(nn.Module):
-    """``L = cls_weight L_cls + box_weight L_box + landmark_weight L_pts`` (paper: 1, 0.25, 0.1).
+    """``L = cls_weight L_cls + box_weight L_box + landmark_weight L_pts + pixel_weight L_pixel``
+    (paper: 1, 0.25, 0.1, 0.01).
 
-    ``forward`` returns the weighted terms as a dict ``{"loss_cls", "loss_box", "loss_landmarks"}``,
+    ``forward`` returns the weighted terms as a dict ``{"loss_cls", "loss_box", "loss_landmarks", "loss_pixel"}``
+    (``loss_pixel`` when a ``pixel_loss`` is configured and images and a mesh branch are passed),
     so the training objective is the sum of its values. Per image, negatives are the
     ``negative_ratio x num_positives`` background anchors with the highest classification loss
     (online hard example mining), at least ``min_negatives`` so images without faces still teach
@@ -37,6 +44,8 @@ class MultiTaskLoss(nn.Module):
         cls_weight: float = 1.0,
         box_weight: float = 0.25,
         landmark_weight: float = 0.1,
+        pixel_loss: MeshPixelLoss | None = None,
+        pixel_weight: float = 0.01,
     ) -> None:
         super().__init__()
         self.matcher = matcher
@@ -46,12 +55,27 @@ class MultiTaskLoss(nn.Module):
         self.cls_weight = cls_weight
         self.box_weight = box_weight
         self.landmark_weight = landmark_weight
+        self.pixel_loss = pixel_loss
+        self.pixel_weight = pixel_weight
 
-    def forward(self, outputs: HeadOutputs, anchors: Tensor, targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    def forward(
+        self,
+        outputs: HeadOutputs,
+        anchors: Tensor,
+        targets: list[dict[str, Tensor]],
+        *,
+        images_rgb: Tensor | None = None,
+        mesh_branch: MeshBranch | None = None,
+    ) -> dict[str, Tensor]:
+        """``images_rgb`` ``Tensor[N, 3, H, W]`` in [0, 1] (the network input, same pixel frame as the targets)
+        and ``mesh_branch`` are needed for the pixel term."""
         anchor_boxes = box_convert(anchors, "cxcywh", "xyxy")
         cls_terms, box_terms, landmark_terms = [], [], []
         num_positives = 0
         num_landmark_positives = 0
+        mesh_rows: list[Tensor] = []
+        mesh_boxes: list[Tensor] = []
+        mesh_images: list[Tensor] = []
         for index, target in enumerate(targets):
             boxes = target["boxes"].to(anchors)
             matches = self.matcher(box_iou(boxes, anchor_boxes))
@@ -72,6 +96,10 @@ class MultiTaskLoss(nn.Module):
             pos_anchors = anchors[positive]
             box_targets = self.box_coder.encode_boxes(boxes[matched], pos_anchors)
             box_terms.append(F.smooth_l1_loss(outputs.box_deltas[index][positive].float(), box_targets, reduction="sum"))
+            if self.pixel_loss is not None and images_rgb is not None:
+                mesh_rows.append(outputs.mesh_coefficients[index][positive])
+                mesh_boxes.append(boxes[matched])
+                mesh_images.append(torch.full_like(matched, index))
 
             if "landmarks" in target:
                 valid = target.get("landmarks_valid")
@@ -93,8 +121,14 @@ class MultiTaskLoss(nn.Module):
         )
         # Landmark and mesh heads get a zero-valued term so DDP sees every parameter used.
         unused = outputs.landmark_deltas.sum() * 0.0 + outputs.mesh_coefficients.sum() * 0.0
-        return {
+        losses = {
             "loss_cls": self.cls_weight * cls_loss + zero,
             "loss_box": self.box_weight * box_loss + zero,
             "loss_landmarks": self.landmark_weight * landmark_loss + unused,
         }
+        if mesh_rows and mesh_branch is not None:
+            pixel = self.pixel_loss(mesh_branch, torch.cat(mesh_rows), images_rgb, torch.cat(mesh_boxes), torch.cat(mesh_images))
+            # every decoder parameter takes part in the graph even when no face is sampled (DDP)
+            unused_mesh = sum(p.sum() * 0.0 for p in mesh_branch.parameters())
+            losses["loss_pixel"] = self.pixel_weight * pixel + unused_mesh
+        return losses

@@ -9,6 +9,9 @@ from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.ops.misc import Conv2dNormActivation
 
+from mesh.branch import MeshBranch, MeshPixelLoss
+from mesh.decoder import MeshDecoder
+
 from .anchors import AnchorGenerator
 from .backbones import build_backbone
 from .box_coder import BoxCoder
@@ -46,6 +49,7 @@ class RetinaFace(nn.Module):
         anchor_generator: AnchorGenerator,
         postprocessor: DetectionPostProcessor,
         loss: MultiTaskLoss,
+        mesh_branch: MeshBranch | None = None,
     ) -> None:
         super().__init__()
         self.config = config
@@ -63,6 +67,7 @@ class RetinaFace(nn.Module):
         self.anchor_generator = anchor_generator
         self.postprocessor = postprocessor
         self.loss = loss
+        self.mesh_branch = mesh_branch
         self.fused = False
 
     def context_features(self, batch: Tensor) -> list[Tensor]:
@@ -117,7 +122,9 @@ class RetinaFace(nn.Module):
                 raise RuntimeError("this model was fused for inference (BatchNorm folded) and cannot compute training losses")
             if len(scaled_targets) != len(image_list):
                 raise ValueError(f"got {len(image_list)} images but {len(scaled_targets)} targets")
-            return self.loss(outputs, anchors, scaled_targets)
+            mean = self.preprocessor.pixel_mean
+            images_rgb = ((batch + mean) / 255.0).flip(1)  # network input back to RGB in [0, 1] for the pixel loss
+            return self.loss(outputs, anchors, scaled_targets, images_rgb=images_rgb, mesh_branch=self.mesh_branch)
         detections = self.postprocessor(outputs, anchors)
         return self.preprocessor.map_back(detections, scales, original_sizes)
 
@@ -143,5 +150,8 @@ def build_retinaface(
             pre_nms_top_k=inference.pre_nms_top_k,
             max_detections=inference.max_detections,
         ),
-        loss=MultiTaskLoss(matcher=AnchorMatcher(), box_coder=box_coder),
+        loss=MultiTaskLoss(matcher=AnchorMatcher(), box_coder=box_coder, pixel_loss=MeshPixelLoss()),
+        mesh_branch=MeshBranch(
+            decoder=MeshDecoder(channels=config.mesh_decoder_channels, chebyshev_order=config.mesh_chebyshev_order)
+        ),
     )

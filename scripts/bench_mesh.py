@@ -34,7 +34,7 @@ def main(argv=None) -> int:
 
     torch.manual_seed(0)
     branch = MeshBranch()
-    loss_fn = MeshPixelLoss(branch=branch, crop_size=args.size, max_faces=args.faces)
+    loss_fn = MeshPixelLoss(template=branch.template, crop_size=args.size, max_faces=args.faces)
     images = torch.rand(2, 3, 640, 640)
     boxes = torch.rand(args.faces, 2) * 400
     boxes = torch.cat([boxes, boxes + 40 + torch.rand(args.faces, 2) * 150], dim=1)
@@ -43,7 +43,7 @@ def main(argv=None) -> int:
 
     def step() -> None:
         coefficients = base.clone().requires_grad_()
-        loss_fn(coefficients, images, boxes, image_index).backward()
+        loss_fn(branch, coefficients, images, boxes, image_index).backward()
 
     def median(fn, runs) -> float:
         for _ in range(3):

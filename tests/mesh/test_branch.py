@@ -34,21 +34,21 @@ def test_pixel_loss_is_zero_for_a_perfect_render_and_grows_with_mismatch(branch)
     # an "image" that is exactly the render pasted over grey, face box = the whole image
     canvas = face.mask * face.image + (1 - face.mask) * 0.5
     boxes = torch.tensor([[0.0, 0.0, size, size]] * 2)
-    loss = MeshPixelLoss(branch=branch, crop_size=size, latent_weight=0.0, smoothness_weight=0.0)
-    perfect = loss(truth, canvas, boxes, torch.tensor([0, 1]))
-    wrong = loss(torch.zeros_like(truth), canvas, boxes, torch.tensor([0, 1]))
+    loss = MeshPixelLoss(crop_size=size, latent_weight=0.0, smoothness_weight=0.0)
+    perfect = loss(branch, truth, canvas, boxes, torch.tensor([0, 1]))
+    wrong = loss(branch, torch.zeros_like(truth), canvas, boxes, torch.tensor([0, 1]))
     assert perfect < 0.02 and wrong > 5 * perfect
 
 
 def test_pixel_loss_bad_boxes_and_empty_batches(branch):
-    loss = MeshPixelLoss(branch=branch, crop_size=32)
+    loss = MeshPixelLoss(crop_size=32)
     images = torch.rand(1, 3, 64, 64)
     coefficients = torch.zeros(3, 144, requires_grad=True)
     boxes = torch.tensor([[10.0, 10.0, 10.0, 40.0], [5.0, 5.0, 4.0, 4.0], [float("nan"), 0, 1, 1]])  # zero/negative/NaN
-    value = loss(coefficients, images, boxes, torch.zeros(3, dtype=torch.long))
+    value = loss(branch, coefficients, images, boxes, torch.zeros(3, dtype=torch.long))
     value.backward()
     assert value == 0 and torch.isfinite(coefficients.grad).all()
-    empty = loss(torch.zeros(0, 144), images, torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))
+    empty = loss(branch, torch.zeros(0, 144), images, torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))
     assert empty == 0
 
 

@@ -17,12 +17,15 @@ def test_loss_terms_are_named_finite_and_backpropagate():
     model = _model()
     target = {"boxes": torch.tensor([[20.0, 20.0, 60.0, 70.0]]), "landmarks": torch.rand(1, 5, 2) * 40 + 20}
     losses = model([_image()], [target])
-    assert set(losses) == {"loss_cls", "loss_box", "loss_landmarks"}
+    assert set(losses) == {"loss_cls", "loss_box", "loss_landmarks", "loss_pixel"}
+    assert losses["loss_pixel"] > 0
     total = sum(losses.values())
     total.backward()
     assert all(torch.isfinite(v) for v in losses.values())
     assert model.heads.box.convs[0].weight.grad.abs().sum() > 0
     assert model.heads.landmarks.convs[0].weight.grad.abs().sum() > 0
+    # the mesh head starts at zero (template face); the pixel loss already pushes it
+    assert sum(conv.weight.grad.abs().sum() for conv in model.heads.mesh.convs) > 0
 
 
 def test_images_without_faces_give_finite_losses_and_no_nan_gradients():
@@ -30,7 +33,7 @@ def test_images_without_faces_give_finite_losses_and_no_nan_gradients():
     empty = {"boxes": torch.zeros(0, 4), "landmarks": torch.zeros(0, 5, 2)}
     losses = model([_image(), _image(64, 64)], [empty, empty])
     assert losses["loss_cls"] > 0  # background anchors still teach the classifier
-    assert losses["loss_box"] == 0 and losses["loss_landmarks"] == 0
+    assert losses["loss_box"] == 0 and losses["loss_landmarks"] == 0 and losses["loss_pixel"] == 0
     sum(losses.values()).backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
