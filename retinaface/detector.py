@@ -25,15 +25,20 @@ class Face:
     - ``landmarks``: ``ndarray[5, 2]`` (x, y): left eye, right eye, nose tip, left and right mouth corner
       (left/right as they appear in the image)
     - ``mesh_coefficients``: ``ndarray[144]`` raw mesh parameters (128 shape/texture, 7 camera, 9 light)
+    - ``mesh_vertices`` / ``mesh_colours``: ``ndarray[468, 3]`` decoded mesh (x, y in image pixels, view depth;
+      RGB in [0, 1]) when the detector was created with ``mesh=True``, else ``None``
     """
 
     box: np.ndarray
     score: float
     landmarks: np.ndarray
     mesh_coefficients: np.ndarray
+    mesh_vertices: np.ndarray | None = None
+    mesh_colours: np.ndarray | None = None
 
     def to_dict(self, *, include_mesh: bool = False, decimals: int = 2) -> dict[str, Any]:
-        """JSON-friendly dict: ``{"box": [x1, y1, x2, y2], "score", "landmarks": [[x, y] x 5]}``."""
+        """JSON-friendly dict: ``{"box": [x1, y1, x2, y2], "score", "landmarks": [[x, y] x 5]}``; with
+        ``include_mesh`` also ``mesh_coefficients`` and, if decoded, ``mesh_vertices`` ``[[x, y, depth] x 468]``."""
         record: dict[str, Any] = {
             "box": [round(float(v), decimals) for v in self.box],
             "score": round(float(self.score), 5),
@@ -41,6 +46,8 @@ class Face:
         }
         if include_mesh:
             record["mesh_coefficients"] = [round(float(v), 5) for v in self.mesh_coefficients]
+            if self.mesh_vertices is not None:
+                record["mesh_vertices"] = [[round(float(c), 1) for c in v] for v in self.mesh_vertices]
         return record
 
 
@@ -61,8 +68,11 @@ class Detector:
 
     BACKENDS = ("torch", "onnxruntime")
 
-    def __init__(self, model: RetinaFace | OnnxRetinaFace) -> None:
+    def __init__(self, model: RetinaFace | OnnxRetinaFace, *, mesh: bool = False) -> None:
         self.model = model.eval()
+        if mesh and getattr(model, "mesh_branch", None) is None:
+            raise WeightsError("decoding meshes needs the PyTorch backend (the onnxruntime model has no mesh decoder)")
+        self.decode_mesh = mesh
 
     @classmethod
     def from_pretrained(
@@ -75,12 +85,14 @@ class Detector:
         max_size: int | None = None,
         backend: str = "torch",
         optimize: bool = True,
+        mesh: bool = False,
     ) -> "Detector":
         """Load released weights by name, a ``.safetensors`` / checkpoint file, or (onnxruntime) an ``.onnx`` file.
 
         ``backend="torch"`` with ``optimize`` folds BatchNorm into the convolutions and uses channels-last
         memory (same results, faster). ``backend="onnxruntime"`` runs the network in onnxruntime on the CPU,
-        exporting the weights on the fly unless an exported ``.onnx`` file is given.
+        exporting the weights on the fly unless an exported ``.onnx`` file is given. ``mesh=True`` also decodes
+        each face's 3D mesh (PyTorch backend only).
         """
         inference = InferenceConfig(score_threshold=score_threshold, nms_threshold=nms_threshold, max_size=max_size)
         if backend not in cls.BACKENDS:
@@ -91,6 +103,8 @@ class Detector:
                 onnx_model = path.read_bytes()
             else:
                 onnx_model = export_onnx(load_model(name_or_path))
+            if mesh:
+                raise WeightsError("decoding meshes needs the PyTorch backend (the onnxruntime model has no mesh decoder)")
             try:
                 return cls(OnnxRetinaFace(onnx_model, inference=inference, threads=torch.get_num_threads()))
             except Exception as exc:  # onnx/onnxruntime raise their own types for unusable files
@@ -98,7 +112,7 @@ class Detector:
         if str(name_or_path).endswith(".onnx"):
             raise WeightsError("an .onnx file needs backend='onnxruntime' (--backend onnxruntime)")
         model = load_model(name_or_path, inference=inference, device=resolve_device(device))
-        return cls(model.fuse_for_inference() if optimize else model)
+        return cls(model.fuse_for_inference() if optimize else model, mesh=mesh)
 
     @property
     def device(self) -> torch.device:
@@ -145,9 +159,16 @@ class Detector:
         tensors = [torch.from_numpy(as_bgr_uint8(im)).to(self.device).permute(2, 0, 1) for im in images]
         with torch.inference_mode():
             detections = self.model(tensors)
-        results = []
-        for det in detections:
-            boxes, scores = det["boxes"].cpu().numpy(), det["scores"].cpu().numpy()
-            landmarks, mesh = det["landmarks"].cpu().numpy(), det["mesh_coefficients"].cpu().numpy()
-            results.append([Face(boxes[i], float(scores[i]), landmarks[i], mesh[i]) for i in range(len(scores))])
+            results = []
+            for det in detections:
+                vertices = colours = None
+                if self.decode_mesh and len(det["boxes"]):
+                    vertices, colours = (t.cpu().numpy() for t in self.model.mesh_branch.image_vertices(det["mesh_coefficients"], det["boxes"]))
+                boxes, scores = det["boxes"].cpu().numpy(), det["scores"].cpu().numpy()
+                landmarks, mesh = det["landmarks"].cpu().numpy(), det["mesh_coefficients"].cpu().numpy()
+                results.append([
+                    Face(boxes[i], float(scores[i]), landmarks[i], mesh[i],
+                         None if vertices is None else vertices[i], None if colours is None else colours[i])
+                    for i in range(len(scores))
+                ])
         return results

@@ -87,6 +87,14 @@ def default_json(output: Path, kind: str) -> Path:
     return output / "detections.jsonl" if kind == "folder" else output.with_suffix(".jsonl")
 
 
+def _annotate(detector: Detector, image: np.ndarray, faces: Sequence[Face], include_mesh: bool) -> np.ndarray:
+    if include_mesh and getattr(detector.model, "mesh_branch", None) is not None:
+        from .mesh_overlay import draw_meshes
+
+        image = draw_meshes(image, faces, detector.model.mesh_branch)
+    return draw_faces(image, faces)
+
+
 def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
     iterator = iter(items)
     while batch := list(islice(iterator, size)):
@@ -117,6 +125,9 @@ def run_detect(
 ) -> DetectSummary:
     """Detect faces in ``source`` and write the annotated copy (unless ``draw`` is false) and JSON Lines.
 
+    With ``include_mesh`` the JSON carries each face's mesh coefficients (and decoded vertices when the
+    detector decodes meshes), and the annotated copy shows the rendered meshes.
+
     Outputs appear under their final names only when complete. Ctrl+C on a video or folder stops
     early but still closes both outputs with the frames done so far (``summary.interrupted``).
     """
@@ -145,7 +156,7 @@ def run_detect(
     if kind == "image":
         faces = detector(inputs)
         if draw:
-            write_image(out_path, draw_faces(inputs, faces))
+            write_image(out_path, _annotate(detector, inputs, faces, include_mesh))
         records = AtomicJsonLines(json_out)
         records.write(frame_record(source, 0, inputs, faces, include_mesh=include_mesh))
         records.close()
@@ -188,7 +199,7 @@ def _run_folder(detector, paths, folder, out_dir, json_out, draw, batch_size, in
             faces_per_image = detector.detect_batch([image for _, image in loaded]) if loaded else []
             for (path, image), faces in zip(loaded, faces_per_image):
                 if draw:
-                    write_image(out_dir / path.name, draw_faces(image, faces))
+                    write_image(out_dir / path.name, _annotate(detector, image, faces, include_mesh))
                 records.write(frame_record(str(path), 0, image, faces, include_mesh=include_mesh))
                 summary.frames += 1
                 summary.faces += len(faces)
@@ -262,7 +273,7 @@ def _run_video(detector, video, out_path, json_out, draw, batch_size, include_me
             frames, faces_per_frame = item
             for frame, faces in zip(frames, faces_per_frame):
                 if writer is not None:
-                    writer.write(draw_faces(frame, faces))
+                    writer.write(_annotate(detector, frame, faces, include_mesh))
                 records.write(frame_record(video.name, summary.frames, frame, faces, include_mesh=include_mesh))
                 summary.frames += 1
                 summary.faces += len(faces)

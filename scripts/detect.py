@@ -3,11 +3,13 @@
 
 Writes an annotated copy and a JSON Lines file with one record per image or frame:
   {"source", "frame", "width", "height", "faces": [{"box": [x1, y1, x2, y2], "score", "landmarks": [[x, y] x 5]}]}
+With --mesh each face also gets "mesh_coefficients" (144) and "mesh_vertices" ([x, y, depth] x 468, pixels).
 
 Examples:
   python scripts/detect.py photo.jpg
   python scripts/detect.py video.mp4 --output annotated.mp4 --json faces.jsonl
   python scripts/detect.py photos/ --no-draw --json faces.jsonl
+  python scripts/detect.py photo.jpg --mesh                # overlay the fitted 3D face meshes
   python scripts/detect.py 0            # webcam 0, Ctrl+C to stop
 """
 
@@ -35,6 +37,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto = CUDA if available)")
     parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch", help="inference engine (default: %(default)s; onnxruntime runs on the CPU)")
     parser.add_argument("--batch-size", type=int, default=1, help="frames/images per forward pass (default: %(default)s)")
+    parser.add_argument("--mesh", action="store_true", help="decode each face's 3D mesh: overlay the rendered meshes and add mesh coefficients and vertices to the JSON (PyTorch backend)")
     parser.add_argument("--no-draw", action="store_true", help="write only the JSON Lines file")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
@@ -60,11 +63,11 @@ def main(argv: list[str] | None = None) -> int:
             max_size = VIDEO_MAX_SIZE if classify_source(args.input) in ("video", "camera") else 0
         detector = Detector.from_pretrained(
             args.weights, device=args.device, score_threshold=args.score_threshold,
-            nms_threshold=args.nms_threshold, max_size=max_size or None, backend=args.backend,
+            nms_threshold=args.nms_threshold, max_size=max_size or None, backend=args.backend, mesh=args.mesh,
         )
         summary = run_detect(
             detector, args.input, output=args.output, json_path=args.json, draw=not args.no_draw,
-            batch_size=args.batch_size, progress=not args.no_progress,
+            batch_size=args.batch_size, include_mesh=args.mesh, progress=not args.no_progress,
         )
     except (InputError, WeightsError) as exc:
         print(f"error: {exc}", file=sys.stderr)

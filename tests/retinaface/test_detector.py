@@ -64,3 +64,24 @@ def test_thresholds_are_adjustable(detector, crowd_image):
     finally:
         detector.score_threshold = 0.5
     assert strict < default
+
+
+def test_mesh_decoding_places_the_mesh_on_the_face(astronaut_image):
+    from retinaface import Detector
+
+    meshed = Detector.from_pretrained(device="cpu", mesh=True)
+    (face,) = meshed(astronaut_image)
+    assert face.mesh_vertices.shape == (468, 3) and face.mesh_colours.shape == (468, 3)
+    x1, y1, x2, y2 = face.box
+    xs, ys = face.mesh_vertices[:, 0], face.mesh_vertices[:, 1]
+    assert x1 <= xs.min() < xs.max() <= x2 and y1 <= ys.min() < ys.max() <= y2
+    record = face.to_dict(include_mesh=True)
+    assert len(record["mesh_coefficients"]) == 144 and len(record["mesh_vertices"]) == 468
+    assert "mesh_vertices" not in face.to_dict()
+
+
+def test_mesh_needs_the_pytorch_backend():
+    from retinaface import Detector, WeightsError
+
+    with pytest.raises(WeightsError, match="PyTorch backend"):
+        Detector.from_pretrained(backend="onnxruntime", mesh=True)

@@ -228,3 +228,20 @@ def test_video_default_detection_size_is_640(tmp_path, short_video):
         assert (record["width"], record["height"]) == (1280, 720)
         iou = box_iou(torch.tensor([f["box"] for f in record["faces"]]).reshape(-1, 4), torch.tensor(truth[:2], dtype=torch.float32))
         assert (iou.max(dim=0).values >= 0.5).all()
+
+
+def test_mesh_overlay_and_json(tmp_path):
+    plain, meshed = tmp_path / "plain.png", tmp_path / "mesh.png"
+    assert run(ASTRONAUT, "--output", plain, "--json", tmp_path / "p.jsonl").returncode == 0
+    result = run(ASTRONAUT, "--mesh", "--output", meshed, "--json", tmp_path / "m.jsonl")
+    assert result.returncode == 0, result.stderr
+    (face,) = read_jsonl(tmp_path / "m.jsonl")[0]["faces"]
+    assert len(face["mesh_vertices"]) == 468 and len(face["mesh_coefficients"]) == 144
+    a, b = cv2.imread(str(plain)).astype(int), cv2.imread(str(meshed)).astype(int)
+    changed = np.abs(a - b).sum(axis=2) > 30
+    ys, xs = np.nonzero(changed)
+    x1, y1, x2, y2 = face["box"]
+    assert changed.sum() > 500  # the mesh is drawn ...
+    assert xs.min() >= x1 - 1 and xs.max() <= x2 + 1 and ys.min() >= y1 - 1 and ys.max() <= y2 + 1  # ... inside the box
+    bad = run(ASTRONAUT, "--mesh", "--backend", "onnxruntime", cwd=tmp_path)
+    assert bad.returncode == 2 and "PyTorch backend" in bad.stderr
