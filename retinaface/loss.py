@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torchvision.ops import box_convert, box_iou
 
 from .box_coder import BoxCoder
-from .heads import HeadOutputs
+from .heads import HeadOutputs, SparseMeshCoefficients
 from .matcher import AnchorMatcher
 
 if TYPE_CHECKING:
@@ -97,7 +97,8 @@ class MultiTaskLoss(nn.Module):
             box_targets = self.box_coder.encode_boxes(boxes[matched], pos_anchors)
             box_terms.append(F.smooth_l1_loss(outputs.box_deltas[index][positive].float(), box_targets, reduction="sum"))
             if self.pixel_loss is not None and images_rgb is not None:
-                mesh_rows.append(outputs.mesh_coefficients[index][positive])
+                positive_ids = torch.nonzero(positive).squeeze(1)
+                mesh_rows.append(outputs.mesh_coefficients[torch.full_like(positive_ids, index), positive_ids])
                 mesh_boxes.append(boxes[matched])
                 mesh_images.append(torch.full_like(matched, index))
 
@@ -120,7 +121,9 @@ class MultiTaskLoss(nn.Module):
             torch.stack(landmark_terms).sum() / max(num_landmark_positives, 1) if landmark_terms else zero
         )
         # Landmark and mesh heads get a zero-valued term so DDP sees every parameter used.
-        unused = outputs.landmark_deltas.sum() * 0.0 + outputs.mesh_coefficients.sum() * 0.0
+        mesh = outputs.mesh_coefficients
+        mesh_terms = (mesh.weight, mesh.bias, mesh.features) if isinstance(mesh, SparseMeshCoefficients) else (mesh,)
+        unused = outputs.landmark_deltas.sum() * 0.0 + sum(t.sum() * 0.0 for t in mesh_terms)
         losses = {
             "loss_cls": self.cls_weight * cls_loss + zero,
             "loss_box": self.box_weight * box_loss + zero,

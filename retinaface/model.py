@@ -116,7 +116,8 @@ class RetinaFace(nn.Module):
         batch, _, scales, scaled_targets = self.preprocessor(image_list, targets)
         if self.fused:
             batch = batch.contiguous(memory_format=torch.channels_last)
-        outputs, anchors = self.head_outputs(batch, dense_mesh=scaled_targets is not None)
+        # mesh coefficients are only needed at kept detections / sampled positives: evaluate them sparsely
+        outputs, anchors = self.head_outputs(batch, dense_mesh=False)
         if scaled_targets is not None:
             if self.fused:
                 raise RuntimeError("this model was fused for inference (BatchNorm folded) and cannot compute training losses")

@@ -59,6 +59,11 @@ class TrainConfig:
     """``scratch``, a released weights name (``mobilenet0.25``) or a weights/checkpoint file."""
     imagenet_weights: str = ""
     """Local torchvision ResNet-50 state dict for ``resnet50`` (nothing is downloaded)."""
+    freeze_batchnorm: bool | None = None
+    """Keep BatchNorm statistics fixed. Default: frozen when ``init`` is released weights, whose BatchNorms
+    are folded into the convolutions (identity statistics that batch statistics would wreck)."""
+    clip_grad_norm: float = 0.0
+    """Clip the gradient norm to this (0: no clipping); useful when fine-tuning folded weights."""
     cls_weight: float = 1.0
     box_weight: float = 0.25
     landmark_weight: float = 0.1
@@ -86,11 +91,26 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
         image_size=320, batch_size=8, workers=2, epochs=25, lr=1e-2, warmup_epochs=1.0, decay_epochs=(18, 23),
         val_every=5, checkpoint_every=200, min_face_size=4.0,
     ),
+    # fine-tuning the released weights: their BatchNorms are folded (frozen, see freeze_batchnorm), so
+    # the network trains like one without normalisation; at lr 1e-3 it collapsed here, 1e-4 with
+    # clipping keeps it stable
+    "mobilenet0.25-synthetic-finetune": TrainConfig(
+        image_size=320, batch_size=8, workers=2, epochs=2, lr=1e-4, clip_grad_norm=5.0, warmup_epochs=0.2,
+        decay_epochs=(100,), val_every=1, checkpoint_every=200, min_face_size=4.0, init="mobilenet0.25",
+    ),
 }
 
 
-def train_config(preset: str, overrides: list[str]) -> TrainConfig:
-    """Named preset plus ``--key=value`` overrides (unknown keys raise :class:`ConfigError`)."""
+def train_config(preset: str, overrides: list[str], *, resume: str | None = None) -> TrainConfig:
+    """Named preset (or, when resuming, the checkpoint's stored config) plus ``--key=value`` overrides
+    (unknown keys raise :class:`ConfigError`)."""
+    if resume:
+        from .weights import read_checkpoint
+
+        checkpoint = read_checkpoint(resume)
+        if "train_config" not in checkpoint:
+            raise ConfigError(f"{resume} holds weights only, not a training state to resume")
+        return apply_overrides(config_from_dict(TrainConfig, checkpoint["train_config"]), overrides)
     if preset not in TRAIN_PRESETS:
         raise ConfigError(f"unknown training preset {preset!r}; choose one of {sorted(TRAIN_PRESETS)}")
     return apply_overrides(TRAIN_PRESETS[preset], overrides)
@@ -173,7 +193,25 @@ def build_model_for_training(config: TrainConfig) -> RetinaFace:
     loss.cls_weight, loss.box_weight, loss.landmark_weight = config.cls_weight, config.box_weight, config.landmark_weight
     loss.pixel_weight, loss.negative_ratio = config.pixel_weight, config.negative_ratio
     loss.pixel_loss = MeshPixelLoss(max_faces=config.max_mesh_faces) if config.pixel_weight > 0 else None
-    return model.train()
+    return set_train_mode(model, config)
+
+
+def batchnorm_frozen(config: TrainConfig) -> bool:
+    if config.freeze_batchnorm is not None:
+        return config.freeze_batchnorm
+    from .weights import PRETRAINED
+
+    return config.init in PRETRAINED
+
+
+def set_train_mode(model: nn.Module, config: TrainConfig) -> nn.Module:
+    """``model.train()``, with BatchNorm layers kept in eval mode when they are frozen."""
+    model.train()
+    if batchnorm_frozen(config):
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+    return model
 
 
 def save_checkpoint(path: Path, *, model: nn.Module, optimizer, scheduler, scaler, config: TrainConfig, epoch: int, step_in_epoch: int, global_step: int) -> None:
@@ -209,7 +247,9 @@ def _to(target: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
 
 
 def train(config: TrainConfig, *, resume: str | None = None, progress: bool = True, device: str = "auto") -> TrainResult:
-    """Run (or resume) training; returns the step count and the logged history. See :class:`TrainConfig`."""
+    """Run training, or continue it from the ``resume`` checkpoint (model, optimiser, scheduler, position and
+    RNG state; build ``config`` with :func:`train_config` so it starts from the stored one). Returns the
+    step count and the logged history. See :class:`TrainConfig`."""
     from tqdm import tqdm
 
     from datasets.transforms import TrainAugmentation
@@ -225,9 +265,6 @@ def train(config: TrainConfig, *, resume: str | None = None, progress: bool = Tr
     checkpoint = None
     if resume:
         checkpoint = read_checkpoint(resume)
-        if "train_config" not in checkpoint:
-            raise ConfigError(f"{resume} holds weights only, not a training state to resume")
-        config = config_from_dict(TrainConfig, checkpoint["train_config"])
         start_epoch, start_step, global_step = checkpoint["epoch"], checkpoint["step_in_epoch"], checkpoint["global_step"]
 
     output = Path(config.output)
@@ -282,7 +319,12 @@ def train(config: TrainConfig, *, resume: str | None = None, progress: bool = Tr
     for epoch in range(start_epoch, config.epochs):
         dataset.epoch = sampler.epoch = epoch
         sampler.skip = start_step * config.batch_size if epoch == start_epoch else 0
-        loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers, collate_fn=collate, drop_last=False, persistent_workers=False)
+        # its own generator: creating an iterator must not draw from the global RNG, or a resumed run
+        # (which creates one mid-epoch) would diverge from an uninterrupted one
+        loader = DataLoader(
+            dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers, collate_fn=collate,
+            drop_last=False, generator=torch.Generator().manual_seed(config.seed * 1_000 + epoch),
+        )
         step_in_epoch = start_step if epoch == start_epoch else 0
         bar = tqdm(loader, total=steps_per_epoch, initial=step_in_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not (progress and info.main), file=sys.stderr, unit="step")
         tick, images_seen = time.perf_counter(), 0
@@ -297,10 +339,15 @@ def train(config: TrainConfig, *, resume: str | None = None, progress: bool = Tr
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(total).backward()
+                if config.clip_grad_norm:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(parameters, config.clip_grad_norm)
                 scaler.step(optimizer)
                 scaler.update()
             else:
                 total.backward()
+                if config.clip_grad_norm:
+                    nn.utils.clip_grad_norm_(parameters, config.clip_grad_norm)
                 optimizer.step()
             scheduler.step()
             global_step += 1
@@ -336,7 +383,7 @@ def train(config: TrainConfig, *, resume: str | None = None, progress: bool = Tr
             if writer is not None:
                 for key in ("easy", "medium", "hard"):
                     writer.add_scalar(f"val/AP_{key}", record[key], global_step)
-            model.train()
+            set_train_mode(model, config)
         if stop:
             break
     result.global_step = global_step

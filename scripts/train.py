@@ -6,6 +6,7 @@
       --val_images=runs/synthetic/val --val_gt_dir=runs/synthetic/val/gt --output=runs/synthetic-train
   torchrun --nproc_per_node=4 scripts/train.py --preset resnet50-wider --train_labels=...   # several GPUs
   python scripts/train.py --resume runs/train/last.pt                                        # continue exactly
+  python scripts/train.py --resume runs/train/last.pt --epochs=300                           # ... with overrides
 
 Any field of the training config can be overridden with --key=value; unknown keys are an error.
 Checkpoints (last.pt, written atomically) hold model, optimiser, scheduler, position and RNG state; the
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     from retinaface.training import train, train_config
 
     try:
-        config = train_config(args.preset, overrides)
+        config = train_config(args.preset, overrides, resume=args.resume)
         if not args.resume and not config.train_labels:
             parser.error("give --train_labels=PATH (a WIDER label.txt) or --resume CHECKPOINT")
         result = train(config, resume=args.resume, progress=not args.no_progress, device=args.device)

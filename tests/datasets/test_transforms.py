@@ -1,0 +1,43 @@
+import torch
+
+from datasets.transforms import TrainAugmentation
+
+
+def _target():
+    return {
+        "boxes": torch.tensor([[20.0, 30.0, 60.0, 80.0], [100.0, 100.0, 103.0, 103.0]]),
+        "landmarks": torch.tensor([[[30.0, 45.0], [50.0, 46.0], [40.0, 58.0], [32.0, 70.0], [49.0, 71.0]]] * 2),
+        "landmarks_valid": torch.tensor([True, False]),
+    }
+
+
+def test_same_seed_same_sample_different_seed_different():
+    image = torch.randint(0, 255, (3, 200, 300), dtype=torch.uint8)
+    aug = TrainAugmentation(size=128)
+    a, b, c = aug(image, _target(), 1), aug(image, _target(), 1), aug(image, _target(), 2)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1]["boxes"], b[1]["boxes"])
+    assert not torch.equal(a[0], c[0])
+
+
+def test_flip_mirrors_geometry_and_swaps_left_and_right():
+    image = torch.zeros(3, 160, 160, dtype=torch.uint8)
+    image[:, :, :10] = 255  # a bright stripe on the left edge
+    aug = TrainAugmentation(size=160, crop_scales=(1.0,), flip_probability=1.0, photometric=False, min_face_size=0)
+    out, target = aug(image, _target(), 0)
+    assert out[:, :, -10:].float().mean() == 255 and out[:, :, :10].float().mean() == 0
+    assert target["boxes"][0].tolist() == [100.0, 30.0, 140.0, 80.0]  # x -> 160 - x
+    left_eye, right_eye = target["landmarks"][0, 0], target["landmarks"][0, 1]
+    assert left_eye.tolist() == [110.0, 46.0] and right_eye.tolist() == [130.0, 45.0]  # swapped, still left < right
+    assert target["landmarks"][0, 3, 0] < target["landmarks"][0, 4, 0]
+
+
+def test_crop_keeps_faces_by_centre_and_drops_tiny_faces():
+    image = torch.zeros(3, 400, 400, dtype=torch.uint8)
+    aug = TrainAugmentation(size=200, crop_scales=(0.3,), photometric=False, flip_probability=0.0, min_face_size=3.0)
+    for seed in range(20):
+        _, target = aug(image, _target(), seed)
+        # the 3 px face shrinks to 1.5 px at half scale... unless the crop (120 px) magnifies it 1.67x
+        assert len(target["boxes"]) >= 1
+        boxes = target["boxes"]
+        assert (boxes >= 0).all() and (boxes <= 200).all()
+        assert (torch.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) >= 3.0).all()

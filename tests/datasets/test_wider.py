@@ -1,0 +1,60 @@
+import cv2
+import numpy as np
+import pytest
+
+from datasets.wider import AnnotationError, WiderFaceDataset
+
+
+def _image(path, size=(60, 80)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.full((*size, 3), 100, np.uint8))
+
+
+def test_retinaface_format_with_and_without_landmarks(tmp_path):
+    _image(tmp_path / "images" / "0--A" / "a.jpg")
+    _image(tmp_path / "images" / "0--A" / "b.jpg")
+    (tmp_path / "label.txt").write_text(
+        "# 0--A/a.jpg\n"
+        "10 20 30 40 15.0 30.0 0.0 30.0 30.0 0.0 22.0 40.0 0.0 16.0 50.0 0.0 30.0 50.0 0.0 0.9\n"
+        "5 5 10 10 -1.0 -1.0 -1.0 -1.0 -1.0 -1.0 -1.0 -1.0 -1.0 -1.0 -1.0 -1.0 -1.0 -1.0 -1.0 -1.0\n"
+        "# 0--A/b.jpg\n"
+    )
+    ds = WiderFaceDataset(tmp_path / "label.txt")
+    assert len(ds) == 2
+    image, target = ds[0]
+    assert image.shape == (3, 60, 80)
+    assert target["boxes"].tolist() == [[10, 20, 40, 60], [5, 5, 15, 15]]
+    assert target["landmarks_valid"].tolist() == [True, False]
+    assert target["landmarks"][0, 2].tolist() == [22.0, 40.0]
+    assert ds[1][1]["boxes"].shape == (0, 4)  # an image without faces is a valid sample
+
+
+def test_official_box_only_format(tmp_path):
+    _image(tmp_path / "images" / "e" / "x.jpg")
+    _image(tmp_path / "images" / "e" / "y.jpg")
+    (tmp_path / "wider_face_train_bbx_gt.txt").write_text(
+        "e/x.jpg\n2\n1 2 3 4 0 0 0 0 0 0 \n10 10 5 6 1 0 0 0 0 0 \ne/y.jpg\n0\n0 0 0 0 0 0 0 0 0 0 \n"
+    )
+    ds = WiderFaceDataset(tmp_path / "wider_face_train_bbx_gt.txt")
+    assert [len(s.boxes) for s in ds.samples] == [2, 0]
+    assert ds.samples[0].boxes[1].tolist() == [10, 10, 15, 16]
+    assert not ds.samples[0].landmarks_valid.any()
+
+
+@pytest.mark.parametrize(
+    "lines, message",
+    [
+        ("# e/a.jpg\n1 2 3\n", "label.txt:2: expected 20 numbers"),
+        ("# e/a.jpg\n1 2 x 4\n", "label.txt:2: non-numeric"),
+        ("# e/a.jpg\n1 2 0 4\n", "label.txt:2: face box has zero"),
+        ("# e/missing.jpg\n1 2 3 4\n", "e/missing.jpg listed but not found"),
+        ("1 2 3 4\n# e/a.jpg\n", "label.txt:1: face line before"),
+    ],
+)
+def test_problems_name_file_and_line_or_are_skipped(tmp_path, lines, message):
+    _image(tmp_path / "images" / "e" / "a.jpg")
+    (tmp_path / "label.txt").write_text(lines)
+    with pytest.raises(AnnotationError, match=message):
+        WiderFaceDataset(tmp_path / "label.txt", annotation_format="retinaface")
+    skipping = WiderFaceDataset(tmp_path / "label.txt", annotation_format="retinaface", on_error="skip")
+    assert len(skipping.skipped) == 1 and message.split(": ")[-1] in skipping.skipped[0]

@@ -1,0 +1,133 @@
+"""Training: schedule, sampling, presets, exact resume (also after SIGKILL) and torchrun on 2 CPU processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from retinaface.config import ConfigError
+from retinaface.training import EpochSampler, lr_factor, train, train_config
+from retinaface.weights import read_safetensors
+
+REPO = Path(__file__).resolve().parents[2]
+TRAIN = REPO / "scripts" / "train.py"
+
+
+def test_schedule_warms_up_then_decays():
+    kw = dict(steps_per_epoch=10, warmup_epochs=2, decay_epochs=(5, 8), gamma=0.1)
+    assert lr_factor(0, **kw) == pytest.approx(1 / 20)
+    assert lr_factor(9, **kw) == pytest.approx(10 / 20)
+    assert lr_factor(19, **kw) == 1.0 and lr_factor(49, **kw) == 1.0
+    assert lr_factor(50, **kw) == pytest.approx(0.1) and lr_factor(80, **kw) == pytest.approx(0.01)
+
+
+def test_sampler_is_deterministic_sharded_and_skippable():
+    a = EpochSampler(10, seed=3)
+    assert a.indices() == EpochSampler(10, seed=3).indices() and sorted(a.indices()) == list(range(10))
+    a.epoch = 1
+    assert a.indices() != EpochSampler(10, seed=3).indices()
+    ranks = [EpochSampler(10, seed=3, rank=r, world_size=3) for r in range(3)]
+    shares = [r.indices() for r in ranks]
+    assert all(len(s) == 4 for s in shares) and set(sum(shares, [])) == set(range(10))
+    ranks[0].skip = 2
+    assert list(ranks[0]) == shares[0][2:]
+
+
+def test_presets_and_overrides():
+    cfg = train_config("mobilenet0.25-synthetic", ["--lr=0.05", "--decay_epochs=[3, 4]"])
+    assert cfg.lr == 0.05 and cfg.decay_epochs == (3, 4) and cfg.image_size == 320
+    assert train_config("resnet50-wider", []).model == "resnet50"
+    with pytest.raises(ConfigError, match="unknown config key"):
+        train_config("mobilenet0.25-wider", ["--learning_rate=1"])
+    with pytest.raises(ConfigError, match="unknown training preset"):
+        train_config("vgg-wider", [])
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    from datasets.synthetic import generate
+
+    root = tmp_path_factory.mktemp("synthetic")
+    generate(root, num_train=6, num_val=2, seed=1, height=120, width=160, progress=False)
+    return root
+
+
+def _config(tiny_data, output, **extra):
+    overrides = [
+        f"--train_labels={tiny_data / 'train' / 'label.txt'}", f"--output={output}", "--image_size=96", "--batch_size=2",
+        "--workers=0", "--epochs=3", "--checkpoint_every=2", "--log_every=1", "--max_mesh_faces=2",
+    ] + [f"--{k}={v}" for k, v in extra.items()]
+    return train_config("mobilenet0.25-synthetic", overrides)
+
+
+def _weights(path):
+    return read_safetensors(path)[0]
+
+
+def test_resume_continues_exactly(tiny_data, tmp_path):
+    full = train(_config(tiny_data, tmp_path / "full", max_steps=5), progress=False)
+    assert full.global_step == 5 and full.history[-1]["loss"] > 0
+    assert {"loss_cls", "loss_box", "loss_landmarks", "loss_pixel"} <= set(full.history[-1])
+    train(_config(tiny_data, tmp_path / "part", max_steps=2), progress=False)  # stops mid-epoch 1 (3 steps/epoch)
+    resumed_config = train_config("", ["--max_steps=5"], resume=str(tmp_path / "part" / "last.pt"))
+    resumed = train(resumed_config, resume=str(tmp_path / "part" / "last.pt"), progress=False)
+    assert resumed.global_step == 5
+    a, b = _weights(tmp_path / "full" / "final.safetensors"), _weights(tmp_path / "part" / "final.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tiny_data, tmp_path):
+    args = lambda out, steps: [  # noqa: E731
+        sys.executable, str(TRAIN), "--preset", "mobilenet0.25-synthetic", "--no-progress",
+        *[f"--{k}" if v is None else f"--{k}={v}" for k, v in dict(
+            train_labels=tiny_data / "train" / "label.txt", output=out, image_size=96, batch_size=2, workers=0,
+            epochs=3, checkpoint_every=1, max_mesh_faces=2, max_steps=steps).items()],
+    ]
+    reference = subprocess.run(args(tmp_path / "ref", 7), capture_output=True, text=True, timeout=600)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    process = subprocess.Popen(args(tmp_path / "killed", 7), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = tmp_path / "killed" / "last.pt"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (checkpoint.exists() and torch.load(checkpoint, weights_only=True)["global_step"] >= 4):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    stopped_at = torch.load(checkpoint, weights_only=True)["global_step"]
+    assert 4 <= stopped_at < 7 and not (tmp_path / "killed" / "final.safetensors").exists()
+    resumed = subprocess.run(
+        [sys.executable, str(TRAIN), "--resume", str(checkpoint), "--no-progress"], capture_output=True, text=True, timeout=600
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a, b = _weights(tmp_path / "ref" / "final.safetensors"), _weights(tmp_path / "killed" / "final.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_torchrun_two_cpu_processes(tiny_data, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", str(TRAIN),
+         "--preset", "mobilenet0.25-synthetic", "--no-progress", f"--train_labels={tiny_data / 'train' / 'label.txt'}",
+         f"--output={tmp_path / 'ddp'}", "--image_size=96", "--batch_size=2", "--workers=0", "--epochs=1", "--max_mesh_faces=2"],
+        capture_output=True, text=True, timeout=600, env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    # 6 images over 2 ranks with batch 2: 2 steps per epoch, each seeing 4 images
+    assert "trained 2 steps (1 epochs)" in result.stdout
+    from retinaface.weights import load_model
+
+    load_model(tmp_path / "ddp" / "final.safetensors")
+
+
+def test_bad_training_input_is_one_line(tmp_path):
+    (tmp_path / "label.txt").write_text("# a.jpg\n1 2 3\n")
+    result = subprocess.run([sys.executable, str(TRAIN), f"--train_labels={tmp_path / 'label.txt'}", "--no-progress"], capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.startswith("error: ") and "label.txt:2" in result.stderr
+    result = subprocess.run([sys.executable, str(TRAIN), "--train_labels=x", "--bogus=1"], capture_output=True, text=True)
+    assert result.returncode == 2 and "unknown config key 'bogus'" in result.stderr
