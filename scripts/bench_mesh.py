@@ -10,10 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -31,6 +28,7 @@ def main(argv=None) -> int:
     from mesh.branch import MeshBranch, MeshPixelLoss
     from mesh.fitting import random_coefficients
     from mesh.renderer import camera_from_params, project, rasterize_pytorch3d, rasterize_zbuffer
+    from retinaface.timing import median_seconds
 
     torch.manual_seed(0)
     branch = MeshBranch()
@@ -45,22 +43,12 @@ def main(argv=None) -> int:
         coefficients = base.clone().requires_grad_()
         loss_fn(branch, coefficients, images, boxes, image_index).backward()
 
-    def median(fn, runs) -> float:
-        for _ in range(3):
-            fn()
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return float(np.median(times))
-
-    total = median(step, args.runs)
+    total = median_seconds(step, runs=args.runs)
     with torch.no_grad():
         mesh = branch.decode(base)
         ndc = project(mesh.vertices, camera_from_params(base[:, 128:135]))
-    ours = median(lambda: rasterize_zbuffer(ndc, branch.render_faces, args.size), args.runs)
-    theirs = median(lambda: rasterize_pytorch3d(ndc, branch.render_faces, args.size), 3)
+    ours = median_seconds(lambda: rasterize_zbuffer(ndc, branch.render_faces, args.size), runs=args.runs)
+    theirs = median_seconds(lambda: rasterize_pytorch3d(ndc, branch.render_faces, args.size), runs=3, warmup=1)
     result = {
         "faces": args.faces, "size": args.size, "threads": args.threads,
         "forward_backward_s": round(total, 4), "target_s": 0.3,

@@ -17,7 +17,6 @@ import json
 import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,15 +24,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def median_ms(fn, runs: int, warmup: int = 5) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1000)
+def median_ms(fn, runs: int) -> float:
+    from retinaface.timing import median_seconds
+
+    return median_seconds(fn, runs=runs, warmup=5) * 1000
 
 
 def matmul_gflops(threads: int) -> float:

@@ -11,10 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -32,6 +29,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     from mesh.branch import MeshPixelLoss
     from retinaface import build_retinaface, model_preset
+    from retinaface.timing import median_seconds
 
     generator = torch.Generator().manual_seed(0)
     images = [torch.randint(0, 255, (3, args.size, args.size), generator=generator, dtype=torch.uint8) for _ in range(args.batch)]
@@ -53,21 +51,11 @@ def main(argv=None) -> int:
         sum(losses.values()).backward()
         optimizer.step()
 
-    def median_seconds() -> float:
-        for _ in range(2):
-            step()
-        times = []
-        for _ in range(args.runs):
-            start = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - start)
-        return float(np.median(times))
-
-    with_mesh = median_seconds()
+    with_mesh = median_seconds(step, runs=args.runs, warmup=2)
     model.loss.pixel_loss = None
-    without_mesh = median_seconds()
+    without_mesh = median_seconds(step, runs=args.runs, warmup=2)
     model.loss.pixel_loss = MeshPixelLoss()
-    with_mesh_again = median_seconds()  # interleaved, so drift on a noisy machine shows
+    with_mesh_again = median_seconds(step, runs=args.runs, warmup=2)  # interleaved, so drift on a noisy machine shows
     with_mesh = min(with_mesh, with_mesh_again)
     print(json.dumps({
         "model": args.model, "size": args.size, "batch": args.batch, "threads": args.threads,
