@@ -8,8 +8,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-# After a horizontal flip the image-left eye becomes the image-right one, and so on.
-FLIPPED_LANDMARK_ORDER = [1, 0, 2, 4, 3]
+from retinaface.tta import FLIPPED_LANDMARK_ORDER
 
 
 class TrainAugmentation:

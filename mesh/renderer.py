@@ -120,8 +120,8 @@ def rasterize_zbuffer(ndc: Tensor, faces: Tensor, size: int) -> Tensor:
     low = tri_xy.amin(dim=2).ceil().clamp(0, size - 1).long()
     high = tri_xy.amax(dim=2).floor().clamp(-1, size - 1).long()
     extent = (high - low + 1).clamp(min=0)
-    x0, y0 = tri_xy[..., 0, :], tri_xy[..., 1, :]
-    area = (tri_xy[..., 1, 0] - x0[..., 0]) * (tri_xy[..., 2, 1] - x0[..., 1]) - (tri_xy[..., 1, 1] - x0[..., 1]) * (tri_xy[..., 2, 0] - x0[..., 0])
+    first = tri_xy[..., 0, :]
+    area = (tri_xy[..., 1, 0] - first[..., 0]) * (tri_xy[..., 2, 1] - first[..., 1]) - (tri_xy[..., 1, 1] - first[..., 1]) * (tri_xy[..., 2, 0] - first[..., 0])
     usable = (area.abs() > _EPS) & (tri_z > 0).all(-1) & (extent > 0).all(-1)
     counts = torch.where(usable, extent[..., 0] * extent[..., 1], 0).flatten()
     pix_to_face = torch.full((batch * size * size,), -1, dtype=torch.long, device=ndc.device)
