@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torchvision.ops import roi_align
 
 from .decoder import DecodedMesh, MeshDecoder
+from .hierarchy import face_edges
 from .renderer import RenderedFaces, render, sanitize
 from .template import FaceTemplate, load_template
 
@@ -121,10 +122,8 @@ class MeshPixelLoss(nn.Module):
         self.max_faces = max_faces
         self.latent_weight = latent_weight
         self.smoothness_weight = smoothness_weight
-        faces = template.faces
-        edges = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
-        edges = torch.cat([edges, edges.flip(1)]).T
-        self.register_buffer("laplacian", uniform_laplacian(template.num_vertices, edges), persistent=False)
+        laplacian = uniform_laplacian(template.num_vertices, face_edges(template.faces))
+        self.register_buffer("laplacian", laplacian, persistent=False)
 
     def forward(self, branch: MeshBranch, coefficients: Tensor, images_rgb: Tensor, boxes: Tensor, image_index: Tensor) -> Tensor:
         """Pixel loss of ``branch`` for ``coefficients`` ``Tensor[K, 144]`` of positive anchors, ``images_rgb``

@@ -22,6 +22,14 @@ HIERARCHY_PATH = Path(__file__).resolve().parent / "assets" / "hierarchy.npz"
 DEFAULT_TARGET_FACES = (220, 48)  # about 468 -> 120 -> 30 vertices
 
 
+def face_edges(faces: Tensor) -> Tensor:
+    """Undirected edges of a triangle mesh ``Tensor[F, 3]`` as ``Tensor[2, E]`` (both directions, unique)."""
+    f = faces.long()
+    pairs = torch.cat([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
+    pairs = torch.cat([pairs, pairs.flip(1)])
+    return torch.unique(pairs, dim=0).T.contiguous()
+
+
 @dataclass
 class MeshLevel:
     """One level: vertex positions ``ndarray[V, 3]``, triangles ``ndarray[F, 3]``."""
@@ -31,10 +39,7 @@ class MeshLevel:
 
     def edge_index(self) -> Tensor:
         """Undirected graph edges as ``Tensor[2, E]`` (both directions), for torch-geometric."""
-        f = torch.from_numpy(self.faces).long()
-        pairs = torch.cat([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
-        pairs = torch.cat([pairs, pairs.flip(1)])
-        return torch.unique(pairs, dim=0).T.contiguous()
+        return face_edges(torch.from_numpy(self.faces))
 
 
 @dataclass

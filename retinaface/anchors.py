@@ -52,10 +52,13 @@ class AnchorGenerator(nn.Module):
         self._cache[key] = anchors
         return anchors
 
+    def feature_shapes(self, height: int, width: int) -> list[tuple[int, int]]:
+        """Feature-map ``(height, width)`` per level for an input of ``height x width`` pixels:
+        ``ceil(size / stride)``, what stride-2 convs with 'same' padding produce."""
+        return [(-(-height // s), -(-width // s)) for s in self.strides]
+
     def for_image_size(
         self, height: int, width: int, *, device: torch.device | None = None, dtype: torch.dtype = torch.float32
     ) -> Tensor:
-        """Anchors for an input of ``height x width`` pixels, assuming ``ceil(size / stride)`` feature maps
-        (what stride-2 convs with 'same' padding produce)."""
-        shapes = [(-(-height // s), -(-width // s)) for s in self.strides]
-        return self(shapes, device=device, dtype=dtype)
+        """Anchors for an input of ``height x width`` pixels (see :meth:`feature_shapes`)."""
+        return self(self.feature_shapes(height, width), device=device, dtype=dtype)

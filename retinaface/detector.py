@@ -67,11 +67,12 @@ class Detector:
     """
 
     BACKENDS = ("torch", "onnxruntime")
+    MESH_NEEDS_TORCH = "decoding meshes needs the PyTorch backend (the onnxruntime model has no mesh decoder)"
 
     def __init__(self, model: RetinaFace | OnnxRetinaFace, *, mesh: bool = False) -> None:
         self.model = model.eval()
         if mesh and getattr(model, "mesh_branch", None) is None:
-            raise WeightsError("decoding meshes needs the PyTorch backend (the onnxruntime model has no mesh decoder)")
+            raise WeightsError(self.MESH_NEEDS_TORCH)
         self.decode_mesh = mesh
 
     @classmethod
@@ -98,13 +99,13 @@ class Detector:
         if backend not in cls.BACKENDS:
             raise WeightsError(f"unknown backend {backend!r}; choose one of {', '.join(cls.BACKENDS)}")
         if backend == "onnxruntime":
+            if mesh:  # fail before exporting anything
+                raise WeightsError(cls.MESH_NEEDS_TORCH)
             if str(name_or_path).endswith(".onnx"):
                 path = resolve_weights(name_or_path)
                 onnx_model = path.read_bytes()
             else:
                 onnx_model = export_onnx(load_model(name_or_path))
-            if mesh:
-                raise WeightsError("decoding meshes needs the PyTorch backend (the onnxruntime model has no mesh decoder)")
             try:
                 return cls(OnnxRetinaFace(onnx_model, inference=inference, threads=torch.get_num_threads()))
             except Exception as exc:  # onnx/onnxruntime raise their own types for unusable files

@@ -112,6 +112,8 @@ class RetinaFace(nn.Module):
         image_list = list(images.unbind(0)) if isinstance(images, Tensor) else list(images)
         if not image_list:
             return {} if targets is not None else []
+        if targets is not None and self.fused:
+            raise RuntimeError("this model was fused for inference (BatchNorm folded) and cannot compute training losses")
         original_sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in image_list]
         batch, _, scales, scaled_targets = self.preprocessor(image_list, targets)
         if self.fused:
@@ -119,8 +121,6 @@ class RetinaFace(nn.Module):
         # mesh coefficients are only needed at kept detections / sampled positives: evaluate them sparsely
         outputs, anchors = self.head_outputs(batch, dense_mesh=False)
         if scaled_targets is not None:
-            if self.fused:
-                raise RuntimeError("this model was fused for inference (BatchNorm folded) and cannot compute training losses")
             if len(scaled_targets) != len(image_list):
                 raise ValueError(f"got {len(image_list)} images but {len(scaled_targets)} targets")
             mean = self.preprocessor.pixel_mean

@@ -140,7 +140,7 @@ class OnnxRetinaFace(nn.Module):
         else:
             if self._mesh_head is None:
                 self._mesh_head = (arrays[4], arrays[5])
-            locations = [-(-height // s) * -(-width // s) for s in self.anchor_generator.strides]
+            locations = [h * w for h, w in self.anchor_generator.feature_shapes(height, width)]
             mesh = SparseMeshCoefficients(arrays[3], *self._mesh_head, locations)
         anchors = self.anchor_generator.for_image_size(height, width)
         return HeadOutputs(arrays[0], arrays[1], arrays[2], mesh), anchors
