@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -71,7 +72,17 @@ def _weights(path):
     return read_safetensors(path)[0]
 
 
-def test_resume_continues_exactly(tiny_data, tmp_path):
+@pytest.fixture
+def one_thread():
+    """Bit-for-bit comparisons run single-threaded: with several threads, CPU kernels are not
+    bit-reproducible when the machine is busy (measured: two uninterrupted 2-thread runs differed under load)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_resume_continues_exactly(tiny_data, tmp_path, one_thread):
     full = train(_config(tiny_data, tmp_path / "full", max_steps=5), progress=False)
     assert full.global_step == 5 and full.history[-1]["loss"] > 0
     assert {"loss_cls", "loss_box", "loss_landmarks", "loss_pixel"} <= set(full.history[-1])
@@ -90,9 +101,10 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tiny_data, tmp_path
             train_labels=tiny_data / "train" / "label.txt", output=out, image_size=96, batch_size=2, workers=0,
             epochs=3, checkpoint_every=1, max_mesh_faces=2, max_steps=steps).items()],
     ]
-    reference = subprocess.run(args(tmp_path / "ref", 7), capture_output=True, text=True, timeout=600)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # see one_thread
+    reference = subprocess.run(args(tmp_path / "ref", 7), capture_output=True, text=True, timeout=600, env=env)
     assert reference.returncode == 0, reference.stderr[-2000:]
-    process = subprocess.Popen(args(tmp_path / "killed", 7), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(args(tmp_path / "killed", 7), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     checkpoint = tmp_path / "killed" / "last.pt"
     deadline = time.time() + 300
     while time.time() < deadline and not (checkpoint.exists() and torch.load(checkpoint, weights_only=True)["global_step"] >= 4):
@@ -102,17 +114,24 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tiny_data, tmp_path
     stopped_at = torch.load(checkpoint, weights_only=True)["global_step"]
     assert 4 <= stopped_at < 7 and not (tmp_path / "killed" / "final.safetensors").exists()
     resumed = subprocess.run(
-        [sys.executable, str(TRAIN), "--resume", str(checkpoint), "--no-progress"], capture_output=True, text=True, timeout=600
+        [sys.executable, str(TRAIN), "--resume", str(checkpoint), "--no-progress"], capture_output=True, text=True, timeout=600, env=env
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     a, b = _weights(tmp_path / "ref" / "final.safetensors"), _weights(tmp_path / "killed" / "final.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def test_torchrun_two_cpu_processes(tiny_data, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", str(TRAIN),
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+         f"--master_port={_free_port()}", str(TRAIN),
          "--preset", "mobilenet0.25-synthetic", "--no-progress", f"--train_labels={tiny_data / 'train' / 'label.txt'}",
          f"--output={tmp_path / 'ddp'}", "--image_size=96", "--batch_size=2", "--workers=0", "--epochs=1", "--max_mesh_faces=2"],
         capture_output=True, text=True, timeout=600, env=env,
