@@ -53,6 +53,28 @@ class DepthwiseSeparable(nn.Sequential):
         )
 
 
+def _resized_conv(
+    conv: nn.Conv2d, *, in_channels: int | None = None, out_channels: int | None = None, groups: int | None = None
+) -> nn.Conv2d:
+    """Copy of ``conv`` with more input/output channels (or groups); the new weights and biases are zero."""
+    grown = nn.Conv2d(
+        in_channels or conv.in_channels,
+        out_channels or conv.out_channels,
+        conv.kernel_size,
+        stride=conv.stride,
+        padding=conv.padding,
+        groups=groups or conv.groups,
+        bias=True,
+    ).to(conv.weight.device, conv.weight.dtype)
+    grown.weight.zero_()
+    grown.bias.zero_()
+    out, per_group = conv.weight.shape[:2]
+    grown.weight[:out, :per_group] = conv.weight
+    if conv.bias is not None:
+        grown.bias[:out] = conv.bias
+    return grown
+
+
 class MobileNetV1(nn.Module):
     """MobileNetV1 trunk with a width multiplier, as used by the published RetinaFace-MobileNet0.25.
 
@@ -81,6 +103,31 @@ class MobileNetV1(nn.Module):
             block(c(1024), c(1024), stride=1),
         )
         self.out_channels = [c(256), c(512), c(1024)]
+
+    @torch.no_grad()
+    def pad_channels(self, multiple: int) -> None:
+        """Zero-pad every depthwise-separable block's input channels (and the conv producing them) up to a
+        multiple of ``multiple``, in place, on a BatchNorm-folded trunk.
+
+        The padded channels have zero weights and biases, so they carry exact zeros (LeakyReLU(0) = 0) and add
+        nothing downstream: outputs are unchanged. It pays in runtimes that store activations in channel blocks
+        (onnxruntime's NCHWc layout uses 8 or 16): the x0.25 trunk's 8-channel stem otherwise forces a layout
+        round trip and a slow plain-layout conv.
+        """
+        layers = [layer for stage in (self.stage1, self.stage2, self.stage3) for layer in stage]
+        for producer, block in zip(layers, layers[1:]):
+            if not isinstance(block, DepthwiseSeparable):
+                continue
+            channels = block[0][0].in_channels
+            padded = -(-channels // multiple) * multiple
+            if padded == channels:
+                continue
+            last = producer[-1] if isinstance(producer, DepthwiseSeparable) else producer
+            if not isinstance(last[1], nn.Identity):
+                raise RuntimeError("pad_channels needs BatchNorm folded into the convolutions first")
+            last[0] = _resized_conv(last[0], out_channels=padded)
+            block[0][0] = _resized_conv(block[0][0], in_channels=padded, out_channels=padded, groups=padded)
+            block[1][0] = _resized_conv(block[1][0], in_channels=padded)
 
     def forward(self, x: Tensor) -> "OrderedDict[str, Tensor]":
         c3 = self.stage1(x)

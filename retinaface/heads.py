@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import NamedTuple
 
 import torch
@@ -25,22 +26,23 @@ class SparseMeshCoefficients:
         self.features = features
         self.weight = weight
         self.bias = bias
-        self.level_starts = torch.tensor([0, *locations_per_level], device=features.device).cumsum(0)
+        self.locations_per_level = list(locations_per_level)
         self.anchors_per_location = weight.shape[1]
 
     def __getitem__(self, index: tuple[Tensor, Tensor]) -> Tensor:
         image_ids, anchor_ids = index
         locations = anchor_ids // self.anchors_per_location
         slots = anchor_ids % self.anchors_per_location
-        levels = torch.bucketize(locations, self.level_starts[1:], right=True)
+        level_ends = torch.tensor(list(itertools.accumulate(self.locations_per_level)), device=locations.device)
+        levels = torch.bucketize(locations, level_ends, right=True)
         picked = self.features[image_ids, locations].float()  # [K, C]
-        out = picked.new_empty((len(anchor_ids), self.weight.shape[2]))
-        for level in range(self.weight.shape[0]):
-            for slot in range(self.anchors_per_location):
-                rows = torch.nonzero((levels == level) & (slots == slot)).squeeze(1)
-                if rows.numel():
-                    out[rows] = picked[rows] @ self.weight[level, slot].T + self.bias[level, slot]
-        return out
+        # One product with every (level, slot) head, then pick each anchor's own block: a few large ops
+        # instead of a Python loop over (level, slot) pairs. 6x the (tiny) FLOPs, no per-anchor weight copies.
+        num_levels, slots_per_location, coefficients, channels = self.weight.shape
+        every_head = picked @ self.weight.reshape(-1, channels).T + self.bias.reshape(-1)  # [K, L*S*M]
+        block = levels * self.anchors_per_location + slots
+        rows = torch.arange(len(block), device=block.device)
+        return every_head.view(-1, num_levels * slots_per_location, coefficients)[rows, block]
 
 
 class HeadOutputs(NamedTuple):
@@ -77,7 +79,25 @@ class PredictionHead(nn.Module):
         return torch.cat(outputs, dim=1)
 
 
-class RetinaFaceHeads(nn.Module):
+class _MeshHeadMixin:
+    """Mesh-head access shared by the trainable and the fused heads (both own ``self.mesh``)."""
+
+    mesh: PredictionHead
+
+    def mesh_parameters(self) -> tuple[Tensor, Tensor]:
+        """Mesh head as ``weight`` ``Tensor[levels, S, M, C]`` and ``bias`` ``Tensor[levels, S, M]``."""
+        values = self.mesh.values_per_anchor
+        weight = torch.stack([conv.weight.flatten(1).unflatten(0, (-1, values)) for conv in self.mesh.convs])
+        bias = torch.stack([conv.bias.unflatten(0, (-1, values)) for conv in self.mesh.convs])
+        return weight, bias
+
+    def sparse_mesh(self, features: list[Tensor]) -> SparseMeshCoefficients:
+        flat = torch.cat([f.permute(0, 2, 3, 1).flatten(1, 2) for f in features], dim=1)
+        weight, bias = self.mesh_parameters()
+        return SparseMeshCoefficients(flat, weight, bias, [f.shape[-2] * f.shape[-1] for f in features])
+
+
+class RetinaFaceHeads(_MeshHeadMixin, nn.Module):
     """The four task heads sharing the SSH features."""
 
     def __init__(self, in_channels: int, *, num_levels: int, anchors_per_location: int, num_mesh_coefficients: int):
@@ -98,14 +118,48 @@ class RetinaFaceHeads(nn.Module):
         mesh = self.mesh(features) if dense_mesh else self.sparse_mesh(features)
         return HeadOutputs(self.classification(features), self.box(features), self.landmarks(features), mesh)
 
-    def mesh_parameters(self) -> tuple[Tensor, Tensor]:
-        """Mesh head as ``weight`` ``Tensor[levels, S, M, C]`` and ``bias`` ``Tensor[levels, S, M]``."""
-        values = self.mesh.values_per_anchor
-        weight = torch.stack([conv.weight.flatten(1).unflatten(0, (-1, values)) for conv in self.mesh.convs])
-        bias = torch.stack([conv.bias.unflatten(0, (-1, values)) for conv in self.mesh.convs])
-        return weight, bias
 
-    def sparse_mesh(self, features: list[Tensor]) -> SparseMeshCoefficients:
-        flat = torch.cat([f.permute(0, 2, 3, 1).flatten(1, 2) for f in features], dim=1)
-        weight, bias = self.mesh_parameters()
-        return SparseMeshCoefficients(flat, weight, bias, [f.shape[-2] * f.shape[-1] for f in features])
+class FusedRetinaFaceHeads(_MeshHeadMixin, nn.Module):
+    """Inference form of :class:`RetinaFaceHeads`: score, box and landmark heads as one 1x1 conv per level.
+
+    Each output channel is the same dot product as in the separate heads, so results agree up to float
+    rounding; one wider conv per level replaces three narrow ones (fewer kernel launches and, in
+    onnxruntime, fewer layout conversions). The returned ``class_logits`` / ``box_deltas`` /
+    ``landmark_deltas`` are views into one ``Tensor[N, A, 16]``. The mesh head is kept as it is.
+    """
+
+    def __init__(self, heads: RetinaFaceHeads) -> None:
+        super().__init__()
+        parts = (heads.classification, heads.box, heads.landmarks)
+        self.values_per_task = [part.values_per_anchor for part in parts]
+        self.values_per_anchor = sum(self.values_per_task)
+        self.mesh = heads.mesh
+        self.convs = nn.ModuleList()
+        for level, mesh_conv in enumerate(heads.mesh.convs):
+            anchors_per_location = mesh_conv.out_channels // heads.mesh.values_per_anchor
+            convs = [part.convs[level] for part in parts]
+            # Output channels ordered anchor-major, then task, so that [N, H*W*S, 16] rows hold one anchor.
+            weights = [conv.weight.unflatten(0, (anchors_per_location, -1)) for conv in convs]
+            biases = [conv.bias.unflatten(0, (anchors_per_location, -1)) for conv in convs]
+            merged = nn.Conv2d(convs[0].in_channels, anchors_per_location * self.values_per_anchor, kernel_size=1)
+            with torch.no_grad():
+                merged.weight.copy_(torch.cat(weights, dim=1).flatten(0, 1))
+                merged.bias.copy_(torch.cat(biases, dim=1).flatten())
+            self.convs.append(merged.to(convs[0].weight.device))
+
+    def merged_outputs(self, features: list[Tensor]) -> Tensor:
+        """``Tensor[N, A, 16]``: per anchor the 2 class logits, 4 box deltas and 10 landmark deltas."""
+        outputs = []
+        for conv, feature in zip(self.convs, features):
+            out = conv(feature)
+            outputs.append(out.permute(0, 2, 3, 1).reshape(out.shape[0], -1, self.values_per_anchor))
+        return torch.cat(outputs, dim=1)
+
+    def split(self, merged: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Views ``(class_logits, box_deltas, landmark_deltas)`` of a :meth:`merged_outputs` tensor."""
+        class_logits, box_deltas, landmark_deltas = merged.split(self.values_per_task, dim=-1)
+        return class_logits, box_deltas, landmark_deltas
+
+    def forward(self, features: list[Tensor], *, dense_mesh: bool = True) -> HeadOutputs:
+        mesh = self.mesh(features) if dense_mesh else self.sparse_mesh(features)
+        return HeadOutputs(*self.split(self.merged_outputs(features)), mesh)

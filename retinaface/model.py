@@ -16,7 +16,7 @@ from .anchors import AnchorGenerator
 from .backbones import build_backbone
 from .box_coder import BoxCoder
 from .config import InferenceConfig, ModelConfig
-from .heads import HeadOutputs, RetinaFaceHeads
+from .heads import FusedRetinaFaceHeads, HeadOutputs, RetinaFaceHeads
 from .loss import MultiTaskLoss
 from .matcher import AnchorMatcher
 from .neck import FeaturePyramid, SSHContext
@@ -93,16 +93,19 @@ class RetinaFace(nn.Module):
 
     @torch.no_grad()
     def fuse_for_inference(self) -> "RetinaFace":
-        """Fold every BatchNorm into its convolution and switch to channels-last memory (in place).
+        """Fold every BatchNorm into its convolution, merge the score/box/landmark heads into one conv per
+        level (:class:`~retinaface.heads.FusedRetinaFaceHeads`) and switch to channels-last memory (in place).
 
         Outputs are unchanged up to float rounding; the model is then for inference only
-        (the folded convs no longer have BatchNorm statistics to train).
+        (the folded convs no longer have BatchNorm statistics to train). Calling it twice is harmless.
         """
         self.eval()
         for module in self.modules():
             if isinstance(module, Conv2dNormActivation) and isinstance(module[1], nn.BatchNorm2d):
                 module[0] = fuse_conv_bn_eval(module[0], module[1])
                 module[1] = nn.Identity()
+        if isinstance(self.heads, RetinaFaceHeads):
+            self.heads = FusedRetinaFaceHeads(self.heads)
         self.fused = True
         return self.to(memory_format=torch.channels_last)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import io
+from collections import OrderedDict
 import json
 import os
 import warnings
@@ -20,11 +22,13 @@ from .model import RetinaFace
 from .postprocess import DetectionPostProcessor
 from .transform import ImagePreprocessor
 
-DETECTION_OUTPUTS = ("class_logits", "box_deltas", "landmark_deltas")
+DETECTION_OUTPUT = "class_box_landmarks"
 DENSE_MESH_OUTPUT = "mesh_coefficients"
 SPARSE_MESH_OUTPUTS = ("mesh_features", "mesh_weight", "mesh_bias")
 INPUT_NAME = "images"
 CONFIG_METADATA_KEY = "retinaface_model_config"
+SPLIT_METADATA_KEY = "retinaface_detection_split"
+ONNXRUNTIME_CHANNEL_BLOCK = 16  # widest NCHWc block onnxruntime uses on x86 (AVX-512); a multiple of the AVX2 width 8
 
 
 class _NetworkOnly(nn.Module):
@@ -34,12 +38,14 @@ class _NetworkOnly(nn.Module):
         self.dense_mesh = dense_mesh
 
     def forward(self, batch: Tensor) -> tuple[Tensor, ...]:
-        outputs, _ = self.model.network(batch, dense_mesh=self.dense_mesh)
-        detection = (outputs.class_logits, outputs.box_deltas, outputs.landmark_deltas)
+        heads = self.model.heads
+        features = self.model.context_features(batch)
+        # One output for the three detection heads: slicing it inside the graph would cost a copy per call.
+        merged = heads.merged_outputs(features)
         if self.dense_mesh:
-            return (*detection, outputs.mesh_coefficients)
-        mesh = outputs.mesh_coefficients
-        return (*detection, mesh.features, mesh.weight, mesh.bias)
+            return merged, heads.mesh(features)
+        mesh = heads.sparse_mesh(features)
+        return merged, mesh.features, mesh.weight, mesh.bias
 
 
 def export_onnx(
@@ -47,8 +53,12 @@ def export_onnx(
 ) -> bytes:
     """Export backbone-to-heads as ONNX, with dynamic batch, height and width and the model config in the metadata.
 
+    The graph is an inference copy of ``model`` (BatchNorm folded, score/box/landmark heads merged, MobileNet
+    channels padded to onnxruntime's block width): same outputs up to float rounding.
+
     Input ``images``: ``float32[N, 3, H, W]``, BGR with the mean already subtracted. Outputs
-    ``class_logits``, ``box_deltas``, ``landmark_deltas`` (``[N, A, k]``) and the mesh branch: with
+    ``class_box_landmarks`` ``[N, A, 16]`` (per anchor 2 class logits, 4 box deltas, 10 landmark deltas; the
+    split is also in the metadata) and the mesh branch: with
     ``dense_mesh`` ``mesh_coefficients`` ``[N, A, 144]``; otherwise (default, faster) ``mesh_features``
     ``[N, L, C]`` per location plus the mesh head's ``mesh_weight`` / ``mesh_bias``, from which
     :class:`OnnxRetinaFace` computes coefficients for the kept detections only.
@@ -58,9 +68,13 @@ def export_onnx(
 
     from .io import atomic_write
 
-    model = model.eval()
-    names = [*DETECTION_OUTPUTS, *((DENSE_MESH_OUTPUT,) if dense_mesh else SPARSE_MESH_OUTPUTS)]
-    dynamic = {name: {0: "batch", 1: "anchors"} for name in DETECTION_OUTPUTS + (DENSE_MESH_OUTPUT,)}
+    # Export an inference copy: BatchNorm folded, heads merged and, for the MobileNet trunk, channels padded
+    # to onnxruntime's 16-wide blocks. All three leave the outputs unchanged; the caller's model is untouched.
+    model = copy.deepcopy(model).fuse_for_inference().to(memory_format=torch.contiguous_format)
+    if hasattr(model.backbone, "pad_channels"):
+        model.backbone.pad_channels(ONNXRUNTIME_CHANNEL_BLOCK)
+    names = [DETECTION_OUTPUT, *((DENSE_MESH_OUTPUT,) if dense_mesh else SPARSE_MESH_OUTPUTS)]
+    dynamic = {name: {0: "batch", 1: "anchors"} for name in (DETECTION_OUTPUT, DENSE_MESH_OUTPUT)}
     dynamic["mesh_features"] = {0: "batch", 1: "locations"}
     buffer = io.BytesIO()
     with warnings.catch_warnings():
@@ -76,15 +90,18 @@ def export_onnx(
             dynamic_axes={INPUT_NAME: {0: "batch", 2: "height", 3: "width"}, **{k: v for k, v in dynamic.items() if k in names}},
         )
     proto = onnx.load_model_from_string(buffer.getvalue())
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = CONFIG_METADATA_KEY, json.dumps(config_to_dict(model.config))
+    for key, value in ((CONFIG_METADATA_KEY, config_to_dict(model.config)), (SPLIT_METADATA_KEY, model.heads.values_per_task)):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, json.dumps(value)
     data = proto.SerializeToString()
     if path is not None:
         atomic_write(Path(path), lambda tmp: Path(tmp).write_bytes(data))
     return data
 
 
-def _session(onnx_model: bytes | str, threads: int | None):
+def _session(onnx_model: bytes | str, threads: int | None, fixed_shape: tuple[int, int, int] | None = None):
+    """onnxruntime CPU session; ``fixed_shape`` ``(batch, height, width)`` pins the dynamic input axes so that
+    shapes are constant-folded and buffers planned once (a few percent faster per call)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -92,8 +109,9 @@ def _session(onnx_model: bytes | str, threads: int | None):
     if threads:
         options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    # Spinning worker threads would compete with PyTorch's pre/post-processing threads on small machines.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if fixed_shape is not None:
+        for name, size in zip(("batch", "height", "width"), fixed_shape):
+            options.add_free_dimension_override_by_name(name, size)
     return ort.InferenceSession(onnx_model, options, providers=["CPUExecutionProvider"])
 
 
@@ -110,9 +128,10 @@ class OnnxRetinaFace(nn.Module):
 
         proto = onnx.load_model_from_string(onnx_model)
         metadata = {p.key: p.value for p in proto.metadata_props}
-        if CONFIG_METADATA_KEY not in metadata:
-            raise ValueError("this ONNX file was not exported by scripts/export_onnx.py (no model config metadata)")
+        if CONFIG_METADATA_KEY not in metadata or SPLIT_METADATA_KEY not in metadata:
+            raise ValueError("this ONNX file was not exported by this version of scripts/export_onnx.py (no model metadata)")
         self.config = config_from_dict(ModelConfig, json.loads(metadata[CONFIG_METADATA_KEY]))
+        self.detection_split = [int(n) for n in json.loads(metadata[SPLIT_METADATA_KEY])]
         inference = inference or InferenceConfig()
         self.preprocessor = ImagePreprocessor(pixel_mean_bgr=self.config.pixel_mean_bgr, max_size=inference.max_size)
         self.anchor_generator = AnchorGenerator(sizes_per_level=self.config.anchor_sizes, strides=self.config.anchor_strides)
@@ -123,27 +142,50 @@ class OnnxRetinaFace(nn.Module):
             pre_nms_top_k=inference.pre_nms_top_k,
             max_detections=inference.max_detections,
         )
+        self.onnx_model, self.threads = onnx_model, threads
         self.session = _session(onnx_model, threads)
         outputs = {o.name for o in self.session.get_outputs()}
         self.dense_mesh = DENSE_MESH_OUTPUT in outputs
         self._mesh_head: tuple[Tensor, Tensor] | None = None  # constant outputs, fetched once
+        self._shapes_seen: set[tuple[int, int, int]] = set()
+        self._fixed_sessions: OrderedDict[tuple[int, int, int], object] = OrderedDict()
+
+    MAX_FIXED_SESSIONS = 4
+
+    def session_for(self, shape: tuple[int, int, int]):
+        """The session to run a ``(batch, height, width)`` input with: a shape-specialised one once that shape
+        has come twice (video frames, repeated sizes), else the dynamic one. Keeps the last few specialised."""
+        if shape in self._fixed_sessions:
+            self._fixed_sessions.move_to_end(shape)
+            return self._fixed_sessions[shape]
+        if shape not in self._shapes_seen:
+            if len(self._shapes_seen) >= 1024:  # a folder of ever-new sizes must not grow memory
+                self._shapes_seen.clear()
+            self._shapes_seen.add(shape)
+            return self.session
+        self._fixed_sessions[shape] = _session(self.onnx_model, self.threads, fixed_shape=shape)
+        if len(self._fixed_sessions) > self.MAX_FIXED_SESSIONS:
+            self._fixed_sessions.popitem(last=False)
+        return self._fixed_sessions[shape]
 
     def head_outputs(self, batch: Tensor) -> tuple[HeadOutputs, Tensor]:
         height, width = int(batch.shape[-2]), int(batch.shape[-1])
         feed = {INPUT_NAME: np.ascontiguousarray(batch.numpy(), dtype=np.float32)}
-        names = list(DETECTION_OUTPUTS) + ([DENSE_MESH_OUTPUT] if self.dense_mesh else ["mesh_features"])
+        names = [DETECTION_OUTPUT, DENSE_MESH_OUTPUT if self.dense_mesh else "mesh_features"]
         if not self.dense_mesh and self._mesh_head is None:
             names += ["mesh_weight", "mesh_bias"]
-        arrays = [torch.from_numpy(a) for a in self.session.run(names, feed)]
+        session = self.session_for((int(batch.shape[0]), height, width))
+        arrays = [torch.from_numpy(a) for a in session.run(names, feed)]
         if self.dense_mesh:
-            mesh = arrays[3]
+            mesh = arrays[1]
         else:
             if self._mesh_head is None:
-                self._mesh_head = (arrays[4], arrays[5])
+                self._mesh_head = (arrays[2], arrays[3])
             locations = [h * w for h, w in self.anchor_generator.feature_shapes(height, width)]
-            mesh = SparseMeshCoefficients(arrays[3], *self._mesh_head, locations)
+            mesh = SparseMeshCoefficients(arrays[1], *self._mesh_head, locations)
         anchors = self.anchor_generator.for_image_size(height, width)
-        return HeadOutputs(arrays[0], arrays[1], arrays[2], mesh), anchors
+        class_logits, box_deltas, landmark_deltas = arrays[0].split(self.detection_split, dim=-1)
+        return HeadOutputs(class_logits, box_deltas, landmark_deltas, mesh), anchors
 
     def forward(self, images: list[Tensor] | Tensor, targets=None) -> list[dict[str, Tensor]]:
         if targets is not None:
@@ -173,10 +215,14 @@ def verify_export(model: RetinaFace, onnx_model: bytes, image_bgr: np.ndarray, *
     real = model.preprocessor([torch.from_numpy(image_bgr).permute(2, 0, 1)])[0]
     inputs = [torch.randn(2, 3, 97, 131, generator=generator) * 60, real]
     errors = {name: 0.0 for name in names}
+    dense_mesh = DENSE_MESH_OUTPUT in names
     for batch in inputs:
         with torch.no_grad():
-            wrapper = _NetworkOnly(model.eval(), dense_mesh="mesh_coefficients" in names)
-            expected = wrapper(batch)
+            # The reference is the model as given (usually unfused), not the exported inference copy.
+            outputs, _ = model.eval().network(batch, dense_mesh=dense_mesh)
+        merged = torch.cat([outputs.class_logits, outputs.box_deltas, outputs.landmark_deltas], dim=-1)
+        mesh = outputs.mesh_coefficients
+        expected = (merged, mesh) if dense_mesh else (merged, mesh.features, mesh.weight, mesh.bias)
         actual = session.run(names, {INPUT_NAME: np.ascontiguousarray(batch.numpy(), dtype=np.float32)})
         for name, want, got in zip(names, expected, actual):
             errors[name] = max(errors[name], float(np.abs(want.numpy() - got).max()))

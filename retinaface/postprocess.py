@@ -10,6 +10,14 @@ from .box_coder import BoxCoder
 from .heads import HeadOutputs
 
 
+def face_probability(class_logits: Tensor) -> Tensor:
+    """``softmax(class_logits)[..., 1]`` for ``Tensor[..., 2]`` (background, face) logits, as a sigmoid of the
+    logit difference: the same value, but one vectorised pass (a softmax over a last dimension of size 2
+    costs more than the rest of post-processing together on the CPU)."""
+    logits = class_logits.float()
+    return torch.sigmoid(logits[..., 1] - logits[..., 0])
+
+
 class DetectionPostProcessor(nn.Module):
     """Decode and suppress detections for a batch in one ``batched_nms`` call.
 
@@ -35,7 +43,7 @@ class DetectionPostProcessor(nn.Module):
         self.max_detections = max_detections
 
     def forward(self, outputs: HeadOutputs, anchors: Tensor) -> list[dict[str, Tensor]]:
-        scores = outputs.class_logits.float().softmax(dim=-1)[..., 1]  # [N, A]
+        scores = face_probability(outputs.class_logits)  # [N, A]
         batch_size = scores.shape[0]
         image_ids, anchor_ids = [], []
         for image in range(batch_size):

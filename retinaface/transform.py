@@ -38,25 +38,27 @@ class ImagePreprocessor(nn.Module):
         for image in images:
             if image.dim() != 3 or image.shape[0] != 3:
                 raise ValueError(f"expected a Tensor[3, H, W] BGR image, got shape {tuple(image.shape)}")
-            image = image.to(self.pixel_mean.device, torch.float32)
             height, width = image.shape[-2:]
             scale = self.scale_for(height, width)
             if scale != 1.0:
                 new_size = (max(1, round(height * scale)), max(1, round(width * scale)))
+                image = image.to(self.pixel_mean.device, torch.float32)
                 image = F.interpolate(image[None], size=new_size, mode="bilinear", align_corners=False, antialias=True)[0]
-            resized.append(image - self.pixel_mean)
+            resized.append(image)
             sizes.append((int(image.shape[-2]), int(image.shape[-1])))
             scales.append(scale)
 
         divisor = self.size_divisible
         pad_h = -(-max(h for h, _ in sizes) // divisor) * divisor
         pad_w = -(-max(w for _, w in sizes) // divisor) * divisor
-        if len(resized) == 1 and sizes[0] == (pad_h, pad_w):
-            batch = resized[0][None]
-        else:
-            batch = resized[0].new_zeros((len(resized), 3, pad_h, pad_w))
-            for slot, image in zip(batch, resized):
-                slot[:, : image.shape[-2], : image.shape[-1]].copy_(image)
+        # Copy (and convert) every image straight into the batch, then subtract the mean in place: one pass
+        # over the pixels for the layout change and one for the mean, and padding stays exactly zero.
+        batch = torch.empty((len(resized), 3, pad_h, pad_w), device=self.pixel_mean.device)
+        for slot, image in zip(batch, resized):
+            height, width = image.shape[-2:]
+            slot[:, :height, :width].copy_(image).sub_(self.pixel_mean)
+            slot[:, height:].zero_()
+            slot[:, :height, width:].zero_()
 
         if targets is not None:
             targets = [self._scale_target(t, s) for t, s in zip(targets, scales)]

