@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torchvision.ops import batched_nms
+from torchvision.ops import batched_nms, nms
 
 from .box_coder import BoxCoder
 from .heads import HeadOutputs
@@ -43,39 +43,44 @@ class DetectionPostProcessor(nn.Module):
         self.max_detections = max_detections
 
     def forward(self, outputs: HeadOutputs, anchors: Tensor) -> list[dict[str, Tensor]]:
+        # Few tensor ops, each on few rows: at batch 1 this runs right after the network, with cold caches,
+        # and its cost is per-op dispatch far more than arithmetic.
         scores = face_probability(outputs.class_logits)  # [N, A]
         batch_size = scores.shape[0]
-        image_ids, anchor_ids = [], []
-        for image in range(batch_size):
-            candidates = torch.nonzero(scores[image] > self.score_threshold).squeeze(1)
-            if candidates.numel() > self.pre_nms_top_k:
-                top = scores[image, candidates].topk(self.pre_nms_top_k).indices
-                candidates = candidates[top]
-            anchor_ids.append(candidates)
-            image_ids.append(torch.full_like(candidates, image))
-        image_ids_t = torch.cat(image_ids)
-        anchor_ids_t = torch.cat(anchor_ids)
-
-        kept_anchors = anchors[anchor_ids_t]
-        boxes = self.box_coder.decode_boxes(outputs.box_deltas[image_ids_t, anchor_ids_t].float(), kept_anchors)
-        kept_scores = scores[image_ids_t, anchor_ids_t]
-        keep = batched_nms(boxes, kept_scores, image_ids_t, self.nms_threshold)  # sorted by score
-
-        landmarks = self.box_coder.decode_landmarks(
-            outputs.landmark_deltas[image_ids_t[keep], anchor_ids_t[keep]].float(), kept_anchors[keep]
-        )
-        mesh = outputs.mesh_coefficients[image_ids_t[keep], anchor_ids_t[keep]].float()
-        boxes, kept_scores, image_of = boxes[keep], kept_scores[keep], image_ids_t[keep]
-
+        image_ids, anchor_ids = torch.nonzero(scores > self.score_threshold, as_tuple=True)  # image-major
+        if len(anchor_ids) > self.pre_nms_top_k:  # only then can one image exceed its cap
+            image_ids, anchor_ids = self._top_k_per_image(scores, image_ids, anchor_ids)
+        candidate_scores = scores[image_ids, anchor_ids]
+        candidate_anchors = anchors[anchor_ids]
+        boxes = self.box_coder.decode_boxes(outputs.box_deltas[image_ids, anchor_ids].float(), candidate_anchors)
+        if batch_size == 1:
+            keep = nms(boxes, candidate_scores, self.nms_threshold)  # sorted by score
+        else:
+            keep = batched_nms(boxes, candidate_scores, image_ids, self.nms_threshold)
+        image_ids, anchor_ids = image_ids[keep], anchor_ids[keep]
+        kept = {
+            "boxes": boxes[keep],
+            "scores": candidate_scores[keep],
+            "landmarks": self.box_coder.decode_landmarks(
+                outputs.landmark_deltas[image_ids, anchor_ids].float(), candidate_anchors[keep]
+            ),
+            "mesh_coefficients": outputs.mesh_coefficients[image_ids, anchor_ids].float(),
+        }
+        if batch_size == 1:
+            return [{key: value[: self.max_detections] for key, value in kept.items()}]
         detections = []
         for image in range(batch_size):
-            mine = torch.nonzero(image_of == image).squeeze(1)[: self.max_detections]
-            detections.append(
-                {
-                    "boxes": boxes[mine],
-                    "scores": kept_scores[mine],
-                    "landmarks": landmarks[mine],
-                    "mesh_coefficients": mesh[mine],
-                }
-            )
+            mine = torch.nonzero(image_ids == image).squeeze(1)[: self.max_detections]
+            detections.append({key: value[mine] for key, value in kept.items()})
         return detections
+
+    def _top_k_per_image(self, scores: Tensor, image_ids: Tensor, anchor_ids: Tensor) -> tuple[Tensor, Tensor]:
+        """Keep each image's ``pre_nms_top_k`` highest-scoring candidates (``image_ids`` sorted ascending)."""
+        kept_images, kept_anchors = [], []
+        for image in range(scores.shape[0]):
+            mine = anchor_ids[image_ids == image]
+            if len(mine) > self.pre_nms_top_k:
+                mine = mine[scores[image, mine].topk(self.pre_nms_top_k).indices]
+            kept_anchors.append(mine)
+            kept_images.append(torch.full_like(mine, image))
+        return torch.cat(kept_images), torch.cat(kept_anchors)
