@@ -88,3 +88,21 @@ def test_onnx_weights_need_the_onnx_backend(tmp_path, with_random_mesh_head):
     bogus.write_bytes(b"not onnx")
     with pytest.raises(WeightsError, match="cannot load"):
         Detector.from_pretrained(str(bogus), backend="onnxruntime")
+
+
+def test_repeated_shapes_get_a_specialised_session_with_the_same_results(astronaut_image):
+    ort_detector = Detector.from_pretrained(backend="onnxruntime")
+    model = ort_detector.model
+    first = ort_detector(astronaut_image)  # dynamic-shape session
+    assert not model._fixed_sessions
+    second = ort_detector(astronaut_image)  # second sighting: shape-specialised session
+    height, width = astronaut_image.shape[:2]
+    assert list(model._fixed_sessions) == [(1, height, width)]
+    _assert_same(second, first, box_tol=1e-3)
+    # the cache of specialised sessions stays bounded however many sizes come twice
+    for size in range(64, 64 + 8 * (model.MAX_FIXED_SESSIONS + 2), 8):
+        crop = np.ascontiguousarray(astronaut_image[:size, :size])
+        ort_detector(crop)
+        ort_detector(crop)
+    assert len(model._fixed_sessions) == model.MAX_FIXED_SESSIONS
+    assert (1, 64 + 8 * (model.MAX_FIXED_SESSIONS + 1), 64 + 8 * (model.MAX_FIXED_SESSIONS + 1)) in model._fixed_sessions

@@ -2,7 +2,7 @@ import torch
 
 from retinaface.box_coder import BoxCoder
 from retinaface.heads import HeadOutputs
-from retinaface.postprocess import DetectionPostProcessor
+from retinaface.postprocess import DetectionPostProcessor, face_probability
 
 
 def _outputs(face_probability: list[list[float]]) -> HeadOutputs:
@@ -51,3 +51,20 @@ def test_pre_nms_top_k_keeps_best_candidates():
     dets = post(_outputs([[0.9, 0.2, 0.8]]), ANCHORS)
     # only the best candidate (anchor 0) enters NMS, so anchor 2 (0.8) is gone although it overlaps nothing
     assert torch.allclose(dets[0]["scores"], torch.tensor([0.9]))
+
+
+def test_face_probability_equals_softmax_and_stays_finite():
+    torch.manual_seed(0)
+    logits = torch.cat([torch.randn(1000, 2) * 5, torch.tensor([[90.0, -90.0], [-90.0, 90.0], [0.0, 0.0]])])
+    probability = face_probability(logits)
+    assert torch.allclose(probability, torch.softmax(logits.double(), dim=-1)[:, 1].float(), atol=1e-6)
+    assert torch.isfinite(probability).all() and probability[-3:].tolist() == [0.0, 1.0, 0.5]
+
+
+def test_pre_nms_top_k_applies_per_image():
+    post = DetectionPostProcessor(box_coder=BoxCoder(), score_threshold=0.1, nms_threshold=0.4, pre_nms_top_k=1)
+    dets = post(_outputs([[0.9, 0.2, 0.8], [0.05, 0.05, 0.3]]), ANCHORS)
+    # image 0 has three candidates and keeps its best; image 1 has one, which a batch-wide cap would have dropped
+    assert torch.allclose(dets[0]["scores"], torch.tensor([0.9]))
+    assert torch.allclose(dets[1]["scores"], torch.tensor([0.3]))
+    assert torch.allclose(dets[1]["boxes"], torch.tensor([[140.0, 40, 160, 60]]))
