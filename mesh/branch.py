@@ -73,18 +73,29 @@ class MeshBranch(nn.Module):
     def decode(self, coefficients: Tensor) -> DecodedMesh:
         return self.decoder(self.clean(coefficients).latent)
 
-    def forward(self, coefficients: Tensor, aspect: Tensor | None = None, image_size: int | None = None) -> tuple[DecodedMesh, RenderedFaces]:
+    def forward(
+        self,
+        coefficients: Tensor,
+        aspect: Tensor | None = None,
+        image_size: int | None = None,
+        *,
+        mesh: DecodedMesh | None = None,
+    ) -> tuple[DecodedMesh, RenderedFaces]:
+        """Decode ``coefficients`` ``Tensor[K, 144]`` (unless ``mesh``, their decoded mesh, is given) and render
+        each face into a square ``image_size`` crop whose width/height is ``aspect`` ``Tensor[K]``."""
         parts = self.clean(coefficients)
-        mesh = self.decoder(parts.latent)
+        if mesh is None:
+            mesh = self.decoder(parts.latent)
         rendered = render(
             mesh.vertices, mesh.colours, self.render_faces, parts.camera, parts.illumination,
             image_size=image_size or self.image_size, aspect=aspect,
         )
         return mesh, rendered
 
-    def image_vertices(self, coefficients: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
-        """Decoded meshes placed in the image: ``Tensor[K, V, 3]`` (x, y in pixels; view depth) and colours
-        ``Tensor[K, V, 3]``, for faces whose crops are ``boxes`` ``Tensor[K, 4]`` (x1 y1 x2 y2, pixels)."""
+    def image_vertices(self, coefficients: Tensor, boxes: Tensor) -> tuple[Tensor, DecodedMesh]:
+        """Decoded meshes placed in the image: ``Tensor[K, V, 3]`` (x, y in pixels; view depth), and the decoded
+        meshes themselves (model space, colours), for faces whose crops are ``boxes`` ``Tensor[K, 4]``
+        (x1 y1 x2 y2, pixels)."""
         from .renderer import camera_from_params, project
 
         parts = self.clean(coefficients)
@@ -93,7 +104,7 @@ class MeshBranch(nn.Module):
         ndc = project(mesh.vertices, camera_from_params(parts.camera, widths / heights))
         x = boxes[:, None, 0] + (1 - ndc[..., 0]) / 2 * widths[:, None]
         y = boxes[:, None, 1] + (1 - ndc[..., 1]) / 2 * heights[:, None]
-        return torch.stack([x, y, ndc[..., 2]], dim=-1), mesh.colours
+        return torch.stack([x, y, ndc[..., 2]], dim=-1), mesh
 
 
 class MeshPixelLoss(nn.Module):

@@ -27,6 +27,8 @@ class Face:
     - ``mesh_coefficients``: ``ndarray[144]`` raw mesh parameters (128 shape/texture, 7 camera, 9 light)
     - ``mesh_vertices`` / ``mesh_colours``: ``ndarray[468, 3]`` decoded mesh (x, y in image pixels, view depth;
       RGB in [0, 1]) when the detector was created with ``mesh=True``, else ``None``
+    - ``mesh_model_vertices``: ``ndarray[468, 3]`` the same mesh in the face model's own frame (before the
+      camera), kept so that drawing can render it without decoding it again; ``None`` without ``mesh=True``
     """
 
     box: np.ndarray
@@ -35,6 +37,7 @@ class Face:
     mesh_coefficients: np.ndarray
     mesh_vertices: np.ndarray | None = None
     mesh_colours: np.ndarray | None = None
+    mesh_model_vertices: np.ndarray | None = None
 
     def to_dict(self, *, include_mesh: bool = False, decimals: int = 2) -> dict[str, Any]:
         """JSON-friendly dict: ``{"box": [x1, y1, x2, y2], "score", "landmarks": [[x, y] x 5]}``; with
@@ -162,14 +165,15 @@ class Detector:
             detections = self.model(tensors)
             results = []
             for det in detections:
-                vertices = colours = None
+                vertices = colours = model_vertices = None
                 if self.decode_mesh and len(det["boxes"]):
-                    vertices, colours = (t.cpu().numpy() for t in self.model.mesh_branch.image_vertices(det["mesh_coefficients"], det["boxes"]))
+                    placed, decoded = self.model.mesh_branch.image_vertices(det["mesh_coefficients"], det["boxes"])
+                    vertices, colours, model_vertices = (t.cpu().numpy() for t in (placed, decoded.colours, decoded.vertices))
                 boxes, scores = det["boxes"].cpu().numpy(), det["scores"].cpu().numpy()
                 landmarks, mesh = det["landmarks"].cpu().numpy(), det["mesh_coefficients"].cpu().numpy()
                 results.append([
                     Face(boxes[i], float(scores[i]), landmarks[i], mesh[i],
-                         None if vertices is None else vertices[i], None if colours is None else colours[i])
+                         *(None if per_face is None else per_face[i] for per_face in (vertices, colours, model_vertices)))
                     for i in range(len(scores))
                 ])
         return results

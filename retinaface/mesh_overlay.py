@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from mesh.branch import MeshBranch
+from mesh.decoder import DecodedMesh
 
 from .detector import Face
 
@@ -18,7 +19,8 @@ RENDER_SIZE = 128
 def draw_meshes(image: np.ndarray, faces: Sequence[Face], branch: MeshBranch, *, opacity: float = 0.6) -> np.ndarray:
     """A copy of ``image`` (``ndarray[H, W, 3]`` BGR) with each face's mesh rendered into its box and blended.
 
-    All faces of the image are rendered in one batch at 128 x 128, then resized to their boxes.
+    All faces of the image are rendered in one batch at 128 x 128, then resized to their boxes. Faces from a
+    ``Detector(mesh=True)`` carry their decoded mesh, which is rendered as it is instead of decoded again.
     """
     canvas = image.copy()
     if not faces:
@@ -27,8 +29,14 @@ def draw_meshes(image: np.ndarray, faces: Sequence[Face], branch: MeshBranch, *,
     coefficients = torch.from_numpy(np.stack([f.mesh_coefficients for f in faces]).astype(np.float32))
     widths = np.maximum(boxes[:, 2] - boxes[:, 0], 1.0)
     heights = np.maximum(boxes[:, 3] - boxes[:, 1], 1.0)
+    decoded = None
+    if all(f.mesh_model_vertices is not None and f.mesh_colours is not None for f in faces):
+        decoded = DecodedMesh(
+            torch.from_numpy(np.stack([f.mesh_model_vertices for f in faces]).astype(np.float32)),
+            torch.from_numpy(np.stack([f.mesh_colours for f in faces]).astype(np.float32)),
+        )
     with torch.inference_mode():
-        _, rendered = branch(coefficients, aspect=torch.from_numpy(widths / heights), image_size=RENDER_SIZE)
+        _, rendered = branch(coefficients, aspect=torch.from_numpy(widths / heights), image_size=RENDER_SIZE, mesh=decoded)
     colours = (rendered.image.clamp(0, 1).permute(0, 2, 3, 1).numpy()[..., ::-1] * 255).astype(np.float32)
     masks = rendered.mask[:, 0].numpy().astype(np.float32)
     height, width = image.shape[:2]

@@ -68,7 +68,8 @@ def test_non_finite_coefficients_are_counted_not_propagated(branch):
 
 def test_image_vertices_follow_the_box(branch):
     boxes = torch.tensor([[100.0, 50.0, 200.0, 170.0]])
-    vertices, colours = branch.image_vertices(torch.zeros(1, 144), boxes)
+    vertices, decoded = branch.image_vertices(torch.zeros(1, 144), boxes)
+    assert torch.allclose(decoded.vertices, branch.template.vertices[None].to(decoded.vertices))  # zero -> template
     x, y = vertices[0, :, 0], vertices[0, :, 1]
     assert 100 < x.min() < x.max() < 200 and 50 < y.min() < y.max() < 170
     eyes = branch.template.landmarks(vertices)[0]

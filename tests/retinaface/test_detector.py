@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from retinaface.io import InputError
 
@@ -85,3 +86,32 @@ def test_mesh_needs_the_pytorch_backend():
 
     with pytest.raises(WeightsError, match="PyTorch backend"):
         Detector.from_pretrained(backend="onnxruntime", mesh=True)
+
+
+def test_drawing_meshes_reuses_the_detector_decoding(astronaut_image):
+    import dataclasses
+
+    from retinaface import Detector
+    from retinaface.mesh_overlay import draw_meshes
+
+    meshed = Detector.from_pretrained(device="cpu", mesh=True)
+    branch = meshed.model.mesh_branch
+    torch.manual_seed(0)
+    coefficients = torch.randn(1, 144) * 0.3  # a non-template face, so a wrong mesh would show
+    faces = meshed(astronaut_image)
+    box = torch.from_numpy(faces[0].box[None].copy())
+    with torch.inference_mode():
+        placed, decoded = branch.image_vertices(coefficients, box)
+    face = dataclasses.replace(faces[0], mesh_coefficients=coefficients[0].numpy(), mesh_vertices=placed[0].numpy(),
+                               mesh_colours=decoded.colours[0].numpy(), mesh_model_vertices=decoded.vertices[0].numpy())
+    calls = []
+    hook = branch.decoder.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        reused = draw_meshes(astronaut_image, [face], branch)
+        assert not calls  # rendered from the carried mesh
+        decoded_again = draw_meshes(astronaut_image, [dataclasses.replace(face, mesh_model_vertices=None)], branch)
+        assert len(calls) == 1
+    finally:
+        hook.remove()
+    assert np.abs(reused.astype(int) - decoded_again.astype(int)).max() <= 1
+    assert (reused != astronaut_image).any()
