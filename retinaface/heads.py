@@ -132,28 +132,27 @@ class FusedRetinaFaceHeads(_MeshHeadMixin, nn.Module):
         super().__init__()
         parts = (heads.classification, heads.box, heads.landmarks)
         self.values_per_task = [part.values_per_anchor for part in parts]
-        self.values_per_anchor = sum(self.values_per_task)
         self.mesh = heads.mesh
-        self.convs = nn.ModuleList()
-        for level, mesh_conv in enumerate(heads.mesh.convs):
-            anchors_per_location = mesh_conv.out_channels // heads.mesh.values_per_anchor
+        first = parts[0].convs[0]
+        anchors_per_location = first.out_channels // parts[0].values_per_anchor
+        self.detection = PredictionHead(
+            first.in_channels,
+            num_levels=len(parts[0].convs),
+            anchors_per_location=anchors_per_location,
+            values_per_anchor=sum(self.values_per_task),
+        ).to(first.weight.device)
+        for level, merged in enumerate(self.detection.convs):
             convs = [part.convs[level] for part in parts]
             # Output channels ordered anchor-major, then task, so that [N, H*W*S, 16] rows hold one anchor.
             weights = [conv.weight.unflatten(0, (anchors_per_location, -1)) for conv in convs]
             biases = [conv.bias.unflatten(0, (anchors_per_location, -1)) for conv in convs]
-            merged = nn.Conv2d(convs[0].in_channels, anchors_per_location * self.values_per_anchor, kernel_size=1)
             with torch.no_grad():
                 merged.weight.copy_(torch.cat(weights, dim=1).flatten(0, 1))
                 merged.bias.copy_(torch.cat(biases, dim=1).flatten())
-            self.convs.append(merged.to(convs[0].weight.device))
 
     def merged_outputs(self, features: list[Tensor]) -> Tensor:
         """``Tensor[N, A, 16]``: per anchor the 2 class logits, 4 box deltas and 10 landmark deltas."""
-        outputs = []
-        for conv, feature in zip(self.convs, features):
-            out = conv(feature)
-            outputs.append(out.permute(0, 2, 3, 1).reshape(out.shape[0], -1, self.values_per_anchor))
-        return torch.cat(outputs, dim=1)
+        return self.detection(features)
 
     def split(self, merged: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Views ``(class_logits, box_deltas, landmark_deltas)`` of a :meth:`merged_outputs` tensor."""

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import copy
 import io
-from collections import OrderedDict
 import json
 import os
 import warnings
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np

@@ -10,14 +10,7 @@ import numpy as np
 
 def median_seconds(fn: Callable[[], object], *, runs: int, warmup: int = 3) -> float:
     """Median wall time of ``fn()`` over ``runs`` calls after ``warmup`` untimed calls (robust on noisy machines)."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return interleaved_median_seconds({"fn": fn}, runs=runs, rounds=1, warmup=warmup)["fn"]
 
 
 def interleaved_median_seconds(
