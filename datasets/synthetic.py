@@ -74,7 +74,7 @@ class SyntheticFaceRenderer:
     """Renders faces into images with the mesh branch (a fixed, seeded decoder)."""
 
     def __init__(self, seed: int = 0) -> None:
-        from mesh.branch import MeshBranch
+        from ..mesh.branch import MeshBranch
 
         torch.manual_seed(seed)
         self.branch = MeshBranch().eval()
@@ -165,7 +165,7 @@ def generate(
     """Write the synthetic dataset under ``output``; returns image and face counts."""
     from tqdm import tqdm
 
-    from retinaface.wider_eval import SETTINGS, WiderGroundTruth, save_ground_truth
+    from ..wider_eval import SETTINGS, WiderGroundTruth, save_ground_truth
 
     output = Path(output)
     renderer = SyntheticFaceRenderer(seed)

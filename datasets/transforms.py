@@ -8,7 +8,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from retinaface.tta import FLIPPED_LANDMARK_ORDER
+from ..tta import FLIPPED_LANDMARK_ORDER
 
 
 class TrainAugmentation:

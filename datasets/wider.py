@@ -196,7 +196,7 @@ class WiderFaceDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
-        from retinaface.io import InputError, read_image
+        from ..io import InputError, read_image
 
         sample = self.samples[index]
         try:

@@ -18,7 +18,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-HIERARCHY_PATH = Path(__file__).resolve().parent / "assets" / "hierarchy.npz"
+from ..resources import package_path
+
+HIERARCHY_PATH = package_path(__package__, "assets/hierarchy.npz")
 DEFAULT_TARGET_FACES = (220, 48)  # about 468 -> 120 -> 30 vertices
 
 

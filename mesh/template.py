@@ -10,7 +10,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-TEMPLATE_PATH = Path(__file__).resolve().parent / "assets" / "face_template.npz"
+from ..resources import package_path
+
+TEMPLATE_PATH = package_path(__package__, "assets/face_template.npz")
 
 
 @dataclass(frozen=True)

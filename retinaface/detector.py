@@ -108,14 +108,14 @@ class Detector:
                 path = resolve_weights(name_or_path)
                 onnx_model = path.read_bytes()
             else:
-                onnx_model = export_onnx(load_model(name_or_path))
+                onnx_model = export_onnx(load_model(name_or_path, mesh=False))
             try:
                 return cls(OnnxRetinaFace(onnx_model, inference=inference, threads=torch.get_num_threads()))
             except Exception as exc:  # onnx/onnxruntime raise their own types for unusable files
                 raise WeightsError(f"cannot load {name_or_path} into onnxruntime ({str(exc).splitlines()[0]})") from None
         if str(name_or_path).endswith(".onnx"):
             raise WeightsError("an .onnx file needs backend='onnxruntime' (--backend onnxruntime)")
-        model = load_model(name_or_path, inference=inference, device=resolve_device(device))
+        model = load_model(name_or_path, inference=inference, device=resolve_device(device), mesh=mesh)
         return cls(model.fuse_for_inference() if optimize else model, mesh=mesh)
 
     @property

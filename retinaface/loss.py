@@ -14,7 +14,7 @@ from .heads import HeadOutputs, SparseMeshCoefficients
 from .matcher import AnchorMatcher
 
 if TYPE_CHECKING:
-    from mesh.branch import MeshBranch, MeshPixelLoss
+    from .mesh.branch import MeshBranch, MeshPixelLoss
 
 
 class MultiTaskLoss(nn.Module):

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import torch
 
-from mesh.branch import MeshBranch
-from mesh.decoder import DecodedMesh
+from .mesh.branch import MeshBranch
+from .mesh.decoder import DecodedMesh
 
 from .detector import Face
 

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.ops.misc import Conv2dNormActivation
-
-from mesh.branch import MeshBranch, MeshPixelLoss
-from mesh.decoder import MeshDecoder
 
 from .anchors import AnchorGenerator
 from .backbones import build_backbone
@@ -22,6 +20,9 @@ from .matcher import AnchorMatcher
 from .neck import FeaturePyramid, SSHContext
 from .postprocess import DetectionPostProcessor
 from .transform import ImagePreprocessor
+
+if TYPE_CHECKING:  # the mesh branch needs pytorch3d and torch-geometric; detection alone does not
+    from .mesh.branch import MeshBranch
 
 ImageBatch = list[Tensor] | Tensor
 
@@ -138,13 +139,33 @@ def build_retinaface(
     inference: InferenceConfig | None = None,
     *,
     imagenet_weights: str | Path | None = None,
+    mesh: bool = True,
 ) -> RetinaFace:
-    """Assemble a :class:`RetinaFace` from its configs (weights randomly initialised)."""
+    """Assemble a :class:`RetinaFace` from its configs (weights randomly initialised).
+
+    ``mesh=False`` leaves out the mesh branch (decoder, renderer, pixel loss), which needs pytorch3d and
+    torch-geometric; the heads still predict mesh coefficients.
+    """
     inference = inference or InferenceConfig()
+    # Creation order fixes the random initialisation (backbone, mesh decoder, then FPN and heads), which the
+    # released weights' untrained mesh tensors were drawn with.
+    backbone = build_backbone(config.backbone, imagenet_weights=imagenet_weights)
+    pixel_loss = mesh_branch = None
+    if mesh:
+        try:
+            from .mesh.branch import MeshBranch, MeshPixelLoss
+            from .mesh.decoder import MeshDecoder
+        except ImportError as exc:
+            raise ImportError(f"the mesh branch needs pytorch3d and torch-geometric, which are not importable ({exc})") from None
+
+        pixel_loss = MeshPixelLoss()
+        mesh_branch = MeshBranch(
+            decoder=MeshDecoder(channels=config.mesh_decoder_channels, chebyshev_order=config.mesh_chebyshev_order)
+        )
     box_coder = BoxCoder(center_variance=config.box_variances[0], size_variance=config.box_variances[1])
     return RetinaFace(
         config=config,
-        backbone=build_backbone(config.backbone, imagenet_weights=imagenet_weights),
+        backbone=backbone,
         preprocessor=ImagePreprocessor(pixel_mean_bgr=config.pixel_mean_bgr, max_size=inference.max_size),
         anchor_generator=AnchorGenerator(sizes_per_level=config.anchor_sizes, strides=config.anchor_strides),
         postprocessor=DetectionPostProcessor(
@@ -154,8 +175,6 @@ def build_retinaface(
             pre_nms_top_k=inference.pre_nms_top_k,
             max_detections=inference.max_detections,
         ),
-        loss=MultiTaskLoss(matcher=AnchorMatcher(), box_coder=box_coder, pixel_loss=MeshPixelLoss()),
-        mesh_branch=MeshBranch(
-            decoder=MeshDecoder(channels=config.mesh_decoder_channels, chebyshev_order=config.mesh_chebyshev_order)
-        ),
+        loss=MultiTaskLoss(matcher=AnchorMatcher(), box_coder=box_coder, pixel_loss=pixel_loss),
+        mesh_branch=mesh_branch,
     )

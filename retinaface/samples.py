@@ -9,9 +9,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .resources import package_path
 from .io import AtomicVideoWriter, read_image
 
-SAMPLES_DIR = Path(__file__).resolve().parent.parent / "datasets" / "samples"
+SAMPLES_DIR = package_path("retinaface.datasets", "samples")
 ASTRONAUT = SAMPLES_DIR / "astronaut.jpg"  # NASA photo of Eileen Collins, public domain (via scikit-image)
 # Face box in the 512x512 photo (x1, y1, x2, y2), annotated by hand in the WIDER style (forehead to chin).
 ASTRONAUT_FACE_BOX = (176.0, 58.0, 272.0, 176.0)

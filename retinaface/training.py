@@ -178,7 +178,7 @@ def init_distributed() -> Distributed:
 
 def build_model_for_training(config: TrainConfig) -> RetinaFace:
     """The model with its loss configured by ``config`` and weights from ``config.init``."""
-    from mesh.branch import MeshPixelLoss
+    from .mesh.branch import MeshPixelLoss
 
     from .weights import load_model
 
@@ -252,8 +252,8 @@ def train(config: TrainConfig, *, resume: str | None = None, progress: bool = Tr
     step count and the logged history. See :class:`TrainConfig`."""
     from tqdm import tqdm
 
-    from datasets.transforms import TrainAugmentation
-    from datasets.wider import WiderFaceDataset, collate
+    from .datasets.transforms import TrainAugmentation
+    from .datasets.wider import WiderFaceDataset, collate
 
     from .weights import read_checkpoint
 

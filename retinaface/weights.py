@@ -17,6 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .io import atomic_write
+from .resources import package_path
 from .config import InferenceConfig, ModelConfig, config_from_dict, config_to_dict
 from .model import RetinaFace, build_retinaface
 
@@ -29,9 +30,10 @@ class WeightsError(ValueError):
 
 
 def weights_dir() -> Path:
-    """Folder holding released weights: ``$RETINAFACE_WEIGHTS_DIR`` or the repository's ``weights/``."""
+    """Folder holding released weights: ``$RETINAFACE_WEIGHTS_DIR``, else the installed package data
+    (``retinaface.pretrained``, the repository's ``weights/`` folder)."""
     override = os.environ.get(WEIGHTS_DIR_ENV)
-    return Path(override) if override else Path(__file__).resolve().parent.parent / "weights"
+    return Path(override) if override else package_path("retinaface.pretrained", "")
 
 
 def resolve_weights(name_or_path: str | os.PathLike) -> Path:
@@ -40,7 +42,7 @@ def resolve_weights(name_or_path: str | os.PathLike) -> Path:
     if text in PRETRAINED:
         path = weights_dir() / PRETRAINED[text]
         if not path.is_file():
-            raise WeightsError(f"released weights {text!r} not found at {path}; run scripts/convert_weights.py")
+            raise WeightsError(f"released weights {text!r} not found at {path}; reinstall the package or run scripts/convert_weights.py")
         return path
     path = Path(text).expanduser()
     if not path.exists():
@@ -80,9 +82,17 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_model(
-    name_or_path: str | os.PathLike, *, inference: InferenceConfig | None = None, device: str | torch.device = "cpu"
+    name_or_path: str | os.PathLike,
+    *,
+    inference: InferenceConfig | None = None,
+    device: str | torch.device = "cpu",
+    mesh: bool = True,
 ) -> RetinaFace:
-    """Rebuild a :class:`RetinaFace` from released weights or a checkpoint, in eval mode on ``device``."""
+    """Rebuild a :class:`RetinaFace` from released weights or a checkpoint, in eval mode on ``device``.
+
+    ``mesh=False`` builds the model without its mesh branch (no pytorch3d / torch-geometric needed) and
+    ignores the branch's tensors in the file.
+    """
     path = resolve_weights(name_or_path)
     if path.suffix == ".safetensors":
         state, metadata = read_safetensors(path)
@@ -93,7 +103,9 @@ def load_model(
         checkpoint = read_checkpoint(path)
         state, config_dict = checkpoint["model"], checkpoint["model_config"]
     config = config_from_dict(ModelConfig, config_dict)
-    model = build_retinaface(config, inference)
+    model = build_retinaface(config, inference, mesh=mesh)
+    if not mesh:
+        state = {key: value for key, value in state.items() if not key.startswith("mesh_branch.")}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise WeightsError(

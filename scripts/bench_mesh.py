@@ -12,8 +12,6 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -25,9 +23,9 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from mesh.branch import MeshBranch, MeshPixelLoss
-    from mesh.fitting import random_coefficients
-    from mesh.renderer import camera_from_params, project, rasterize_pytorch3d, rasterize_zbuffer
+    from retinaface.mesh.branch import MeshBranch, MeshPixelLoss
+    from retinaface.mesh.fitting import random_coefficients
+    from retinaface.mesh.renderer import camera_from_params, project, rasterize_pytorch3d, rasterize_zbuffer
     from retinaface.timing import median_seconds
 
     torch.manual_seed(0)

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from retinaface.timing import interleaved_median_seconds, median_seconds  # noqa: E402
 

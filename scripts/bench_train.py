@@ -13,8 +13,6 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -27,7 +25,7 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from mesh.branch import MeshPixelLoss
+    from retinaface.mesh.branch import MeshPixelLoss
     from retinaface import build_retinaface, model_preset
     from retinaface.timing import median_seconds
 

@@ -16,8 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 
 def generate(gt, per_image: int, seed: int):
     rng = np.random.default_rng(seed)

@@ -15,7 +15,6 @@ import hashlib
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from retinaface.convert import WHEEL_NAME, convert_published_mobilenet, onnx_bytes_from_wheel  # noqa: E402
 from retinaface.weights import PRETRAINED, save_safetensors, weights_dir  # noqa: E402

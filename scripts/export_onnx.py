@@ -1,54 +1,9 @@
 #!/usr/bin/env python
-"""Export a RetinaFace model to ONNX (dynamic batch, height and width) and verify it against PyTorch.
+"""Same as the installed `retinaface export` command; `python scripts/export_onnx.py --help` lists the options."""
 
-  python scripts/export_onnx.py --weights mobilenet0.25 --output weights/retinaface_mobilenet0.25.onnx
-  python scripts/detect.py video.mp4 --backend onnxruntime --weights weights/retinaface_mobilenet0.25.onnx
-
-By default the mesh branch is exported as per-location features plus the mesh head's weights, and the
-onnxruntime backend computes mesh coefficients for kept detections only; --dense-mesh exports the full
-per-anchor coefficient tensor instead.
-"""
-
-from __future__ import annotations
-
-import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", default="mobilenet0.25", help="released name, .safetensors or checkpoint (default: %(default)s)")
-    parser.add_argument("--output", type=Path, required=True, help="ONNX file to write")
-    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default: %(default)s)")
-    parser.add_argument("--dense-mesh", action="store_true", help="export per-anchor mesh coefficients")
-    parser.add_argument("--image", type=Path, help="real image for the check (default: the bundled sample photo)")
-    args = parser.parse_args(argv)
-
-    from retinaface import InputError, WeightsError, load_model
-    from retinaface.io import check_writable, read_image
-    from retinaface.onnx_backend import export_onnx, verify_export
-    from retinaface.samples import ASTRONAUT
-
-    try:
-        check_writable(args.output)
-        model = load_model(args.weights)
-        data = export_onnx(model, args.output, opset=args.opset, dense_mesh=args.dense_mesh)
-        image = read_image(args.image or ASTRONAUT)
-    except (InputError, WeightsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    report = verify_export(model, data, image)
-    print(f"wrote {args.output} ({len(data) / 1e6:.2f} MB)")
-    for name, error in report.items():
-        print(f"  max |onnxruntime - pytorch| {name}: {error:.2e}")
-    if max(report.values()) > 1e-3:
-        print("error: the exported model disagrees with PyTorch", file=sys.stderr)
-        return 1
-    return 0
-
+from retinaface.cli.export import main
 
 if __name__ == "__main__":
     sys.exit(main())

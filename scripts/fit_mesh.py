@@ -15,8 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -29,8 +27,8 @@ def main(argv=None) -> int:
     import torch
     import torchvision
 
-    from mesh.branch import MeshBranch
-    from mesh.fitting import fit_to_renders, random_coefficients
+    from retinaface.mesh.branch import MeshBranch
+    from retinaface.mesh.fitting import fit_to_renders, random_coefficients
     from retinaface.io import atomic_write
 
     torch.manual_seed(args.seed)

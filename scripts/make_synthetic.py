@@ -11,8 +11,6 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -26,7 +24,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.train < 0 or args.val < 0:
         parser.error("--train and --val must not be negative")
-    from datasets.synthetic import generate
+    from retinaface.datasets.synthetic import generate
     from retinaface.io import InputError, check_writable
 
     try:

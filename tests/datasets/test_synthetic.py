@@ -2,8 +2,8 @@ import json
 
 import numpy as np
 
-from datasets.synthetic import generate
-from datasets.wider import WiderFaceDataset
+from retinaface.datasets.synthetic import generate
+from retinaface.datasets.wider import WiderFaceDataset
 from retinaface.wider_eval import SETTINGS, load_ground_truth
 
 

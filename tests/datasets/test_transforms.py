@@ -1,6 +1,6 @@
 import torch
 
-from datasets.transforms import TrainAugmentation
+from retinaface.datasets.transforms import TrainAugmentation
 
 
 def _target():

@@ -2,7 +2,7 @@ import cv2
 import numpy as np
 import pytest
 
-from datasets.wider import AnnotationError, WiderFaceDataset
+from retinaface.datasets.wider import AnnotationError, WiderFaceDataset
 
 
 def _image(path, size=(60, 80)):

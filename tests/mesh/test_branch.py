@@ -4,8 +4,8 @@ import warnings
 import pytest
 import torch
 
-from mesh.branch import MeshBranch, MeshPixelLoss, split_coefficients
-from mesh.fitting import fit_to_renders, random_coefficients
+from retinaface.mesh.branch import MeshBranch, MeshPixelLoss, split_coefficients
+from retinaface.mesh.fitting import fit_to_renders, random_coefficients
 
 
 @pytest.fixture(scope="module")

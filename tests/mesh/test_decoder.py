@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from mesh.decoder import MeshDecoder
+from retinaface.mesh.decoder import MeshDecoder
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 import numpy as np
 
-from mesh.hierarchy import barycentric_on_nearest_triangle, build_hierarchy, load_hierarchy
-from mesh.template import load_template
+from retinaface.mesh.hierarchy import barycentric_on_nearest_triangle, build_hierarchy, load_hierarchy
+from retinaface.mesh.template import load_template
 
 
 def test_barycentric_exact_cases():

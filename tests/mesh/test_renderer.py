@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from mesh.renderer import (
+from retinaface.mesh.renderer import (
     camera_from_params,
     lights_from_params,
     project,
@@ -12,7 +12,7 @@ from mesh.renderer import (
     render,
     sanitize,
 )
-from mesh.template import load_template
+from retinaface.mesh.template import load_template
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from mesh.template import load_template
+from retinaface.mesh.template import load_template
 
 
 def test_sizes_and_topology():

@@ -53,7 +53,7 @@ def test_presets_and_overrides():
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    from datasets.synthetic import generate
+    from retinaface.datasets.synthetic import generate
 
     root = tmp_path_factory.mktemp("synthetic")
     generate(root, num_train=6, num_val=2, seed=1, height=120, width=160, progress=False)

@@ -1,0 +1,108 @@
+"""WIDER FACE val benchmark with the official protocol (AP easy / medium / hard).
+
+Score an existing prediction folder (any detector, official format: <pred>/<event>/<image>.txt):
+  python scripts/benchmark.py --predictions PRED_DIR --gt-dir wider_face_split/ [--json ap.json]
+
+Run our detector over WIDER_val/images/<event>/*.jpg, write predictions, score them and plot PR curves:
+  python scripts/benchmark.py --wider-root WIDER_val --gt-dir wider_face_split/ [--scale mxnet --flip]
+
+--gt-dir holds wider_face_val.mat and wider_{easy,medium,hard}_val.mat from the official eval tools.
+Prediction runs are resumable: images whose prediction file exists are skipped (--overwrite redoes them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="retinaface benchmark", description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--gt-dir", type=Path, required=True, help="folder with the official WIDER val .mat files")
+    parser.add_argument("--predictions", type=Path, help="prediction folder to score, or to write with --wider-root (default: runs/wider_val/<weights>-<scale>)")
+    parser.add_argument("--wider-root", type=Path, help="WIDER_val folder (with images/); runs the detector first")
+    parser.add_argument("--json", type=Path, help="write the APs (and speed, with --wider-root) to this JSON file")
+    parser.add_argument("--plot", type=Path, help="PR-curve PNG (default with --wider-root: <predictions>/../pr_curves.png)")
+    parser.add_argument("--weights", default="mobilenet0.25", help="released weights name or file (default: %(default)s)")
+    parser.add_argument("--scale", choices=("original", "mxnet"), default="original", help="original size, or short side 1600 / long side <= 2150 (default: %(default)s)")
+    parser.add_argument("--scales", default="1", help="comma-separated multi-scale factors on top of --scale, e.g. 0.5,1,1.5 (default: %(default)s)")
+    parser.add_argument("--flip", action="store_true", help="also detect on the mirrored image and merge")
+    parser.add_argument("--score-threshold", type=float, default=0.02, help="keep detections above this score (default: %(default)s)")
+    parser.add_argument("--nms-threshold", type=float, default=0.4, help="(default: %(default)s)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, ... (default: auto)")
+    parser.add_argument("--overwrite", action="store_true", help="redo images whose prediction file already exists")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    args = parser.parse_args(argv)
+    if args.predictions is None and args.wider_root is None:
+        parser.error("give --predictions (score a folder) and/or --wider-root (run the detector)")
+    try:
+        args.scales = tuple(float(v) for v in args.scales.split(","))
+        assert all(v > 0 for v in args.scales)
+    except (ValueError, AssertionError):
+        parser.error(f"--scales must be positive numbers separated by commas, got {args.scales!r}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from retinaface import Detector, InputError, WeightsError
+    from retinaface.io import atomic_write
+    from retinaface.tta import TestTimeAugmentation
+    from retinaface.wider_benchmark import plot_pr_curves, predict_wider
+    from retinaface.wider_eval import SETTINGS, WiderFormatError, evaluate_folder, load_ground_truth
+
+    report: dict = {}
+    try:
+        if args.wider_root is not None:
+            gt = load_ground_truth(args.gt_dir)
+            detector = Detector.from_pretrained(
+                args.weights, device=args.device, score_threshold=args.score_threshold, nms_threshold=args.nms_threshold
+            )
+            tag = f"{Path(str(args.weights)).stem}-{args.scale}" + ("-flip" if args.flip else "") + (
+                "-ms" + "_".join(f"{s:g}" for s in args.scales) if args.scales != (1.0,) else ""
+            )
+            if args.predictions is None:
+                args.predictions = Path("runs") / "wider_val" / tag / "predictions"
+            if args.plot is None:
+                args.plot = args.predictions.parent / "pr_curves.png"
+            tta = TestTimeAugmentation(detector, scale_mode=args.scale, scale_factors=args.scales, flip=args.flip)
+            run = predict_wider(tta, args.wider_root, gt, args.predictions, overwrite=args.overwrite, progress=not args.no_progress)
+            speed = run.speed_summary()
+            report["speed"] = {**speed, "device": str(detector.device), "scale": args.scale, "scales": list(args.scales), "flip": args.flip}
+            report["prediction_run"] = {"written": run.written, "reused": run.reused, "missing": len(run.missing), "unreadable": len(run.unreadable)}
+            print(
+                f"predictions: {run.written} written, {run.reused} reused, {len(run.missing)} images missing, "
+                f"{len(run.unreadable)} unreadable -> {args.predictions}"
+            )
+            if run.milliseconds:
+                print(f"speed: {speed['ms_median']:.1f} ms/image median, {speed['ms_mean']:.1f} mean on {detector.device} ({tag}, detection only)")
+            if run.interrupted:
+                print("interrupted: rerun the same command to continue", file=sys.stderr)
+                return 130
+        result = evaluate_folder(args.predictions, args.gt_dir)
+    except (InputError, WeightsError, WiderFormatError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    if result.missing_predictions:
+        print(f"warning: {len(result.missing_predictions)} of {result.images} images have no prediction file (scored as no detections)", file=sys.stderr)
+    print(f"{'setting':<8} {'AP':>8} {'faces':>7}")
+    for s in SETTINGS:
+        print(f"{s:<8} {result.ap[s]:>8.4f} {result.faces[s]:>7}")
+    report.update(result.to_dict())
+    if args.json is not None:
+        atomic_write(args.json, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2) + "\n"))
+        print(f"wrote {args.json}")
+    if args.plot is not None:
+        plot_pr_curves(result, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Released weights, installed as package data of ``retinaface.pretrained`` (see ``NOTICE``)."""
