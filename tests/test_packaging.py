@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CROWD, REPO
 
 pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parent.parent
+CROWD = REPO.parent / "shared" / "data" / "images" / "crowd.jpg"  # optional real photo (shared data)
 
 # Hand-annotated face box of the shipped astronaut photo (x1 y1 x2 y2), see retinaface/samples.py.
 ASTRONAUT_BOX = (176.0, 58.0, 272.0, 176.0)
