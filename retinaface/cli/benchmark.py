@@ -17,9 +17,11 @@ import json
 import sys
 from pathlib import Path
 
+from . import common
+
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(
+    parser = common.ArgumentParser(
         prog="retinaface benchmark", description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

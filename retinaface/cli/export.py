@@ -14,9 +14,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from . import common
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="retinaface export", description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = common.ArgumentParser(prog="retinaface export", description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", default="mobilenet0.25", help="released name, .safetensors or checkpoint (default: %(default)s)")
     parser.add_argument("--output", type=Path, required=True, help="ONNX file to write")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default: %(default)s)")

@@ -19,12 +19,14 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from . import common
+
 
 def main(argv: list[str] | None = None) -> int:
     from retinaface.training import TRAIN_PRESETS, TrainConfig
 
     fields = "\n".join(f"  --{f.name}={f.default!r}" for f in dataclasses.fields(TrainConfig))
-    parser = argparse.ArgumentParser(
+    parser = common.ArgumentParser(
         prog="retinaface train", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 1)[1] + f"\nconfig keys (defaults of the base config):\n{fields}",
     )
