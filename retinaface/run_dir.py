@@ -80,5 +80,6 @@ def resume_error(path: str | os.PathLike | None) -> Iterator[None]:
     try:
         yield
     except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
-        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        first = (lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0]) if lines else type(exc).__name__
         raise ConfigError(f"{path} does not fit the model and optimiser being resumed ({first})") from None
