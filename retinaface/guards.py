@@ -96,8 +96,9 @@ class OutputLock:
                     f"{self.target} is being written by another run (process {holder}); wait for it to finish or choose another output"
                 ) from None
             if self._same(fd):
-                os.ftruncate(fd, 0)
-                os.write(fd, f"{os.getpid()}\n".encode())
+                with contextlib.suppress(OSError):  # the pid is informative only (a full disk may refuse it)
+                    os.ftruncate(fd, 0)
+                    os.write(fd, f"{os.getpid()}\n".encode())
                 self._fd = fd
                 return self
             os.close(fd)

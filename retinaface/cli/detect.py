@@ -91,7 +91,8 @@ def _detect(args: argparse.Namespace, interruption) -> int:
     if summary.skipped:
         print(f"skipped {len(summary.skipped)} unreadable files (listed above); the JSON covers the others", file=sys.stderr)
     if summary.interrupted:
-        print("interrupted: outputs hold the frames processed so far", file=sys.stderr)
+        done = "outputs hold the frames processed so far" if summary.frames else "nothing written, earlier files kept"
+        print(f"interrupted: {done}", file=sys.stderr)
         return interruption.exit_code
     return 0
 
