@@ -370,3 +370,23 @@ def test_benchmark_checks_outputs_before_scoring_and_warns_on_nan_scores(tmp_pat
     data = json.loads(report.read_text())
     # the finite boxes are left: the 0.9 one finds one of the two faces, the 0.3 one is a false positive
     assert data["nonfinite_predictions_dropped"] == 2 and data["medium"] == pytest.approx(0.5)
+
+
+# --- wrong results without a word --------------------------------------------------------------------------
+
+def test_mid_stream_size_change_reports_each_frames_own_size(tmp_path, clip, monkeypatch, detector):
+    from retinaface import pipeline, run_detect
+    from retinaface.io import count_video_frames
+
+    class SizeChangingVideo(pipeline.VideoSource):
+        def __iter__(self):
+            for index, frame in enumerate(super().__iter__()):
+                yield frame if index < 5 else cv2.resize(frame, (160, 120))
+
+    monkeypatch.setattr(pipeline, "VideoSource", SizeChangingVideo)
+    out, records = tmp_path / "o.mp4", tmp_path / "o.jsonl"
+    summary = run_detect(detector, str(clip), output=out, json_path=records, progress=False)
+    sizes = [(r["width"], r["height"]) for r in map(json.loads, records.read_text().splitlines())]
+    assert sizes == [(320, 240)] * 5 + [(160, 120)] * 35
+    assert count_video_frames(out) == 40  # none dropped by the encoder
+    assert len(summary.warnings) == 1 and "35 frames differ in size from the first (320x240)" in summary.warnings[0]
