@@ -177,6 +177,8 @@ def check_writable(path: str | os.PathLike) -> Path:
         raise InputError(f"cannot write output {path}: {exc.strerror or exc}") from None
     if path.is_dir():
         raise InputError(f"cannot write output {path}: it is a folder")
+    if path.exists() and not path.is_file():  # a device, FIFO or socket would be replaced by the rename
+        raise InputError(f"cannot write output {path}: it is not a regular file")
     return path
 
 

@@ -166,8 +166,8 @@ def run_detect(
     with ExitStack() as cleanup:
         if isinstance(inputs, VideoSource):
             cleanup.callback(inputs.close)
-        _check_outputs(kind, out_path if draw else None, json_out)
         _refuse_overwriting(kind, source, inputs, out_path if draw else None, json_out, protected)
+        _check_outputs(kind, out_path if draw else None, json_out)
         cleanup.enter_context(locked_outputs(out_path if draw else None, json_out))
 
         start = time.perf_counter()

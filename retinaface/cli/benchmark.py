@@ -133,6 +133,9 @@ def _benchmark(args, interruption) -> int:
     except (InputError, WeightsError, WiderFormatError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a file system problem outside the atomic writers (logs, folders)
+        print(f"error: {common.os_error(exc)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return interruption.exit_code

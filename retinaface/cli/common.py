@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import os
 import sys
 import warnings
 from typing import Iterator
@@ -69,6 +70,12 @@ def float_in(low: float, high: float, *, low_open: bool = False):
     return parse
 
 
+def os_error(exc: OSError) -> str:
+    """``OSError`` as one sentence: ``cannot access PATH: reason``."""
+    where = f" {exc.filename}" if exc.filename else ""
+    return f"cannot access{where}: {exc.strerror or exc}"
+
+
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> str:
     return f"warning: {message}\n"
 
@@ -82,6 +89,10 @@ def command_session() -> Iterator[Interruption]:
     try:
         with interrupt_on_termination() as interruption:
             yield interruption
+    except BrokenPipeError:  # stdout closed early (`| head`): the outputs are written, stay quiet
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise SystemExit(1) from None
     finally:
         warnings.formatwarning = saved
         with contextlib.suppress(Exception):

@@ -76,6 +76,12 @@ def _detect(args: argparse.Namespace, interruption) -> int:
     except RuntimeError as exc:  # e.g. out of memory on the device
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1
+    except OSError as exc:  # a file system problem outside the atomic writers (logs, folders)
+        print(f"error: {common.os_error(exc)}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("error: out of memory; use a smaller --max-size or --batch-size", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:  # before any output was opened
         print("interrupted: nothing written", file=sys.stderr)
         return interruption.exit_code

@@ -51,6 +51,9 @@ def _export(args, interruption) -> int:
     except (InputError, WeightsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a file system problem outside the atomic writers (logs, folders)
+        print(f"error: {common.os_error(exc)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"interrupted: {args.output} not written", file=sys.stderr)
         return interruption.exit_code

@@ -82,6 +82,9 @@ def _train(parser, args, overrides, interruption) -> int:
     except (ConfigError, AnnotationError, InputError, WeightsError) as exc:
         print(f"error: {_last_line(exc)}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a file system problem outside the atomic writers (logs, folders)
+        print(f"error: {common.os_error(exc)}", file=sys.stderr)
+        return 1
     except FloatingPointError as exc:
         print(f"error: {_last_line(exc)}; lower --lr or set --clip_grad_norm, then --resume", file=sys.stderr)
         return 1
