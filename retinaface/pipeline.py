@@ -238,7 +238,7 @@ def _run_folder(detector, paths, folder, out_dir, json_out, draw, batch_size, in
                 except InputError as exc:
                     summary.skipped.append(str(exc))
                     tqdm.write(f"warning: skipped {exc}", file=sys.stderr)
-            faces_per_image = detector.detect_batch([image for _, image in loaded]) if loaded else []
+            loaded, faces_per_image = _detect_each(detector, loaded, summary)
             for (path, image), faces in zip(loaded, faces_per_image):
                 if draw:
                     try:
@@ -267,6 +267,27 @@ def _run_folder(detector, paths, folder, out_dir, json_out, draw, batch_size, in
         summary.json_path = summary.output = None
         return
     records.close()
+
+
+def _detect_each(detector, loaded: list, summary: DetectSummary) -> tuple[list, list]:
+    """Detect on a batch of ``(path, image)``; if the batch fails (e.g. out of memory on one huge image),
+    retry image by image and skip, count and report the ones that still fail."""
+    if not loaded:
+        return [], []
+    try:
+        return loaded, detector.detect_batch([image for _, image in loaded])
+    except (RuntimeError, MemoryError) as exc:
+        if len(loaded) == 1:
+            message = f"detection failed on {loaded[0][0]}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+            summary.skipped.append(message)
+            tqdm.write(f"warning: skipped {message}", file=sys.stderr)
+            return [], []
+    kept, faces = [], []
+    for item in loaded:
+        one, found = _detect_each(detector, [item], summary)
+        kept += one
+        faces += found
+    return kept, faces
 
 
 _QUEUE_BATCHES = 3  # batches in flight between threads: bounds memory on long videos
@@ -360,6 +381,10 @@ def _run_video(detector, video, out_path, json_out, draw, batch_size, include_me
         if failure is not None:
             raise failure
         return
+    if video.frame_count and not summary.interrupted and summary.frames < video.frame_count - 1:
+        summary.warnings.append(
+            f"{video.name} announces {video.frame_count} frames but only {summary.frames} could be decoded (damaged or truncated file?)"
+        )
     if writer is not None and writer.resized:
         summary.warnings.append(
             f"{writer.resized} frames differ in size from the first ({video.width}x{video.height}); they were scaled to it in "

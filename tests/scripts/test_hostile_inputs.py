@@ -390,3 +390,40 @@ def test_mid_stream_size_change_reports_each_frames_own_size(tmp_path, clip, mon
     assert sizes == [(320, 240)] * 5 + [(160, 120)] * 35
     assert count_video_frames(out) == 40  # none dropped by the encoder
     assert len(summary.warnings) == 1 and "35 frames differ in size from the first (320x240)" in summary.warnings[0]
+
+
+def test_truncated_video_says_how_many_frames_were_decoded(tmp_path, detector):
+    from retinaface import run_detect
+
+    video = tmp_path / "clip.avi"  # Motion-JPEG: still opens when cut, its header announces all frames
+    writer = AtomicVideoWriter(video, fps=10.0, size=(64, 48))
+    rng = np.random.default_rng(0)
+    for _ in range(10):  # noise: the frames, not the header, make up most of the file
+        writer.write(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    writer.close()
+    data = video.read_bytes()
+    video.write_bytes(data[: len(data) // 2])
+    summary = run_detect(detector, str(video), output=tmp_path / "o.avi", progress=False)
+    assert 0 < summary.frames < 10
+    assert summary.warnings == [f"{video} announces 10 frames but only {summary.frames} could be decoded (damaged or truncated file?)"]
+
+
+def test_one_image_failing_detection_is_skipped_not_fatal(tmp_path, detector, monkeypatch):
+    from retinaface import run_detect
+
+    folder = tmp_path / "album"
+    folder.mkdir()
+    for name, side in (("a.png", 64), ("b.png", 96), ("c.png", 64)):
+        cv2.imwrite(str(folder / name), np.zeros((side, side, 3), np.uint8))
+    real = detector.detect_batch
+
+    def fails_on_96_pixels(images):  # e.g. out of memory on one huge image
+        if any(image.shape[0] == 96 for image in images):
+            raise RuntimeError("CUDA out of memory\nmore details")
+        return real(images)
+
+    monkeypatch.setattr(detector, "detect_batch", fails_on_96_pixels)
+    summary = run_detect(detector, str(folder), output=tmp_path / "out", batch_size=3, progress=False)
+    records = [json.loads(line) for line in (tmp_path / "out" / "detections.jsonl").read_text().splitlines()]
+    assert [Path(r["source"]).name for r in records] == ["a.png", "c.png"]
+    assert summary.skipped == [f"detection failed on {folder / 'b.png'}: CUDA out of memory"]
