@@ -427,3 +427,29 @@ def test_one_image_failing_detection_is_skipped_not_fatal(tmp_path, detector, mo
     records = [json.loads(line) for line in (tmp_path / "out" / "detections.jsonl").read_text().splitlines()]
     assert [Path(r["source"]).name for r in records] == ["a.png", "c.png"]
     assert summary.skipped == [f"detection failed on {folder / 'b.png'}: CUDA out of memory"]
+
+
+def test_benchmark_stopped_by_sigterm_keeps_its_predictions_and_resumes(tmp_path):
+    from retinaface.signals import Terminated
+    from retinaface.wider_benchmark import predict_wider
+    from retinaface.wider_eval import load_ground_truth
+
+    gt = load_ground_truth(_tiny_ground_truth(tmp_path / "gt"))
+    images = tmp_path / "WIDER_val" / "images" / "0--Parade"
+    images.mkdir(parents=True)
+    for name in ("0_a", "0_b"):
+        cv2.imwrite(str(images / f"{name}.jpg"), np.zeros((32, 32, 3), np.uint8))
+    calls = []
+
+    def terminated_on_the_second_image(image):
+        calls.append(image.shape)
+        if len(calls) == 2:
+            raise Terminated(signal.SIGTERM)
+        return []
+
+    pred = tmp_path / "pred"
+    run = predict_wider(terminated_on_the_second_image, tmp_path / "WIDER_val", gt, pred, progress=False)
+    assert run.interrupted and run.written == 1
+    assert sorted(p.name for p in (pred / "0--Parade").iterdir()) == ["0_a.txt"] and leftovers(tmp_path) == []
+    again = predict_wider(lambda image: [], tmp_path / "WIDER_val", gt, pred, progress=False)
+    assert (again.reused, again.written, again.interrupted) == (1, 1, False)
