@@ -11,7 +11,9 @@ file and line, or with ``on_error="skip"`` are skipped and counted in :attr:`Wid
 
 from __future__ import annotations
 
+import math
 import os
+import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,9 +52,26 @@ class ParseReport:
 
 def _numbers(text: str, where: str) -> list[float]:
     try:
-        return [float(v) for v in text.split()]
+        values = [float(v) for v in text.split()]
     except ValueError:
         raise AnnotationError(f"{where}: non-numeric value in {text.strip()!r}") from None
+    if not all(math.isfinite(v) for v in values):
+        raise AnnotationError(f"{where}: NaN or infinite value in {text.strip()!r}")
+    return values
+
+
+def read_label_lines(label_file: Path) -> list[str]:
+    """The lines of a text annotation file; ``AnnotationError`` for a binary or unreadable file."""
+    try:
+        data = label_file.read_bytes()
+    except OSError as exc:
+        raise AnnotationError(f"cannot read annotation file {label_file}: {exc.strerror or exc}") from None
+    if b"\0" in data[:65536]:
+        raise AnnotationError(f"{label_file} is a binary file, not a text annotation file")
+    try:
+        return data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise AnnotationError(f"{label_file} is not UTF-8 text (byte {exc.start}); not an annotation file") from None
 
 
 def _face(values: list[float], where: str, report: ParseReport, on_error: str):
@@ -79,7 +98,7 @@ def parse_retinaface_labels(label_file: Path, images_root: Path, *, on_error: st
             path, np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(points, np.float32).reshape(-1, 5, 2), np.asarray(valid, bool)
         ))
 
-    for number, line in enumerate(label_file.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_label_lines(label_file), start=1):
         where = f"{label_file}:{number}"
         if not line.strip():
             continue
@@ -112,7 +131,7 @@ def parse_retinaface_labels(label_file: Path, images_root: Path, *, on_error: st
 def parse_wider_official(label_file: Path, images_root: Path, *, on_error: str = "raise") -> tuple[list[FaceSample], ParseReport]:
     report = ParseReport()
     samples: list[FaceSample] = []
-    lines = label_file.read_text().splitlines()
+    lines = read_label_lines(label_file)
     index = 0
     while index < len(lines):
         name = lines[index].strip()
@@ -181,13 +200,18 @@ class WiderFaceDataset(Dataset):
             raise ValueError("on_error must be 'raise' or 'skip'")
         images_root = Path(images_root) if images_root is not None else label_file.parent / "images"
         if annotation_format == "auto":
-            first = next((l for l in label_file.read_text().splitlines() if l.strip()), "")
+            first = next((l for l in read_label_lines(label_file) if l.strip()), "")
             annotation_format = "retinaface" if first.startswith("#") else "wider"
         parse = {"retinaface": parse_retinaface_labels, "wider": parse_wider_official}.get(annotation_format)
         if parse is None:
             raise ValueError(f"unknown annotation format {annotation_format!r}")
         self.samples, report = parse(label_file, images_root, on_error=on_error)
         self.skipped = report.skipped_lines
+        if self.skipped:
+            warnings.warn(
+                f"skipped {len(self.skipped)} annotation problems in {label_file} (on_error=skip); first: {self.skipped[0]}",
+                stacklevel=2,
+            )
         self.transform = transform
         self.seed = seed
         self.epoch = 0

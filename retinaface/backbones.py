@@ -144,8 +144,14 @@ class ResNet50Trunk(nn.Module):
         net = resnet50(weights=None)
         if imagenet_weights is not None:
             # Nothing is downloaded at run time: the user passes a local torchvision state dict.
-            state = torch.load(imagenet_weights, map_location="cpu", weights_only=True)
-            net.load_state_dict(state)
+            from .weights import WeightsError
+
+            try:
+                state = torch.load(imagenet_weights, map_location="cpu", weights_only=True)
+                net.load_state_dict(state)
+            except Exception as exc:  # missing, corrupt, pickled code, or another network's state dict
+                first = next((line.strip() for line in str(exc).splitlines() if line.strip() and not line.rstrip().endswith(":")), type(exc).__name__)
+                raise WeightsError(f"--imagenet_weights {imagenet_weights} is not a torchvision ResNet-50 state dict ({first})") from None
         self.body = IntermediateLayerGetter(net, return_layers={"layer2": "0", "layer3": "1", "layer4": "2"})
         self.out_channels = [512, 1024, 2048]
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 
 class ConfigError(ValueError):
@@ -114,6 +115,8 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
         return float(value)
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -128,6 +131,18 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return value
     return value
+
+
+def check_fields(config: Any, rules: Mapping[str, tuple[Callable[[Any], bool], str]]) -> None:
+    """``ConfigError`` for the first field whose value breaks its rule: ``{name: (test, "what is expected")}``.
+
+    Called from a config's ``__post_init__``, so presets, ``--key=value`` overrides and configs stored in
+    checkpoints are all checked when they are built, before any work.
+    """
+    for key, (test, expected) in rules.items():
+        value = getattr(config, key)
+        if not test(value):
+            raise ConfigError(f"{key}={value!r} is invalid: expected {expected}")
 
 
 def _parse_literal(text: str) -> Any:
@@ -190,6 +205,7 @@ __all__ = [
     "ModelConfig",
     "NUM_MESH_COEFFICIENTS",
     "apply_overrides",
+    "check_fields",
     "config_from_dict",
     "config_to_dict",
     "model_preset",

@@ -55,10 +55,26 @@ class Face:
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` picks CUDA when available, else CPU."""
+    """``"auto"`` picks CUDA when available, else CPU; ``InputError`` for a device this machine lacks."""
+    from .io import InputError
+
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise InputError(f"unknown device {str(device)!r}; use auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cpu":
+        return resolved
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"device {str(device)!r} asked for but CUDA is not available here; use --device cpu")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise InputError(f"device {str(device)!r} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        return resolved
+    if resolved.type == "mps" and torch.backends.mps.is_available():
+        return resolved
+    raise InputError(f"device {str(device)!r} is not supported here; use auto, cpu or cuda")
 
 
 class Detector:

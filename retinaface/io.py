@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -20,11 +22,20 @@ class InputError(ValueError):
     """Bad user input (missing, unreadable, unsupported or unwritable): the message is one sentence."""
 
 
+class OutputError(InputError):
+    """An output could not be written completely (disk full, quota, I/O error); the old file is kept."""
+
+
+class ImageRangeWarning(UserWarning):
+    """A float image whose values are not in [0, 1] (read as 0-255 instead)."""
+
+
 def as_bgr_uint8(image: np.ndarray) -> np.ndarray:
     """Normalise an image array to ``ndarray[H, W, 3]`` uint8 BGR.
 
     Accepts grayscale (``H x W`` or ``H x W x 1``), BGR and BGRA; uint8, uint16 (scaled by 1/257)
-    and float in [0, 1].
+    and float in [0, 1]. Float images whose largest finite value exceeds 1.5 hold 0-255 values (e.g.
+    float32 TIFFs written from 8-bit data); they are read as such, with an :class:`ImageRangeWarning`.
     """
     if not isinstance(image, np.ndarray):
         raise InputError(f"expected a NumPy image array, got {type(image).__name__}")
@@ -37,7 +48,15 @@ def as_bgr_uint8(image: np.ndarray) -> np.ndarray:
     if image.dtype == np.uint16:
         image = ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
     elif np.issubdtype(image.dtype, np.floating):
-        image = (np.nan_to_num(image, nan=0.0).clip(0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        finite = np.nan_to_num(image.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        peak = float(finite.max())
+        scale = 255.0
+        if peak > 1.5:  # 0-255 data stored as floats; clipping to [0, 1] would turn it white
+            warnings.warn(
+                f"float image with values up to {peak:g} read as 0-255 (expected 0-1)", ImageRangeWarning, stacklevel=2
+            )
+            scale = 1.0
+        image = ((finite * scale).clip(0.0, 255.0) + 0.5).astype(np.uint8)
     elif image.dtype != np.uint8:
         raise InputError(f"unsupported image dtype {image.dtype}; expected uint8, uint16 or float")
     if image.ndim == 2:
@@ -56,8 +75,15 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise InputError(f"input is not a file: {path}")
     if path.stat().st_size == 0:
         raise InputError(f"input is an empty (0-byte) file: {path}")
-    data = np.fromfile(path, dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        with _native_stderr_silenced():
+            image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        image = None
     if image is None:
         raise InputError(f"cannot decode {path} as an image (corrupt or not an image file)")
     return as_bgr_uint8(image)
@@ -151,14 +177,49 @@ def check_writable(path: str | os.PathLike) -> Path:
         raise InputError(f"cannot write output {path}: {exc.strerror or exc}") from None
     if path.is_dir():
         raise InputError(f"cannot write output {path}: it is a folder")
+    if path.exists() and not path.is_file():  # a device, FIFO or socket would be replaced by the rename
+        raise InputError(f"cannot write output {path}: it is not a regular file")
     return path
+
+
+_LIVE_TEMP_FILES: set[Path] = set()
+"""Temp files not yet published or removed; removed at interpreter exit (Ctrl+C, SIGTERM, errors)."""
+
+
+@atexit.register
+def _remove_live_temp_files() -> None:
+    for tmp in list(_LIVE_TEMP_FILES):
+        _drop_temp(tmp)
+
+
+def _drop_temp(tmp: Path) -> None:
+    with contextlib.suppress(OSError):
+        tmp.unlink(missing_ok=True)
+    _LIVE_TEMP_FILES.discard(tmp)
 
 
 def _temp_path_for(path: Path) -> Path:
     # Keep the real extension last so encoders (OpenCV picks the container by suffix) see it.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
+    except OSError as exc:
+        raise OutputError(f"cannot write output {path}: {exc.strerror or exc}") from None
     os.close(fd)
+    _LIVE_TEMP_FILES.add(Path(tmp))
     return Path(tmp)
+
+
+def _write_failed(path: Path, exc: OSError) -> OutputError:
+    return OutputError(f"cannot write output {path}: {exc.strerror or exc}; the previous file, if any, is unchanged")
+
+
+def _sync(tmp: Path) -> None:
+    """Flush ``tmp`` to the disk: some file systems (NFS, quotas) report a full disk only here."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _publish(tmp: Path, path: Path) -> None:
@@ -166,28 +227,60 @@ def _publish(tmp: Path, path: Path) -> None:
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)
     os.replace(tmp, path)
+    _LIVE_TEMP_FILES.discard(tmp)
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``, so readers never see a partial file."""
+    """Call ``write(tmp_path)`` then rename onto ``path``, so readers never see a partial file.
+
+    A failed write (``OSError``: disk full, quota, I/O error) removes the temp file, leaves ``path``
+    as it was and raises :class:`OutputError`.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _write_failed(path, exc) from None
     tmp = _temp_path_for(path)
     try:
         write(tmp)
+        _sync(tmp)
         _publish(tmp, path)
+    except OSError as exc:
+        _drop_temp(tmp)
+        raise _write_failed(path, exc) from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _drop_temp(tmp)
         raise
+
+
+def encodable_path(path: str | os.PathLike) -> Path:
+    """``path``, or ``path`` + ``.png`` when its format cannot hold a colour image (``.pgm``, ``.pbm``)."""
+    path = Path(path)
+    return path.with_name(path.name + ".png") if path.suffix.lower() in (".pgm", ".pbm") else path
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
     """Encode by the path's extension and write atomically."""
     path = Path(path)
-    ok, encoded = cv2.imencode(path.suffix or ".jpg", image)
+    try:
+        with _native_stderr_silenced():
+            ok, encoded = cv2.imencode(path.suffix or ".jpg", image)
+    except cv2.error:
+        ok = False
     if not ok:
         raise InputError(f"cannot encode an image with extension {path.suffix!r}")
     atomic_write(path, encoded.tofile)
+
+
+def count_video_frames(path: str | os.PathLike) -> int:
+    """Frames a video file's index announces (0 when it cannot be opened: no index, truncated, empty)."""
+    with _native_stderr_silenced():
+        capture = cv2.VideoCapture(str(path))
+        try:
+            return int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+        finally:
+            capture.release()
 
 
 class AtomicVideoWriter:
@@ -203,22 +296,60 @@ class AtomicVideoWriter:
         fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
         self._writer = cv2.VideoWriter(str(self._tmp), fourcc, float(fps), size)
         if not self._writer.isOpened():
-            self._tmp.unlink(missing_ok=True)
+            _drop_temp(self._tmp)
             raise InputError(f"cannot write video {self.path} (no encoder for {self.path.suffix!r})")
+        self.size = (int(size[0]), int(size[1]))
         self.frames = 0
+        self.resized = 0
+        """Frames of another size (a stream whose size changed), scaled to :attr:`size` before encoding."""
+        self._finished = False
 
     def write(self, frame: np.ndarray) -> None:
+        if (frame.shape[1], frame.shape[0]) != self.size:
+            # OpenCV silently drops frames of the wrong size; scale them so none go missing
+            frame = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
+            self.resized += 1
         self._writer.write(frame)
         self.frames += 1
 
-    def close(self) -> None:
-        """Finish the file and move it into place."""
+    def finish(self) -> None:
+        """Finish encoding and check the file: ``cv2.VideoWriter`` reports no write errors, so a full disk
+        shows up only as a file whose index is missing or counts fewer frames. On failure the temp file is
+        removed and :class:`OutputError` raised."""
+        if self._finished:
+            return
         self._writer.release()
+        self._finished = True
+        if self.frames == 0:
+            _drop_temp(self._tmp)
+            raise OutputError(f"no frames to write to {self.path}; the previous file, if any, is unchanged")
+        try:
+            _sync(self._tmp)
+        except OSError as exc:
+            _drop_temp(self._tmp)
+            raise _write_failed(self.path, exc) from None
+        found = count_video_frames(self._tmp)
+        if found != self.frames:
+            _drop_temp(self._tmp)
+            raise OutputError(
+                f"cannot write video {self.path}: the encoder stored {found} of {self.frames} frames (disk full?); "
+                "the previous file, if any, is unchanged"
+            )
+
+    def publish(self) -> None:
+        """Move the finished file into place."""
+        self.finish()
         _publish(self._tmp, self.path)
 
+    def close(self) -> None:
+        """Finish the file, check it and move it into place (:class:`OutputError` if it is incomplete)."""
+        self.publish()
+
     def discard(self) -> None:
-        self._writer.release()
-        self._tmp.unlink(missing_ok=True)
+        if not self._finished:
+            self._writer.release()
+            self._finished = True
+        _drop_temp(self._tmp)
 
 
 class AtomicJsonLines:
@@ -231,13 +362,48 @@ class AtomicJsonLines:
         self.records = 0
 
     def write(self, record: dict[str, Any]) -> None:
-        self._handle.write(json.dumps(record) + "\n")
+        try:
+            self._handle.write(json.dumps(record) + "\n")
+        except OSError as exc:
+            self.discard()
+            raise _write_failed(self.path, exc) from None
         self.records += 1
 
-    def close(self) -> None:
-        self._handle.close()
+    def finish(self) -> None:
+        """Flush and close the temp file (:class:`OutputError`, temp file removed, if that fails)."""
+        if self._handle.closed:
+            return
+        try:
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+            self._handle.close()
+        except OSError as exc:
+            self.discard()
+            raise _write_failed(self.path, exc) from None
+
+    def publish(self) -> None:
+        self.finish()
         _publish(self._tmp, self.path)
 
+    def close(self) -> None:
+        """Flush, then move the file into place."""
+        self.publish()
+
     def discard(self) -> None:
-        self._handle.close()
-        self._tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # the unwritten buffer of a full disk fails again here
+            self._handle.close()
+        _drop_temp(self._tmp)
+
+
+def publish_together(*writers: AtomicVideoWriter | AtomicJsonLines | None) -> None:
+    """Finish every writer, then publish them all - or, if any fails, none (each old file is kept)."""
+    active = [w for w in writers if w is not None]
+    try:
+        for writer in active:
+            writer.finish()
+    except BaseException:
+        for writer in active:
+            writer.discard()
+        raise
+    for writer in active:
+        writer.publish()

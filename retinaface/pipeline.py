@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
+from contextlib import ExitStack
 from typing import Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
@@ -16,15 +17,19 @@ from tqdm import tqdm
 
 from .detector import Detector, Face
 from .drawing import draw_faces
+from .guards import locked_outputs, refuse_overwriting_inputs, refuse_same_folder
 from .io import (
     IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,
     AtomicJsonLines,
     AtomicVideoWriter,
     InputError,
+    OutputError,
     VideoSource,
     check_writable,
+    encodable_path,
     list_images,
+    publish_together,
     read_image,
     write_image,
 )
@@ -32,6 +37,7 @@ from .io import (
 T = TypeVar("T")
 VIDEO_MAX_SIZE = 640
 """Default detection size (long side, pixels) for videos and cameras in ``detect.py``: real-time on CPUs."""
+MAX_CAMERA_INDEX = 9999
 
 
 @dataclass
@@ -42,6 +48,9 @@ class DetectSummary:
     frames: int = 0
     faces: int = 0
     skipped: list[str] = field(default_factory=list)
+    """One sentence per input file that could not be read (the run went on without it)."""
+    warnings: list[str] = field(default_factory=list)
+    """Things done differently from what was asked (e.g. frames scaled after a size change)."""
     interrupted: bool = False
     seconds: float = 0.0
     output: Path | None = None
@@ -54,8 +63,12 @@ class DetectSummary:
 
 def classify_source(source: str) -> str:
     """``"camera"`` (an integer index), ``"folder"``, ``"video"`` or ``"image"``; ``InputError`` if missing."""
+    if not source.strip():
+        raise InputError("the input is an empty string; give an image, folder, video or camera index")
     path = Path(source)
     if source.isdigit() and not path.exists():
+        if int(source) > MAX_CAMERA_INDEX:
+            raise InputError(f"camera index {source} is out of range (0..{MAX_CAMERA_INDEX}), and no file has that name")
         return "camera"
     if not path.exists():
         raise InputError(f"input not found: {source}")
@@ -79,7 +92,7 @@ def default_output(source: str, kind: str) -> Path:
     path = Path(source)
     if kind == "folder":
         return Path(f"{path.resolve().name}_faces")
-    return Path(f"{path.stem}_faces{path.suffix}")
+    return encodable_path(f"{path.stem}_faces{path.suffix}")
 
 
 def default_json(output: Path, kind: str) -> Path:
@@ -122,6 +135,7 @@ def run_detect(
     batch_size: int = 1,
     include_mesh: bool = False,
     progress: bool = True,
+    protected: Iterable[str | Path] = (),
 ) -> DetectSummary:
     """Detect faces in ``source`` and write the annotated copy (unless ``draw`` is false) and JSON Lines.
 
@@ -130,6 +144,10 @@ def run_detect(
 
     Outputs appear under their final names only when complete. Ctrl+C on a video or folder stops
     early but still closes both outputs with the frames done so far (``summary.interrupted``).
+
+    Before any work: ``InputError`` if an output is an input (or one of the ``protected`` files, e.g. the
+    weights) or another run holds a lock on an output. A failed write raises :class:`OutputError` and
+    keeps the previous files.
     """
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, got {batch_size}")
@@ -145,28 +163,48 @@ def run_detect(
         inputs = list_images(source)
     else:
         inputs = VideoSource(int(source) if kind == "camera" else source)
-    try:
-        _check_outputs(kind, out_path if draw else None, json_out)
-    except InputError:
+    with ExitStack() as cleanup:
         if isinstance(inputs, VideoSource):
-            inputs.close()
-        raise
+            cleanup.callback(inputs.close)
+        _refuse_overwriting(kind, source, inputs, out_path if draw else None, json_out, protected)
+        _check_outputs(kind, out_path if draw else None, json_out)
+        cleanup.enter_context(locked_outputs(out_path if draw else None, json_out))
 
-    start = time.perf_counter()
-    if kind == "image":
-        faces = detector(inputs)
-        if draw:
-            write_image(out_path, _annotate(detector, inputs, faces, include_mesh))
-        records = AtomicJsonLines(json_out)
-        records.write(frame_record(source, 0, inputs, faces, include_mesh=include_mesh))
-        records.close()
-        summary.frames, summary.faces = 1, len(faces)
-    elif kind == "folder":
-        _run_folder(detector, inputs, Path(source), out_path, json_out, draw, batch_size, include_mesh, progress, summary)
-    else:
-        _run_video(detector, inputs, out_path, json_out, draw, batch_size, include_mesh, progress, summary)
-    summary.seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        if kind == "image":
+            faces = detector(inputs)
+            records = AtomicJsonLines(json_out)
+            try:
+                records.write(frame_record(source, 0, inputs, faces, include_mesh=include_mesh))
+                records.finish()
+                if draw:
+                    write_image(out_path, _annotate(detector, inputs, faces, include_mesh))
+            except BaseException:
+                records.discard()
+                raise
+            records.publish()
+            summary.frames, summary.faces = 1, len(faces)
+        elif kind == "folder":
+            _run_folder(detector, inputs, Path(source), out_path, json_out, draw, batch_size, include_mesh, progress, summary)
+        else:
+            _run_video(detector, inputs, out_path, json_out, draw, batch_size, include_mesh, progress, summary)
+        summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _refuse_overwriting(kind: str, source: str, inputs, output: Path | None, json_out: Path, protected) -> None:
+    """``InputError`` if an output would replace the input, one of the folder's images or a protected file."""
+    protected = [Path(p) for p in protected]
+    if kind == "folder":
+        folder = Path(source)
+        outputs = [("--json", json_out)]
+        if output is not None:
+            refuse_same_folder("--output", output, folder)
+            outputs += [("--output", output / encodable_path(path.name)) for path in inputs]
+        refuse_overwriting_inputs(outputs, [*inputs, *protected])
+    else:
+        sources = [Path(source)] if kind != "camera" else []
+        refuse_overwriting_inputs([("--output", output), ("--json", json_out)], [*sources, *protected])
 
 
 def _check_outputs(kind: str, output: Path | None, json_out: Path) -> None:
@@ -181,10 +219,14 @@ def _check_outputs(kind: str, output: Path | None, json_out: Path) -> None:
             raise InputError(f"video output {output} needs a video extension such as .mp4 or .avi")
         if kind == "image" and output.suffix.lower() not in IMAGE_EXTENSIONS:
             raise InputError(f"image output {output} needs an image extension such as .jpg or .png")
+        if kind == "image" and encodable_path(output) != output:
+            raise InputError(f"image output {output}: {output.suffix} cannot hold a colour image; use .png or .jpg")
     check_writable(json_out)
 
 
 def _run_folder(detector, paths, folder, out_dir, json_out, draw, batch_size, include_mesh, progress, summary) -> None:
+    """Unreadable files are skipped and counted; an image whose annotated copy cannot be encoded keeps its
+    JSON record. A failed write (disk full) stops the run and keeps the previous JSON."""
     records = AtomicJsonLines(json_out)
     bar = tqdm(total=len(paths), unit="img", disable=not progress, desc="detect", file=sys.stderr)
     try:
@@ -196,10 +238,16 @@ def _run_folder(detector, paths, folder, out_dir, json_out, draw, batch_size, in
                 except InputError as exc:
                     summary.skipped.append(str(exc))
                     tqdm.write(f"warning: skipped {exc}", file=sys.stderr)
-            faces_per_image = detector.detect_batch([image for _, image in loaded]) if loaded else []
+            loaded, faces_per_image = _detect_each(detector, loaded, summary)
             for (path, image), faces in zip(loaded, faces_per_image):
                 if draw:
-                    write_image(out_dir / path.name, _annotate(detector, image, faces, include_mesh))
+                    try:
+                        write_image(out_dir / encodable_path(path.name), _annotate(detector, image, faces, include_mesh))
+                    except OutputError:
+                        raise
+                    except InputError as exc:  # a format OpenCV reads but cannot write
+                        summary.warnings.append(f"no annotated copy of {path}: {exc}")
+                        tqdm.write(f"warning: no annotated copy of {path}: {exc}", file=sys.stderr)
                 records.write(frame_record(str(path), 0, image, faces, include_mesh=include_mesh))
                 summary.frames += 1
                 summary.faces += len(faces)
@@ -211,10 +259,35 @@ def _run_folder(detector, paths, folder, out_dir, json_out, draw, batch_size, in
         raise
     finally:
         bar.close()
-    records.close()
     if summary.frames == 0 and not summary.interrupted:
-        json_out.unlink(missing_ok=True)
+        records.discard()
         raise InputError(f"none of the {len(paths)} images in {folder} could be read")
+    if summary.frames == 0:
+        records.discard()
+        summary.json_path = summary.output = None
+        return
+    records.close()
+
+
+def _detect_each(detector, loaded: list, summary: DetectSummary) -> tuple[list, list]:
+    """Detect on a batch of ``(path, image)``; if the batch fails (e.g. out of memory on one huge image),
+    retry image by image and skip, count and report the ones that still fail."""
+    if not loaded:
+        return [], []
+    try:
+        return loaded, detector.detect_batch([image for _, image in loaded])
+    except (RuntimeError, MemoryError) as exc:
+        if len(loaded) == 1:
+            message = f"detection failed on {loaded[0][0]}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+            summary.skipped.append(message)
+            tqdm.write(f"warning: skipped {message}", file=sys.stderr)
+            return [], []
+    kept, faces = [], []
+    for item in loaded:
+        one, found = _detect_each(detector, [item], summary)
+        kept += one
+        faces += found
+    return kept, faces
 
 
 _QUEUE_BATCHES = 3  # batches in flight between threads: bounds memory on long videos
@@ -299,11 +372,22 @@ def _run_video(detector, video, out_path, json_out, draw, batch_size, include_me
         bar.close()
         video.close()
     failure = failure or output.error or reader.error
-    if failure is not None:
+    if failure is None and summary.frames == 0:  # interrupted before the first frame: nothing to keep
+        summary.output = summary.json_path = None
+    if failure is not None or summary.frames == 0:
         if writer is not None:
             writer.discard()
         records.discard()
-        raise failure
-    if writer is not None:
-        writer.close()
-    records.close()
+        if failure is not None:
+            raise failure
+        return
+    if video.frame_count and not summary.interrupted and summary.frames < video.frame_count - 1:
+        summary.warnings.append(
+            f"{video.name} announces {video.frame_count} frames but only {summary.frames} could be decoded (damaged or truncated file?)"
+        )
+    if writer is not None and writer.resized:
+        summary.warnings.append(
+            f"{writer.resized} frames differ in size from the first ({video.width}x{video.height}); they were scaled to it in "
+            f"{out_path} (the JSON gives each frame's own size and coordinates)"
+        )
+    publish_together(writer, records)

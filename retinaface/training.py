@@ -22,7 +22,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Sampler
 
-from .config import ConfigError, apply_overrides, config_from_dict, config_to_dict, model_preset
+from .config import MODEL_PRESETS, ConfigError, apply_overrides, check_fields, config_from_dict, config_to_dict, model_preset
 from .io import atomic_write
 from .model import RetinaFace, build_retinaface
 
@@ -81,6 +81,46 @@ class TrainConfig:
     """Mixed precision on CUDA."""
     log_every: int = 10
 
+    def __post_init__(self) -> None:
+        check_fields(self, _TRAIN_CONFIG_RULES)
+        if bool(self.val_images) != bool(self.val_gt_dir):
+            raise ConfigError("validation needs both val_images and val_gt_dir (or neither)")
+
+
+def _at_least(minimum: float):
+    return lambda value: value >= minimum
+
+
+_TRAIN_CONFIG_RULES = {
+    "model": (lambda v: v in MODEL_PRESETS, f"one of {sorted(MODEL_PRESETS)}"),
+    "annotation_format": (lambda v: v in ("auto", "retinaface", "wider"), "auto, retinaface or wider"),
+    "on_error": (lambda v: v in ("raise", "skip"), "raise or skip"),
+    "val_every": (_at_least(1), "an integer >= 1"),
+    "image_size": (_at_least(32), "an integer >= 32 (pixels)"),
+    "batch_size": (_at_least(1), "an integer >= 1"),
+    "workers": (_at_least(0), "an integer >= 0"),
+    "epochs": (_at_least(1), "an integer >= 1"),
+    "lr": (lambda v: v > 0, "a number > 0"),
+    "momentum": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "weight_decay": (_at_least(0), "a number >= 0"),
+    "warmup_epochs": (_at_least(0), "a number >= 0"),
+    "decay_epochs": (lambda v: all(e >= 0 for e in v), "epochs >= 0"),
+    "gamma": (lambda v: v > 0, "a number > 0"),
+    "clip_grad_norm": (_at_least(0), "a number >= 0 (0: no clipping)"),
+    "cls_weight": (_at_least(0), "a number >= 0"),
+    "box_weight": (_at_least(0), "a number >= 0"),
+    "landmark_weight": (_at_least(0), "a number >= 0"),
+    "pixel_weight": (_at_least(0), "a number >= 0"),
+    "negative_ratio": (lambda v: v > 0, "a number > 0"),
+    "max_mesh_faces": (_at_least(1), "an integer >= 1"),
+    "min_face_size": (_at_least(0), "a number >= 0"),
+    "seed": (_at_least(0), "an integer >= 0"),
+    "output": (lambda v: bool(v.strip()), "a folder path"),
+    "checkpoint_every": (_at_least(0), "an integer >= 0 (0: only at epoch ends)"),
+    "max_steps": (_at_least(0), "an integer >= 0 (0: no limit)"),
+    "log_every": (_at_least(1), "an integer >= 1"),
+}
+
 
 TRAIN_PRESETS: dict[str, TrainConfig] = {
     # biubug6/Pytorch_Retinaface schedules
@@ -107,10 +147,14 @@ def train_config(preset: str, overrides: list[str], *, resume: str | None = None
     if resume:
         from .weights import read_checkpoint
 
+        from .run_dir import check_resume_state
+
         checkpoint = read_checkpoint(resume)
-        if "train_config" not in checkpoint:
+        if "train_config" not in checkpoint or not isinstance(checkpoint["train_config"], dict):
             raise ConfigError(f"{resume} holds weights only, not a training state to resume")
-        return apply_overrides(config_from_dict(TrainConfig, checkpoint["train_config"]), overrides)
+        config = apply_overrides(config_from_dict(TrainConfig, checkpoint["train_config"]), overrides)
+        check_resume_state(checkpoint, config, resume)
+        return config
     if preset not in TRAIN_PRESETS:
         raise ConfigError(f"unknown training preset {preset!r}; choose one of {sorted(TRAIN_PRESETS)}")
     return apply_overrides(TRAIN_PRESETS[preset], overrides)
@@ -270,7 +314,10 @@ def train(config: TrainConfig, *, resume: str | None = None, progress: bool = Tr
     output = Path(config.output)
     model = build_model_for_training(config).to(device_t)
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
+        from .run_dir import resume_error
+
+        with resume_error(resume):
+            model.load_state_dict(checkpoint["model"])
     dataset = WiderFaceDataset(
         config.train_labels, config.train_images or None, annotation_format=config.annotation_format, on_error=config.on_error,
         transform=TrainAugmentation(size=config.image_size, min_face_size=config.min_face_size), seed=config.seed,
@@ -289,13 +336,14 @@ def train(config: TrainConfig, *, resume: str | None = None, progress: bool = Tr
     use_amp = config.amp and device_t.type == "cuda"
     scaler = torch.amp.GradScaler("cuda") if use_amp else None
     if checkpoint is not None:
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        if scaler is not None and checkpoint["scaler"]:
-            scaler.load_state_dict(checkpoint["scaler"])
-        torch.set_rng_state(checkpoint["torch_rng"])
-        if torch.cuda.is_available() and checkpoint["cuda_rng"]:
-            torch.cuda.set_rng_state_all(checkpoint["cuda_rng"])
+        with resume_error(resume):
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            scheduler.load_state_dict(checkpoint["scheduler"])
+            if scaler is not None and checkpoint["scaler"]:
+                scaler.load_state_dict(checkpoint["scaler"])
+            torch.set_rng_state(checkpoint["torch_rng"])
+            if torch.cuda.is_available() and checkpoint["cuda_rng"]:
+                torch.cuda.set_rng_state_all(checkpoint["cuda_rng"])
     trained = nn.parallel.DistributedDataParallel(model, device_ids=[info.local_rank] if device_t.type == "cuda" else None) if info.enabled else model
 
     writer = None

@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 
 from .io import atomic_write
 from .resources import package_path
-from .config import InferenceConfig, ModelConfig, config_from_dict, config_to_dict
+from .config import ConfigError, InferenceConfig, ModelConfig, config_from_dict, config_to_dict
 from .model import RetinaFace, build_retinaface
 
 WEIGHTS_DIR_ENV = "RETINAFACE_WEIGHTS_DIR"
@@ -78,7 +78,30 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise WeightsError(f"{path} is not a loadable checkpoint ({type(exc).__name__}: {exc})") from None
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or "model_config" not in checkpoint:
         raise WeightsError(f"{path} is not a RetinaFace checkpoint (needs 'model' and 'model_config' entries)")
+    _check_state_dict(checkpoint["model"], path)
+    if not isinstance(checkpoint["model_config"], dict):
+        raise WeightsError(f"{path} is not a RetinaFace checkpoint: its 'model_config' is a {type(checkpoint['model_config']).__name__}, not a dict")
     return checkpoint
+
+
+def _check_state_dict(state: object, path: str | os.PathLike) -> None:
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise WeightsError(f"{path} is not a RetinaFace checkpoint: its 'model' entry is not a dict of named tensors")
+
+
+def _model_config(config_dict: object, path: Path) -> ModelConfig:
+    """The stored :class:`ModelConfig`, or ``WeightsError`` naming the file."""
+    if isinstance(config_dict, str):
+        try:
+            config_dict = json.loads(config_dict)
+        except ValueError:
+            raise WeightsError(f"{path} has malformed 'model_config' metadata (not JSON)") from None
+    if not isinstance(config_dict, dict):
+        raise WeightsError(f"{path} has malformed 'model_config' metadata (a {type(config_dict).__name__}, not an object)")
+    try:
+        return config_from_dict(ModelConfig, config_dict)
+    except ConfigError as exc:
+        raise WeightsError(f"{path} has a model config this version cannot build ({exc})") from None
 
 
 def load_model(
@@ -98,15 +121,22 @@ def load_model(
         state, metadata = read_safetensors(path)
         if "model_config" not in metadata:
             raise WeightsError(f"{path} has no 'model_config' metadata; it was not written by this project")
-        config_dict = json.loads(metadata["model_config"])
+        config_dict = metadata["model_config"]
     else:
         checkpoint = read_checkpoint(path)
         state, config_dict = checkpoint["model"], checkpoint["model_config"]
-    config = config_from_dict(ModelConfig, config_dict)
-    model = build_retinaface(config, inference, mesh=mesh)
+    config = _model_config(config_dict, path)
+    try:
+        model = build_retinaface(config, inference, mesh=mesh)
+    except (ConfigError, ValueError, TypeError, RuntimeError) as exc:
+        raise WeightsError(f"{path} has a model config this version cannot build ({str(exc).splitlines()[0]})") from None
     if not mesh:
         state = {key: value for key, value in state.items() if not key.startswith("mesh_branch.")}
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # tensors of the wrong shape
+        detail = next((line.strip() for line in str(exc).splitlines()[1:] if line.strip()), str(exc))
+        raise WeightsError(f"{path} does not match the {config.backbone} model: {detail}") from None
     if missing or unexpected:
         raise WeightsError(
             f"{path} does not match the {config.backbone} model: {len(missing)} missing, {len(unexpected)} unexpected "

@@ -60,20 +60,18 @@ def _cell_strings(cell: np.ndarray) -> list[str]:
 
 def load_ground_truth(gt_dir: str | os.PathLike) -> WiderGroundTruth:
     """Read ``wider_face_val.mat`` and ``wider_{easy,medium,hard}_val.mat`` from ``gt_dir``."""
-    from scipy.io import loadmat
-
     gt_dir = Path(gt_dir)
     main = gt_dir / "wider_face_val.mat"
     if not main.is_file():
         raise WiderFormatError(f"{main} not found; --gt-dir must hold the official WIDER val .mat files")
     try:
-        data = loadmat(str(main))
+        data = _loadmat(main)
         events = _cell_strings(data["event_list"])
         files = [_cell_strings(cell) for cell in data["file_list"].ravel()]
         boxes = [
             [np.asarray(b, dtype=np.float64).reshape(-1, 4) for b in cell.ravel()] for cell in data["face_bbx_list"].ravel()
         ]
-    except (KeyError, ValueError, IndexError, TypeError) as exc:
+    except (KeyError, ValueError, IndexError, TypeError, AttributeError) as exc:
         raise WiderFormatError(f"{main} is not a WIDER ground-truth file ({exc})") from None
     gt = WiderGroundTruth(events, files, boxes)
     for setting in SETTINGS:
@@ -81,13 +79,30 @@ def load_ground_truth(gt_dir: str | os.PathLike) -> WiderGroundTruth:
         if not path.is_file():
             raise WiderFormatError(f"{path} not found; --gt-dir must hold wider_easy/medium/hard_val.mat")
         try:
-            cells = loadmat(str(path))["gt_list"].ravel()
+            cells = _loadmat(path)["gt_list"].ravel()
             gt.keep[setting] = [[np.asarray(k, dtype=np.int64).ravel() for k in cell.ravel()] for cell in cells]
-        except (KeyError, ValueError, TypeError) as exc:
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
             raise WiderFormatError(f"{path} is not a WIDER gt_list file ({exc})") from None
         if [len(k) for k in gt.keep[setting]] != [len(f) for f in files]:
             raise WiderFormatError(f"{path} does not match the images of {main}")
+        for per_event, per_boxes in zip(gt.keep[setting], boxes):
+            for keep, image_boxes in zip(per_event, per_boxes):
+                if keep.size and (keep.min() < 1 or keep.max() > len(image_boxes)):
+                    raise WiderFormatError(f"{path} lists faces that {main} does not have")
     return gt
+
+
+def _loadmat(path: Path) -> dict:
+    """``scipy.io.loadmat`` with one-sentence errors for empty, truncated or foreign files."""
+    from scipy.io import loadmat
+
+    if path.stat().st_size == 0:
+        raise WiderFormatError(f"{path} is an empty (0-byte) file, not a WIDER .mat file")
+    try:
+        return loadmat(str(path))
+    except Exception as exc:  # scipy raises many types (MatReadError, ValueError, OSError, zlib.error...)
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise WiderFormatError(f"{path} is not a readable .mat file (truncated or corrupt: {detail})") from None
 
 
 def save_ground_truth(gt: WiderGroundTruth, gt_dir: str | os.PathLike) -> None:
@@ -124,10 +139,19 @@ def save_ground_truth(gt: WiderGroundTruth, gt_dir: str | os.PathLike) -> None:
         )
 
 
-def read_prediction_file(path: str | os.PathLike) -> np.ndarray:
-    """One official prediction file -> ``ndarray[P, 5]`` (x, y, w, h, score) in file order."""
+def read_prediction_file(path: str | os.PathLike, *, nonfinite: list[str] | None = None) -> np.ndarray:
+    """One official prediction file -> ``ndarray[P, 5]`` (x, y, w, h, score) in file order.
+
+    Rows holding NaN or infinity are dropped (they would shift every score's normalisation); each one is
+    appended to ``nonfinite`` as ``"file:line"`` when a list is given.
+    """
     path = Path(path)
-    lines = path.read_text().splitlines()
+    try:
+        lines = path.read_bytes().decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise WiderFormatError(f"{path} is not a text prediction file (binary or not UTF-8)") from None
+    except OSError as exc:
+        raise WiderFormatError(f"cannot read prediction file {path}: {exc.strerror or exc}") from None
     if len(lines) < 2:
         raise WiderFormatError(f"{path}: expected the image name and a box count on the first two lines")
     try:
@@ -147,7 +171,13 @@ def read_prediction_file(path: str | os.PathLike) -> np.ndarray:
             raise WiderFormatError(f"{path}:{number}: non-numeric value in {line.strip()!r}") from None
     if len(rows) != declared:
         raise WiderFormatError(f"{path}: declares {declared} boxes but lists {len(rows)}")
-    return np.asarray(rows, dtype=np.float64).reshape(-1, 5)
+    array = np.asarray(rows, dtype=np.float64).reshape(-1, 5)
+    finite = np.isfinite(array).all(axis=1)
+    if not finite.all():
+        if nonfinite is not None:
+            nonfinite.extend(f"{path}:{number}" for number in np.nonzero(~finite)[0] + 3)
+        array = array[finite]
+    return array
 
 
 def write_prediction_file(path: str | os.PathLike, image_name: str, boxes_xywh_score: np.ndarray) -> None:
@@ -159,10 +189,13 @@ def write_prediction_file(path: str | os.PathLike, image_name: str, boxes_xywh_s
     atomic_write(Path(path), lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
 
 
-def read_predictions(pred_dir: str | os.PathLike, gt: WiderGroundTruth) -> tuple[list[list[np.ndarray]], list[str]]:
+def read_predictions(
+    pred_dir: str | os.PathLike, gt: WiderGroundTruth, *, nonfinite: list[str] | None = None
+) -> tuple[list[list[np.ndarray]], list[str]]:
     """Predictions for every ground-truth image (``<pred_dir>/<event>/<image>.txt``) and the missing files.
 
-    A missing file counts as an image with no predictions.
+    A missing file counts as an image with no predictions; rows with NaN/infinity are dropped (see
+    :func:`read_prediction_file`).
     """
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
@@ -173,7 +206,7 @@ def read_predictions(pred_dir: str | os.PathLike, gt: WiderGroundTruth) -> tuple
         for name in names:
             path = pred_dir / event / f"{name}.txt"
             if path.is_file():
-                per_event.append(read_prediction_file(path))
+                per_event.append(read_prediction_file(path, nonfinite=nonfinite))
             else:
                 missing.append(str(path))
                 per_event.append(np.zeros((0, 5)))
@@ -227,6 +260,8 @@ class WiderResult:
     faces: dict[str, int]
     images: int
     missing_predictions: list[str] = field(default_factory=list)
+    nonfinite_predictions: list[str] = field(default_factory=list)
+    """``file:line`` of prediction rows dropped for holding NaN or infinity."""
 
     def to_dict(self) -> dict:
         return {
@@ -234,6 +269,7 @@ class WiderResult:
             "faces": self.faces,
             "images": self.images,
             "missing_prediction_files": len(self.missing_predictions),
+            "nonfinite_predictions_dropped": len(self.nonfinite_predictions),
         }
 
 
@@ -296,7 +332,9 @@ def evaluate(predictions: list[list[np.ndarray]], gt: WiderGroundTruth) -> Wider
 def evaluate_folder(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike) -> WiderResult:
     """Load ground truth and an official-format prediction folder, then :func:`evaluate`."""
     gt = load_ground_truth(gt_dir)
-    predictions, missing = read_predictions(pred_dir, gt)
+    nonfinite: list[str] = []
+    predictions, missing = read_predictions(pred_dir, gt, nonfinite=nonfinite)
     result = evaluate(predictions, gt)
     result.missing_predictions = missing
+    result.nonfinite_predictions = nonfinite
     return result

@@ -17,9 +17,11 @@ import json
 import sys
 from pathlib import Path
 
+from . import common
+
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(
+    parser = common.ArgumentParser(
         prog="retinaface benchmark", description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -32,9 +34,9 @@ def parse_args(argv):
     parser.add_argument("--scale", choices=("original", "mxnet"), default="original", help="original size, or short side 1600 / long side <= 2150 (default: %(default)s)")
     parser.add_argument("--scales", default="1", help="comma-separated multi-scale factors on top of --scale, e.g. 0.5,1,1.5 (default: %(default)s)")
     parser.add_argument("--flip", action="store_true", help="also detect on the mirrored image and merge")
-    parser.add_argument("--score-threshold", type=float, default=0.02, help="keep detections above this score (default: %(default)s)")
-    parser.add_argument("--nms-threshold", type=float, default=0.4, help="(default: %(default)s)")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, ... (default: auto)")
+    parser.add_argument("--score-threshold", type=common.float_in(0.0, 1.0), default=0.02, help="keep detections above this score (default: %(default)s)")
+    parser.add_argument("--nms-threshold", type=common.float_in(0.0, 1.0, low_open=True), default=0.4, help="(default: %(default)s)")
+    parser.add_argument("--device", type=common.device, default="auto", help="cpu, cuda, ... (default: auto)")
     parser.add_argument("--overwrite", action="store_true", help="redo images whose prediction file already exists")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
@@ -42,27 +44,30 @@ def parse_args(argv):
         parser.error("give --predictions (score a folder) and/or --wider-root (run the detector)")
     try:
         args.scales = tuple(float(v) for v in args.scales.split(","))
-        assert all(v > 0 for v in args.scales)
+        assert all(0 < v <= 8 for v in args.scales)
     except (ValueError, AssertionError):
-        parser.error(f"--scales must be positive numbers separated by commas, got {args.scales!r}")
+        parser.error(f"--scales must be numbers in (0, 8] separated by commas, got {args.scales!r}")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    with common.command_session() as interruption:
+        return _benchmark(args, interruption)
+
+
+def _benchmark(args, interruption) -> int:
     from retinaface import Detector, InputError, WeightsError
-    from retinaface.io import atomic_write
+    from retinaface.guards import locked_outputs, refuse_overwriting_inputs
+    from retinaface.io import OutputError, atomic_write, check_writable
     from retinaface.tta import TestTimeAugmentation
     from retinaface.wider_benchmark import plot_pr_curves, predict_wider
     from retinaface.wider_eval import SETTINGS, WiderFormatError, evaluate_folder, load_ground_truth
 
     report: dict = {}
     try:
+        gt = load_ground_truth(args.gt_dir)
         if args.wider_root is not None:
-            gt = load_ground_truth(args.gt_dir)
-            detector = Detector.from_pretrained(
-                args.weights, device=args.device, score_threshold=args.score_threshold, nms_threshold=args.nms_threshold
-            )
             tag = f"{Path(str(args.weights)).stem}-{args.scale}" + ("-flip" if args.flip else "") + (
                 "-ms" + "_".join(f"{s:g}" for s in args.scales) if args.scales != (1.0,) else ""
             )
@@ -70,37 +75,70 @@ def main(argv: list[str] | None = None) -> int:
                 args.predictions = Path("runs") / "wider_val" / tag / "predictions"
             if args.plot is None:
                 args.plot = args.predictions.parent / "pr_curves.png"
-            tta = TestTimeAugmentation(detector, scale_mode=args.scale, scale_factors=args.scales, flip=args.flip)
-            run = predict_wider(tta, args.wider_root, gt, args.predictions, overwrite=args.overwrite, progress=not args.no_progress)
-            speed = run.speed_summary()
-            report["speed"] = {**speed, "device": str(detector.device), "scale": args.scale, "scales": list(args.scales), "flip": args.flip}
-            report["prediction_run"] = {"written": run.written, "reused": run.reused, "missing": len(run.missing), "unreadable": len(run.unreadable)}
-            print(
-                f"predictions: {run.written} written, {run.reused} reused, {len(run.missing)} images missing, "
-                f"{len(run.unreadable)} unreadable -> {args.predictions}"
-            )
-            if run.milliseconds:
-                print(f"speed: {speed['ms_median']:.1f} ms/image median, {speed['ms_mean']:.1f} mean on {detector.device} ({tag}, detection only)")
-            if run.interrupted:
-                print("interrupted: rerun the same command to continue", file=sys.stderr)
-                return 130
-        result = evaluate_folder(args.predictions, args.gt_dir)
+        # every output checked before the (long) work, so no result is lost at the end
+        inputs = [args.gt_dir / name for name in ("wider_face_val.mat", "wider_easy_val.mat", "wider_medium_val.mat", "wider_hard_val.mat")]
+        if Path(args.weights).is_file():
+            inputs.append(Path(args.weights))
+        if args.predictions.exists() and not args.predictions.is_dir():
+            raise InputError(f"--predictions {args.predictions} is a file, not a folder")
+        if args.wider_root is None and args.predictions.is_dir():
+            inputs += [p for p in args.predictions.rglob("*.txt")]
+        refuse_overwriting_inputs([("--json", args.json), ("--plot", args.plot)], inputs)
+        for path in (args.json, args.plot):
+            if path is not None:
+                check_writable(path)
+        if args.wider_root is not None:
+            check_writable(args.predictions / ".probe")
+        with locked_outputs(args.json, args.plot, args.predictions if args.wider_root is not None else None):
+            if args.wider_root is not None:
+                detector = Detector.from_pretrained(
+                    args.weights, device=args.device, score_threshold=args.score_threshold, nms_threshold=args.nms_threshold
+                )
+                tta = TestTimeAugmentation(detector, scale_mode=args.scale, scale_factors=args.scales, flip=args.flip)
+                run = predict_wider(tta, args.wider_root, gt, args.predictions, overwrite=args.overwrite, progress=not args.no_progress)
+                speed = run.speed_summary()
+                report["speed"] = {**speed, "device": str(detector.device), "scale": args.scale, "scales": list(args.scales), "flip": args.flip}
+                report["prediction_run"] = {"written": run.written, "reused": run.reused, "missing": len(run.missing), "unreadable": len(run.unreadable)}
+                print(
+                    f"predictions: {run.written} written, {run.reused} reused, {len(run.missing)} images missing, "
+                    f"{len(run.unreadable)} unreadable -> {args.predictions}"
+                )
+                if run.milliseconds:
+                    print(f"speed: {speed['ms_median']:.1f} ms/image median, {speed['ms_mean']:.1f} mean on {detector.device} ({tag}, detection only)")
+                if run.interrupted:
+                    print("interrupted: the predictions written are kept; rerun the same command to continue", file=sys.stderr)
+                    return interruption.exit_code
+            result = evaluate_folder(args.predictions, args.gt_dir)
+
+            if result.missing_predictions:
+                print(f"warning: {len(result.missing_predictions)} of {result.images} images have no prediction file (scored as no detections)", file=sys.stderr)
+            if result.nonfinite_predictions:
+                print(
+                    f"warning: dropped {len(result.nonfinite_predictions)} prediction rows holding NaN or infinity "
+                    f"(first: {result.nonfinite_predictions[0]})", file=sys.stderr,
+                )
+            print(f"{'setting':<8} {'AP':>8} {'faces':>7}")
+            for s in SETTINGS:
+                print(f"{s:<8} {result.ap[s]:>8.4f} {result.faces[s]:>7}")
+            report.update(result.to_dict())
+            if args.json is not None:
+                atomic_write(args.json, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2) + "\n"))
+                print(f"wrote {args.json}")
+            if args.plot is not None:
+                plot_pr_curves(result, args.plot)
+                print(f"wrote {args.plot}")
+    except OutputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except (InputError, WeightsError, WiderFormatError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-
-    if result.missing_predictions:
-        print(f"warning: {len(result.missing_predictions)} of {result.images} images have no prediction file (scored as no detections)", file=sys.stderr)
-    print(f"{'setting':<8} {'AP':>8} {'faces':>7}")
-    for s in SETTINGS:
-        print(f"{s:<8} {result.ap[s]:>8.4f} {result.faces[s]:>7}")
-    report.update(result.to_dict())
-    if args.json is not None:
-        atomic_write(args.json, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2) + "\n"))
-        print(f"wrote {args.json}")
-    if args.plot is not None:
-        plot_pr_curves(result, args.plot)
-        print(f"wrote {args.plot}")
+    except OSError as exc:  # a file system problem outside the atomic writers (logs, folders)
+        print(f"error: {common.os_error(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return interruption.exit_code
     return 0
 
 

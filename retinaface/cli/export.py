@@ -14,29 +14,53 @@ import argparse
 import sys
 from pathlib import Path
 
+from . import common
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="retinaface export", description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = common.ArgumentParser(prog="retinaface export", description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", default="mobilenet0.25", help="released name, .safetensors or checkpoint (default: %(default)s)")
     parser.add_argument("--output", type=Path, required=True, help="ONNX file to write")
-    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default: %(default)s)")
+    parser.add_argument("--opset", type=common.int_at_least(13, 20), default=17, help="ONNX opset, 13..20 (default: %(default)s)")
     parser.add_argument("--dense-mesh", action="store_true", help="export per-anchor mesh coefficients")
     parser.add_argument("--image", type=Path, help="real image for the check (default: the bundled sample photo)")
     args = parser.parse_args(argv)
+    with common.command_session() as interruption:
+        return _export(args, interruption)
 
+
+def _export(args, interruption) -> int:
     from retinaface import InputError, WeightsError, load_model
-    from retinaface.io import check_writable, read_image
+    from retinaface.guards import locked_outputs, refuse_overwriting_inputs
+    from retinaface.io import OutputError, check_writable, read_image
     from retinaface.onnx_backend import export_onnx, verify_export
     from retinaface.samples import ASTRONAUT
+    from retinaface.weights import resolve_weights
 
     try:
+        weights = resolve_weights(args.weights)
+        image = read_image(args.image or ASTRONAUT)  # before the export, so a bad --image costs nothing
+        refuse_overwriting_inputs([("--output", args.output)], [weights, args.image])
         check_writable(args.output)
-        model = load_model(args.weights)
-        data = export_onnx(model, args.output, opset=args.opset, dense_mesh=args.dense_mesh)
-        image = read_image(args.image or ASTRONAUT)
+        with locked_outputs(args.output):
+            model = load_model(weights)
+            data = export_onnx(model, args.output, opset=args.opset, dense_mesh=args.dense_mesh)
+    except OutputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except (InputError, WeightsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a file system problem outside the atomic writers (logs, folders)
+        print(f"error: {common.os_error(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"interrupted: {args.output} not written", file=sys.stderr)
+        return interruption.exit_code
+    except Exception as exc:  # the ONNX exporter's own errors (unsupported operator for this opset, ...)
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        print(f"error: ONNX export failed ({type(exc).__name__}: {first})", file=sys.stderr)
+        return 1
     report = verify_export(model, data, image)
     print(f"wrote {args.output} ({len(data) / 1e6:.2f} MB)")
     for name, error in report.items():

@@ -7,9 +7,15 @@
   python scripts/train.py --resume runs/train/last.pt                                        # continue exactly
   python scripts/train.py --resume runs/train/last.pt --epochs=300                           # ... with overrides
 
-Any field of the training config can be overridden with --key=value; unknown keys are an error.
+Any field of the training config can be overridden with --key=value; unknown keys and out-of-range
+values (e.g. --batch_size=0) are an error before any work.
 Checkpoints (last.pt, written atomically) hold model, optimiser, scheduler, position and RNG state; the
 final weights are written as final.safetensors. Metrics go to metrics.jsonl and TensorBoard.
+
+An --output folder that already holds a run (last.pt, final.safetensors, metrics.jsonl, ...) is refused:
+continue that run with --resume <output>/last.pt, or choose a new --output. Two runs cannot share a folder
+(the second is refused while the first holds its lock). Ctrl+C or SIGTERM stops the run and keeps the
+last checkpoint (exit 130 / 143); resume from it.
 """
 
 from __future__ import annotations
@@ -19,37 +25,79 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from . import common
+
 
 def main(argv: list[str] | None = None) -> int:
     from retinaface.training import TRAIN_PRESETS, TrainConfig
 
     fields = "\n".join(f"  --{f.name}={f.default!r}" for f in dataclasses.fields(TrainConfig))
-    parser = argparse.ArgumentParser(
+    parser = common.ArgumentParser(
         prog="retinaface train", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 1)[1] + f"\nconfig keys (defaults of the base config):\n{fields}",
     )
     parser.add_argument("--preset", default="mobilenet0.25-wider", choices=sorted(TRAIN_PRESETS), help="(default: %(default)s)")
-    parser.add_argument("--resume", help="checkpoint to continue from (its config is used)")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, ... (default: auto)")
+    parser.add_argument("--resume", help="checkpoint to continue from (its config is used); the only way to write into a folder holding a run")
+    parser.add_argument("--device", type=common.device, default="auto", help="cpu, cuda, ... (default: auto)")
     parser.add_argument("--no-progress", action="store_true")
     args, overrides = parser.parse_known_args(argv)
 
-    from retinaface.datasets.wider import AnnotationError
+    with common.command_session() as interruption:
+        return _train(parser, args, overrides, interruption)
+
+
+def _last_line(exc: BaseException) -> str:
+    """One sentence from an exception; DataLoader workers wrap the original error and its traceback."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].startswith("Caught "):
+        return lines[-1].split(": ", 1)[-1]
+    return lines[0] if lines else type(exc).__name__
+
+
+def _train(parser, args, overrides, interruption) -> int:
+    import os
+
     from retinaface import InputError, WeightsError
     from retinaface.config import ConfigError
+    from retinaface.datasets.wider import AnnotationError
+    from retinaface.guards import locked_outputs
+    from retinaface.io import OutputError
+    from retinaface.run_dir import check_run_dir
     from retinaface.training import train, train_config
 
+    output = None
     try:
         config = train_config(args.preset, overrides, resume=args.resume)
         if not args.resume and not config.train_labels:
             parser.error("give --train_labels=PATH (a WIDER label.txt) or --resume CHECKPOINT")
-        result = train(config, resume=args.resume, progress=not args.no_progress, device=args.device)
-    except (ConfigError, AnnotationError, InputError, WeightsError) as exc:
+        main_process = int(os.environ.get("RANK", "0")) == 0
+        output = Path(config.output)
+        if main_process:
+            check_run_dir(output, resume=args.resume)
+        with locked_outputs(output if main_process else None):
+            result = train(config, resume=args.resume, progress=not args.no_progress, device=args.device)
+    except OutputError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (ConfigError, AnnotationError, InputError, WeightsError) as exc:
+        print(f"error: {_last_line(exc)}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a file system problem outside the atomic writers (logs, folders)
+        print(f"error: {common.os_error(exc)}", file=sys.stderr)
+        return 1
+    except FloatingPointError as exc:
+        print(f"error: {_last_line(exc)}; lower --lr or set --clip_grad_norm, then --resume", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
-        print("interrupted: resume with --resume <output>/last.pt", file=sys.stderr)
-        return 130
+        checkpoint = output / "last.pt" if output is not None else None
+        if checkpoint is not None and checkpoint.is_file():
+            print(f"interrupted: the last checkpoint is kept; resume with --resume {checkpoint}", file=sys.stderr)
+        else:
+            print("interrupted before the first checkpoint", file=sys.stderr)
+        return interruption.exit_code
+    except RuntimeError as exc:  # e.g. out of memory, or an AnnotationError raised in a DataLoader worker
+        print(f"error: {_last_line(exc)}", file=sys.stderr)
+        return 1
     if result.output is not None:
         print(f"trained {result.global_step} steps ({result.epochs_done} epochs); weights: {result.output / 'final.safetensors'}")
     for record in result.validation[-1:]:

@@ -46,6 +46,8 @@ def test_official_box_only_format(tmp_path):
     [
         ("# e/a.jpg\n1 2 3\n", "label.txt:2: expected 20 numbers"),
         ("# e/a.jpg\n1 2 x 4\n", "label.txt:2: non-numeric"),
+        ("# e/a.jpg\n1 2 nan 4\n", "label.txt:2: NaN or infinite"),
+        ("# e/a.jpg\n1 inf 3 4\n", "label.txt:2: NaN or infinite"),
         ("# e/a.jpg\n1 2 0 4\n", "label.txt:2: face box has zero"),
         ("# e/missing.jpg\n1 2 3 4\n", "e/missing.jpg listed but not found"),
         ("1 2 3 4\n# e/a.jpg\n", "label.txt:1: face line before"),
@@ -56,5 +58,13 @@ def test_problems_name_file_and_line_or_are_skipped(tmp_path, lines, message):
     (tmp_path / "label.txt").write_text(lines)
     with pytest.raises(AnnotationError, match=message):
         WiderFaceDataset(tmp_path / "label.txt", annotation_format="retinaface")
-    skipping = WiderFaceDataset(tmp_path / "label.txt", annotation_format="retinaface", on_error="skip")
+    with pytest.warns(UserWarning, match="skipped 1 annotation problems in .*label.txt"):
+        skipping = WiderFaceDataset(tmp_path / "label.txt", annotation_format="retinaface", on_error="skip")
     assert len(skipping.skipped) == 1 and message.split(": ")[-1] in skipping.skipped[0]
+
+
+@pytest.mark.parametrize("content, message", [(bytes(range(256)), "binary file"), (b"# e/a.jpg\n\xff\xfe 1 2 3 4\n", "not UTF-8 text")])
+def test_binary_label_file_is_one_sentence(tmp_path, content, message):
+    (tmp_path / "label.txt").write_bytes(content)
+    with pytest.raises(AnnotationError, match=message):
+        WiderFaceDataset(tmp_path / "label.txt")
