@@ -16,11 +16,12 @@ from tqdm import tqdm
 
 from .detector import Detector, Face
 from .drawing import draw_faces
+from .media import is_animated, open_video_writer
+from .workflow import FaceWorkflow
 from .io import (
     IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,
     AtomicJsonLines,
-    AtomicVideoWriter,
     InputError,
     VideoSource,
     check_writable,
@@ -101,15 +102,30 @@ def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield batch
 
 
-def frame_record(source: str, frame: int, image: np.ndarray, faces: Sequence[Face], *, include_mesh: bool) -> dict:
-    """One JSON Lines record: ``{"source", "frame", "width", "height", "faces": [...]}``."""
+def frame_record(
+    source: str, frame: int, image: np.ndarray, faces: Sequence[Face], *, include_mesh: bool, extras: Sequence[dict] | None = None
+) -> dict:
+    """One JSON Lines record: ``{"source", "frame", "width", "height", "faces": [...]}`` (width and height of
+    the upright frame the coordinates refer to); ``extras`` adds fields to each face (e.g. ``crop``)."""
     return {
         "source": source,
         "frame": frame,
         "width": int(image.shape[1]),
         "height": int(image.shape[0]),
-        "faces": [face.to_dict(include_mesh=include_mesh) for face in faces],
+        "faces": [{**face.to_dict(include_mesh=include_mesh), **(extra or {})} for face, extra in zip(faces, extras or [{}] * len(faces))],
     }
+
+
+def _finish_frame(detector, workflow, source, frame, image, faces, include_mesh, draw) -> tuple[np.ndarray | None, dict]:
+    """The picture to write (``None`` without ``draw``) and the JSON record of one detected frame."""
+    extras = None
+    picture = None
+    if workflow is not None:
+        result = workflow.process(source, frame, image, faces)
+        faces, extras, picture = result.faces, result.extras, result.image
+    if draw and picture is None:
+        picture = _annotate(detector, image, faces, include_mesh)
+    return (picture if draw else None), frame_record(source, frame, image, faces, include_mesh=include_mesh, extras=extras)
 
 
 def run_detect(
@@ -122,11 +138,17 @@ def run_detect(
     batch_size: int = 1,
     include_mesh: bool = False,
     progress: bool = True,
+    workflow: FaceWorkflow | None = None,
 ) -> DetectSummary:
     """Detect faces in ``source`` and write the annotated copy (unless ``draw`` is false) and JSON Lines.
 
     With ``include_mesh`` the JSON carries each face's mesh coefficients (and decoded vertices when the
     detector decodes meshes), and the annotated copy shows the rendered meshes.
+
+    ``workflow`` adds track ids, smoothing, aligned crops or anonymisation (the written picture is then the
+    anonymised frame). Still images are read upright (EXIF orientation); animated GIF/WebP give one record
+    per frame and an animated output. Videos are written as H.264 with the input's audio when PyAV is
+    installed.
 
     Outputs appear under their final names only when complete. Ctrl+C on a video or folder stops
     early but still closes both outputs with the frames done so far (``summary.interrupted``).
@@ -139,8 +161,11 @@ def run_detect(
     summary = DetectSummary(kind=kind, output=out_path if draw else None, json_path=json_out)
 
     # Validate the input before creating anything, so a bad input leaves no empty outputs behind.
-    if kind == "image":
-        inputs: object = read_image(source)
+    if kind == "image" and is_animated(source):
+        kind = summary.kind = "animation"
+        inputs: object = _read_animation(source)
+    elif kind == "image":
+        inputs = read_image(source)
     elif kind == "folder":
         inputs = list_images(source)
     else:
@@ -155,16 +180,22 @@ def run_detect(
     start = time.perf_counter()
     if kind == "image":
         faces = detector(inputs)
+        if workflow is not None:
+            workflow.begin(sequence=False)
+        picture, record = _finish_frame(detector, workflow, source, 0, inputs, faces, include_mesh, draw)
         if draw:
-            write_image(out_path, _annotate(detector, inputs, faces, include_mesh))
+            write_image(out_path, picture)
         records = AtomicJsonLines(json_out)
-        records.write(frame_record(source, 0, inputs, faces, include_mesh=include_mesh))
+        records.write(record)
         records.close()
         summary.frames, summary.faces = 1, len(faces)
+    elif kind == "animation":
+        _run_animation(detector, workflow, source, inputs, out_path, json_out, draw, include_mesh, summary)
     elif kind == "folder":
-        _run_folder(detector, inputs, Path(source), out_path, json_out, draw, batch_size, include_mesh, progress, summary)
+        _run_folder(detector, inputs, Path(source), out_path, json_out, draw, batch_size, include_mesh, progress, summary, workflow)
     else:
-        _run_video(detector, inputs, out_path, json_out, draw, batch_size, include_mesh, progress, summary)
+        audio = None if kind == "camera" else source
+        _run_video(detector, inputs, out_path, json_out, draw, batch_size, include_mesh, progress, summary, workflow, audio)
     summary.seconds = time.perf_counter() - start
     return summary
 
@@ -177,6 +208,8 @@ def _check_outputs(kind: str, output: Path | None, json_out: Path) -> None:
         check_writable(output / ".probe")
     elif output is not None:
         check_writable(output)
+        if kind == "animation" and output.suffix.lower() not in (".gif", ".webp"):
+            raise InputError(f"animated output {output} needs the extension .gif or .webp")
         if kind in ("video", "camera") and output.suffix.lower() not in VIDEO_EXTENSIONS:
             raise InputError(f"video output {output} needs a video extension such as .mp4 or .avi")
         if kind == "image" and output.suffix.lower() not in IMAGE_EXTENSIONS:
@@ -184,7 +217,40 @@ def _check_outputs(kind: str, output: Path | None, json_out: Path) -> None:
     check_writable(json_out)
 
 
-def _run_folder(detector, paths, folder, out_dir, json_out, draw, batch_size, include_mesh, progress, summary) -> None:
+def _read_animation(source: str) -> list[np.ndarray]:
+    from .io import as_bgr_uint8
+    from .media import read_image_frames
+
+    try:
+        return [as_bgr_uint8(frame) for frame in read_image_frames(source)]
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
+def _run_animation(detector, workflow, source, frames, out_path, json_out, draw, include_mesh, summary) -> None:
+    """Every frame of an animated GIF/WebP: one record each, tracked like a video, written as an animation."""
+    from .media import frame_durations_ms, write_animation
+
+    duration = frame_durations_ms(source)
+    if workflow is not None:
+        workflow.begin(sequence=True, fps=1000.0 / duration)
+    pictures, records = [], AtomicJsonLines(json_out)
+    try:
+        for index, faces in enumerate(detector.detect_batch(frames)):
+            picture, record = _finish_frame(detector, workflow, source, index, frames[index], faces, include_mesh, draw)
+            pictures.append(picture)
+            records.write(record)
+            summary.frames += 1
+            summary.faces += len(faces)
+        if draw:
+            write_animation(out_path, pictures, duration_ms=duration)
+    except BaseException:
+        records.discard()
+        raise
+    records.close()
+
+
+def _run_folder(detector, paths, folder, out_dir, json_out, draw, batch_size, include_mesh, progress, summary, workflow=None) -> None:
     records = AtomicJsonLines(json_out)
     bar = tqdm(total=len(paths), unit="img", disable=not progress, desc="detect", file=sys.stderr)
     try:
@@ -198,9 +264,12 @@ def _run_folder(detector, paths, folder, out_dir, json_out, draw, batch_size, in
                     tqdm.write(f"warning: skipped {exc}", file=sys.stderr)
             faces_per_image = detector.detect_batch([image for _, image in loaded]) if loaded else []
             for (path, image), faces in zip(loaded, faces_per_image):
+                if workflow is not None:
+                    workflow.begin(sequence=False)
+                picture, record = _finish_frame(detector, workflow, str(path), 0, image, faces, include_mesh, draw)
                 if draw:
-                    write_image(out_dir / path.name, _annotate(detector, image, faces, include_mesh))
-                records.write(frame_record(str(path), 0, image, faces, include_mesh=include_mesh))
+                    write_image(out_dir / path.name, picture)
+                records.write(record)
                 summary.frames += 1
                 summary.faces += len(faces)
             bar.update(len(batch_paths))
@@ -246,13 +315,15 @@ def _put(q: queue.Queue, item, stop: threading.Event | None = None, consumer: th
     return False
 
 
-def _run_video(detector, video, out_path, json_out, draw, batch_size, include_mesh, progress, summary) -> None:
+def _run_video(detector, video, out_path, json_out, draw, batch_size, include_mesh, progress, summary, workflow=None, audio=None) -> None:
     """Decode (reader thread), detect (this thread) and draw + encode + record (writer thread) overlapped."""
     try:
-        writer = AtomicVideoWriter(out_path, fps=video.fps, size=(video.width, video.height)) if draw else None
-    except InputError:
+        writer = open_video_writer(out_path, fps=video.fps, size=(video.width, video.height), audio_from=audio) if draw else None
+    except BaseException:
         video.close()
         raise
+    if workflow is not None:
+        workflow.begin(sequence=True, fps=video.fps)
     records = AtomicJsonLines(json_out)
     bar = tqdm(total=video.frame_count, unit="frame", disable=not progress, desc="detect", file=sys.stderr)
     decoded: queue.Queue = queue.Queue(maxsize=_QUEUE_BATCHES)
@@ -272,9 +343,10 @@ def _run_video(detector, video, out_path, json_out, draw, batch_size, include_me
         while (item := detected.get()) is not end:
             frames, faces_per_frame = item
             for frame, faces in zip(frames, faces_per_frame):
+                picture, record = _finish_frame(detector, workflow, video.name, summary.frames, frame, faces, include_mesh, draw)
                 if writer is not None:
-                    writer.write(_annotate(detector, frame, faces, include_mesh))
-                records.write(frame_record(video.name, summary.frames, frame, faces, include_mesh=include_mesh))
+                    writer.write(picture)
+                records.write(record)
                 summary.frames += 1
                 summary.faces += len(faces)
             bar.update(len(frames))
