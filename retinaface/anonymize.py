@@ -30,7 +30,8 @@ def face_mask(shape: tuple[int, int], box: np.ndarray, *, mesh_vertices: np.ndar
             mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
         return mask
     centre = ((x1 + x2) / 2, (y1 + y2) / 2)
-    axes = ((x2 - x1) / 2 * np.sqrt(2) + margin * size, (y2 - y1) / 2 * np.sqrt(2) + margin * size)
+    # Through the corners of the box grown by a pixel, so pixels the box only partly covers are inside too.
+    axes = ((x2 - x1 + 2) / 2 * np.sqrt(2) + margin * size, (y2 - y1 + 2) / 2 * np.sqrt(2) + margin * size)
     cv2.ellipse(
         mask, (int(round(centre[0] * 16)), int(round(centre[1] * 16))),
         (int(np.ceil(axes[0] * 16)), int(np.ceil(axes[1] * 16))), 0, 0, 360, 255, -1, cv2.LINE_8, shift=4,

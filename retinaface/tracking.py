@@ -13,20 +13,32 @@ from torchvision.ops import box_iou
 
 @dataclass
 class Track:
-    """A face followed over frames: its id, last box (``[4]`` x1 y1 x2 y2) and frames since last seen."""
+    """A face followed over frames: its id, last box (``[4]`` x1 y1 x2 y2), its change per frame and
+    frames since last seen."""
 
     track_id: int
     box: np.ndarray
     missed: int = 0
     hits: int = 1
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(4))
+
+    def predicted(self) -> np.ndarray:
+        """Where the box is expected in the next frame (constant velocity)."""
+        return self.box + self.velocity * (self.missed + 1)
+
+    def observe(self, box: np.ndarray) -> None:
+        step = (box - self.box) / (self.missed + 1)
+        self.velocity = step if self.hits == 1 else 0.5 * step + 0.5 * self.velocity
+        self.box, self.missed, self.hits = box.copy(), 0, self.hits + 1
 
 
 @dataclass
 class IouTracker:
     """Give each face box a ``track_id`` that stays the same while the face moves.
 
-    Boxes of a new frame are matched to the live tracks by maximum total IoU (Hungarian assignment on
-    ``1 - IoU``, pairs under ``iou_threshold`` refused); unmatched boxes start new tracks. A track not
+    Boxes of a new frame are matched to where the live tracks are expected (last box moved by their
+    smoothed per-frame motion) by maximum total IoU (Hungarian assignment on ``1 - IoU``, pairs under
+    ``iou_threshold`` refused); unmatched boxes start new tracks. A track not
     matched for more than ``max_missed`` consecutive frames ends; until then :meth:`missing` still reports
     its last box (anonymisation keeps covering a face the detector lost for a frame or two).
     """
@@ -42,12 +54,13 @@ class IouTracker:
         ids = [-1] * len(boxes)
         matched_tracks: set[int] = set()
         if len(boxes) and self.tracks:
-            iou = box_iou(torch.from_numpy(boxes), torch.from_numpy(np.stack([t.box for t in self.tracks]))).numpy()
+            expected = np.stack([t.predicted() for t in self.tracks])
+            iou = box_iou(torch.from_numpy(boxes), torch.from_numpy(expected)).numpy()
             rows, cols = linear_sum_assignment(1.0 - iou)
             for row, col in zip(rows, cols):
                 if iou[row, col] >= self.iou_threshold:
                     track = self.tracks[col]
-                    track.box, track.missed, track.hits = boxes[row].copy(), 0, track.hits + 1
+                    track.observe(boxes[row])
                     ids[row] = track.track_id
                     matched_tracks.add(col)
         for index, track in enumerate(self.tracks):
