@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
@@ -43,10 +44,13 @@ def exif_orientation(path: str | os.PathLike) -> int:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
-            value = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        return 1
+        with warnings.catch_warnings():
+            # Only the header is read, so Pillow's decompression-bomb warning about the pixel count is moot.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                value = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return 1  # beyond 179 megapixels Pillow refuses even the header: such images are read as stored
     return int(value) if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
@@ -104,6 +108,8 @@ def read_image_frames(path: str | os.PathLike, *, max_frames: int | None = None)
     except UnidentifiedImageError:
         hint = " (install pillow-heif for HEIC/HEIF)" if path.suffix.lower() in (".heic", ".heif") else ""
         raise ValueError(f"cannot decode {path} as an image (corrupt or not an image file){hint}") from None
+    except Image.DecompressionBombError:
+        raise ValueError(f"{path} has more pixels than Pillow decodes safely (Image.MAX_IMAGE_PIXELS)") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise ValueError(f"cannot decode {path} as an image ({str(exc).splitlines()[0] if str(exc) else 'corrupt'})") from None
     return frames
