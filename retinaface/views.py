@@ -10,7 +10,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 import torch
-from torchvision.ops import nms
+from torchvision.ops import box_iou
 
 from .detector import Detector, Face
 from .tta import TestTimeAugmentation
@@ -55,13 +55,27 @@ def transform_face(face: Face, matrix: np.ndarray) -> Face:
     return dataclasses.replace(face, box=box, landmarks=landmarks, mesh_vertices=vertices)
 
 
-def merge_faces(faces: Sequence[Face], iou_threshold: float) -> list[Face]:
-    """Non-maximum suppression over faces found in different views (same frame), best score first."""
+def merge_faces(faces: Sequence[Face], iou_threshold: float, views: Sequence[int] | None = None, *, cross_view_overlap: float = 0.5) -> list[Face]:
+    """Greedy suppression over faces found in different views of one frame, best score first.
+
+    A face is dropped when its IoU with a kept face reaches ``iou_threshold``, or, for faces from different
+    ``views``, when their intersection covers ``cross_view_overlap`` of the smaller box: a face seen turned
+    gets a box of a different shape than seen upright, so IoU alone leaves duplicates.
+    """
     if not faces:
         return []
-    boxes = torch.from_numpy(np.stack([f.box for f in faces]).astype(np.float32))
-    scores = torch.tensor([f.score for f in faces], dtype=torch.float32)
-    return [faces[i] for i in nms(boxes, scores, iou_threshold).tolist()]
+    boxes = torch.from_numpy(np.stack([f.box for f in faces]).astype(np.float64))
+    views = list(views) if views is not None else [0] * len(faces)
+    order = torch.argsort(torch.tensor([f.score for f in faces]), descending=True).tolist()
+    iou = box_iou(boxes, boxes)
+    areas = (boxes[:, 2] - boxes[:, 0]).clamp(min=0) * (boxes[:, 3] - boxes[:, 1]).clamp(min=0)
+    inter = iou * (areas[:, None] + areas[None, :]) / (1 + iou)
+    over_smaller = inter / torch.minimum(areas[:, None], areas[None, :]).clamp(min=1e-9)
+    kept: list[int] = []
+    for i in order:
+        if all(iou[i, k] < iou_threshold and (views[i] == views[k] or over_smaller[i, k] < cross_view_overlap) for k in kept):
+            kept.append(i)
+    return [faces[i] for i in kept]
 
 
 class MultiViewDetector:
@@ -132,6 +146,7 @@ class MultiViewDetector:
             image = cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
         small_h, small_w = image.shape[:2]
         faces: list[Face] = []
+        views: list[int] = []
         for degrees in self.rotations:
             view = np.ascontiguousarray(np.rot90(image, degrees // 90)) if degrees else image
             back = cv2.invertAffineTransform(rotation_matrix(degrees, small_w, small_h))
@@ -139,9 +154,10 @@ class MultiViewDetector:
                 back = back / scale  # rotation first, then undo the budget's downscale
             found = self.augmentation(view)
             faces.extend(found if degrees == 0 and scale == 1.0 else (transform_face(f, back) for f in found))
+            views.extend([degrees] * len(found))
         if len(self.rotations) == 1:
             return faces
-        return merge_faces(faces, self.nms_threshold)
+        return merge_faces(faces, self.nms_threshold, views)
 
     def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
         """Per-image faces; plain batched detection when no view changes anything."""

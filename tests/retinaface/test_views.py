@@ -72,3 +72,17 @@ def test_rotations_on_the_crowd_photo(crowd_image, detector):
     plain_turned = detector(turned)
     with_rotations = MultiViewDetector(detector, rotations=True)(turned)
     assert len(with_rotations) >= 0.9 * len(upright) > len(plain_turned)
+
+
+def test_merge_drops_cross_view_duplicates_by_overlap_of_the_smaller_box():
+    from retinaface.detector import Face
+    from retinaface.views import merge_faces
+
+    def face(box, score):
+        return Face(np.array(box, np.float32), score, np.zeros((5, 2), np.float32), np.zeros(1, np.float32))
+
+    big, inner, apart = face([0, 0, 100, 100], 0.9), face([10, 10, 50, 60], 0.8), face([200, 0, 240, 40], 0.7)
+    # IoU(big, inner) = 0.2: kept as two faces within one view, merged when found in different views
+    assert merge_faces([big, inner, apart], 0.4, [0, 0, 0]) == [big, inner, apart]
+    assert merge_faces([inner, big, apart], 0.4, [90, 0, 0]) == [big, apart]
+    assert merge_faces([], 0.4) == []
