@@ -178,7 +178,7 @@ class H264VideoWriter:
         size: tuple[int, int],
         audio_from: str | os.PathLike | None = None,
         crf: int = 20,
-        preset: str = "veryfast",
+        preset: str = "superfast",
     ) -> None:
         import av
 
