@@ -190,7 +190,7 @@ def run_detect(
         records.close()
         summary.frames, summary.faces = 1, len(faces)
     elif kind == "animation":
-        _run_animation(detector, workflow, source, inputs, out_path, json_out, draw, include_mesh, summary)
+        _run_animation(detector, workflow, source, inputs, out_path, json_out, draw, batch_size, include_mesh, summary)
     elif kind == "folder":
         _run_folder(detector, inputs, Path(source), out_path, json_out, draw, batch_size, include_mesh, progress, summary, workflow)
     else:
@@ -227,7 +227,7 @@ def _read_animation(source: str) -> list[np.ndarray]:
         raise InputError(str(exc)) from None
 
 
-def _run_animation(detector, workflow, source, frames, out_path, json_out, draw, include_mesh, summary) -> None:
+def _run_animation(detector, workflow, source, frames, out_path, json_out, draw, batch_size, include_mesh, summary) -> None:
     """Every frame of an animated GIF/WebP: one record each, tracked like a video, written as an animation."""
     from .media import frame_durations_ms, write_animation
 
@@ -236,7 +236,8 @@ def _run_animation(detector, workflow, source, frames, out_path, json_out, draw,
         workflow.begin(sequence=True, fps=1000.0 / duration)
     pictures, records = [], AtomicJsonLines(json_out)
     try:
-        for index, faces in enumerate(detector.detect_batch(frames)):
+        faces_per_frame = (faces for batch in _batches(frames, batch_size) for faces in detector.detect_batch(batch))
+        for index, faces in enumerate(faces_per_frame):
             picture, record = _finish_frame(detector, workflow, source, index, frames[index], faces, include_mesh, draw)
             pictures.append(picture)
             records.write(record)

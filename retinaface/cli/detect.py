@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1
 
-    unit = "frames" if summary.kind in ("video", "camera") else "images"
+    unit = "frames" if summary.kind in ("video", "camera", "animation") else "images"
     written = ", ".join(str(p) for p in (summary.output, summary.json_path) if p is not None)
     print(
         f"{summary.faces} faces in {summary.frames} {unit} ({summary.frames_per_second:.1f} {unit}/s on "

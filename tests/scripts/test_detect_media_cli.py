@@ -95,18 +95,19 @@ def test_video_blur_keeps_the_largest_face_and_the_audio(clip_with_tone, tmp_pat
         assert energy[1] < 0.2  # the mid-size copy; the smallest is below detection size at 640x360
 
 
-def test_animated_gif_gives_one_record_per_frame(tmp_path):
+@pytest.mark.parametrize("suffix", [".gif", ".webp"])
+def test_animation_gives_one_record_per_frame(tmp_path, suffix):
     source = cv2.cvtColor(cv2.imread(str(ASTRONAUT)), cv2.COLOR_BGR2RGB)
     frames = [Image.fromarray(np.roll(source, 20 * i, axis=1)) for i in range(3)]
-    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=120, loop=0)
-    result = run(tmp_path / "anim.gif", "-o", tmp_path / "out.gif", "--json", tmp_path / "anim.jsonl")
+    frames[0].save(tmp_path / f"anim{suffix}", save_all=True, append_images=frames[1:], duration=120, loop=0)
+    result = run(tmp_path / f"anim{suffix}", "-o", tmp_path / f"out{suffix}", "--json", tmp_path / "anim.jsonl")
     assert result.returncode == 0, result.stderr
     records = read_jsonl(tmp_path / "anim.jsonl")
     assert [r["frame"] for r in records] == [0, 1, 2]
     assert all(len(r["faces"]) == 1 for r in records)
     xs = [r["faces"][0]["box"][0] for r in records]
     assert xs[1] - xs[0] == pytest.approx(20, abs=3) and xs[2] - xs[1] == pytest.approx(20, abs=3)
-    with Image.open(tmp_path / "out.gif") as written:
+    with Image.open(tmp_path / f"out{suffix}") as written:
         assert written.n_frames == 3
 
 
