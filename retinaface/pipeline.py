@@ -16,8 +16,6 @@ from tqdm import tqdm
 
 from .detector import Detector, Face
 from .drawing import draw_faces
-from .media import is_animated, open_video_writer
-from .workflow import FaceWorkflow
 from .io import (
     IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,
@@ -29,6 +27,8 @@ from .io import (
     read_image,
     write_image,
 )
+from .media import is_animated, open_video_writer
+from .workflow import FaceWorkflow
 
 T = TypeVar("T")
 VIDEO_MAX_SIZE = 640

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 from torchvision.ops import box_iou
 
 
@@ -50,6 +49,8 @@ class IouTracker:
 
     def update(self, boxes: np.ndarray) -> list[int]:
         """``boxes``: ``ndarray[N, 4]`` of this frame -> ``N`` track ids, in the same order."""
+        from scipy.optimize import linear_sum_assignment  # imported on first use: `import retinaface` stays light
+
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
         ids = [-1] * len(boxes)
         matched_tracks: set[int] = set()
