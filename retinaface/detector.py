@@ -29,6 +29,8 @@ class Face:
       RGB in [0, 1]) when the detector was created with ``mesh=True``, else ``None``
     - ``mesh_model_vertices``: ``ndarray[468, 3]`` the same mesh in the face model's own frame (before the
       camera), kept so that drawing can render it without decoding it again; ``None`` without ``mesh=True``
+    - ``track_id``: the face's track across video frames (``None`` for stills or when not tracked)
+    - :attr:`roll`: in-plane rotation, from the landmarks
     """
 
     box: np.ndarray
@@ -38,15 +40,27 @@ class Face:
     mesh_vertices: np.ndarray | None = None
     mesh_colours: np.ndarray | None = None
     mesh_model_vertices: np.ndarray | None = None
+    track_id: int | None = None
+
+    @property
+    def roll(self) -> float:
+        """In-plane rotation in degrees, (-180, 180]: the angle of the line from the left to the right eye as
+        seen in the image; 0 for an upright face, positive when the face is turned clockwise, 180 upside down."""
+        dx, dy = self.landmarks[1] - self.landmarks[0]
+        return float(np.degrees(np.arctan2(dy, dx)))
 
     def to_dict(self, *, include_mesh: bool = False, decimals: int = 2) -> dict[str, Any]:
-        """JSON-friendly dict: ``{"box": [x1, y1, x2, y2], "score", "landmarks": [[x, y] x 5]}``; with
+        """JSON-friendly dict: ``{"box": [x1, y1, x2, y2], "score", "landmarks": [[x, y] x 5], "roll"}`` plus
+        ``track_id`` when tracked; with
         ``include_mesh`` also ``mesh_coefficients`` and, if decoded, ``mesh_vertices`` ``[[x, y, depth] x 468]``."""
         record: dict[str, Any] = {
             "box": [round(float(v), decimals) for v in self.box],
             "score": round(float(self.score), 5),
             "landmarks": [[round(float(x), decimals), round(float(y), decimals)] for x, y in self.landmarks],
+            "roll": round(self.roll, 1),
         }
+        if self.track_id is not None:
+            record["track_id"] = int(self.track_id)
         if include_mesh:
             record["mesh_coefficients"] = [round(float(v), 5) for v in self.mesh_coefficients]
             if self.mesh_vertices is not None:

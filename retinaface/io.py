@@ -14,7 +14,10 @@ from typing import Any, Callable, Iterator
 import cv2
 import numpy as np
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pgm", ".ppm", ".pbm"}
+IMAGE_EXTENSIONS = {
+    ".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pgm", ".ppm", ".pbm",
+    ".gif", ".heic", ".heif", ".avif",
+}
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp"}
 
 
@@ -67,7 +70,10 @@ def as_bgr_uint8(image: np.ndarray) -> np.ndarray:
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as ``ndarray[H, W, 3]`` uint8 BGR (grayscale, RGBA and 16-bit converted)."""
+    """Read an image file as ``ndarray[H, W, 3]`` uint8 BGR (grayscale, RGBA and 16-bit converted), upright:
+    turned by its EXIF orientation as viewers show it. HEIC/HEIF/GIF go through Pillow (first frame)."""
+    from .media import PILLOW_EXTENSIONS, apply_exif_orientation, exif_orientation, read_image_frames
+
     path = Path(path)
     if not path.exists():
         raise InputError(f"input not found: {path}")
@@ -75,17 +81,27 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise InputError(f"input is not a file: {path}")
     if path.stat().st_size == 0:
         raise InputError(f"input is an empty (0-byte) file: {path}")
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        with _native_stderr_silenced():
-            image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    except cv2.error:
-        image = None
-    if image is None:
-        raise InputError(f"cannot decode {path} as an image (corrupt or not an image file)")
+    image = None
+    if path.suffix.lower() not in PILLOW_EXTENSIONS:
+        try:
+            data = np.fromfile(path, dtype=np.uint8)
+        except OSError as exc:
+            raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+        try:
+            with _native_stderr_silenced():
+                # IMREAD_UNCHANGED keeps 16-bit and alpha but ignores the EXIF orientation: applied below.
+                image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+        except cv2.error:
+            image = None
+        if image is not None:
+            image = apply_exif_orientation(image, exif_orientation(path))
+    if image is None:  # formats OpenCV's wheels do not decode, or files it cannot read
+        try:
+            image = read_image_frames(path, max_frames=1)[0]
+        except ValueError as exc:  # one sentence from the Pillow path
+            raise InputError(str(exc)) from None
+        except IndexError:
+            raise InputError(f"cannot decode {path} as an image (no frames)") from None
     return as_bgr_uint8(image)
 
 

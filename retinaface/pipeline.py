@@ -22,7 +22,6 @@ from .io import (
     IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,
     AtomicJsonLines,
-    AtomicVideoWriter,
     InputError,
     OutputError,
     VideoSource,
@@ -33,6 +32,8 @@ from .io import (
     read_image,
     write_image,
 )
+from .media import is_animated, open_video_writer
+from .workflow import FaceWorkflow
 
 T = TypeVar("T")
 VIDEO_MAX_SIZE = 640
@@ -114,15 +115,30 @@ def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield batch
 
 
-def frame_record(source: str, frame: int, image: np.ndarray, faces: Sequence[Face], *, include_mesh: bool) -> dict:
-    """One JSON Lines record: ``{"source", "frame", "width", "height", "faces": [...]}``."""
+def frame_record(
+    source: str, frame: int, image: np.ndarray, faces: Sequence[Face], *, include_mesh: bool, extras: Sequence[dict] | None = None
+) -> dict:
+    """One JSON Lines record: ``{"source", "frame", "width", "height", "faces": [...]}`` (width and height of
+    the upright frame the coordinates refer to); ``extras`` adds fields to each face (e.g. ``crop``)."""
     return {
         "source": source,
         "frame": frame,
         "width": int(image.shape[1]),
         "height": int(image.shape[0]),
-        "faces": [face.to_dict(include_mesh=include_mesh) for face in faces],
+        "faces": [{**face.to_dict(include_mesh=include_mesh), **(extra or {})} for face, extra in zip(faces, extras or [{}] * len(faces))],
     }
+
+
+def _finish_frame(detector, workflow, source, frame, image, faces, include_mesh, draw) -> tuple[np.ndarray | None, dict]:
+    """The picture to write (``None`` without ``draw``) and the JSON record of one detected frame."""
+    extras = None
+    picture = None
+    if workflow is not None:
+        result = workflow.process(source, frame, image, faces)
+        faces, extras, picture = result.faces, result.extras, result.image
+    if draw and picture is None:
+        picture = _annotate(detector, image, faces, include_mesh)
+    return (picture if draw else None), frame_record(source, frame, image, faces, include_mesh=include_mesh, extras=extras)
 
 
 def run_detect(
@@ -136,11 +152,17 @@ def run_detect(
     include_mesh: bool = False,
     progress: bool = True,
     protected: Iterable[str | Path] = (),
+    workflow: FaceWorkflow | None = None,
 ) -> DetectSummary:
     """Detect faces in ``source`` and write the annotated copy (unless ``draw`` is false) and JSON Lines.
 
     With ``include_mesh`` the JSON carries each face's mesh coefficients (and decoded vertices when the
     detector decodes meshes), and the annotated copy shows the rendered meshes.
+
+    ``workflow`` adds track ids, smoothing, aligned crops or anonymisation (the written picture is then the
+    anonymised frame). Still images are read upright (EXIF orientation); animated GIF/WebP give one record
+    per frame and an animated output. Videos are written as H.264 with the input's audio when PyAV is
+    installed.
 
     Outputs appear under their final names only when complete. Ctrl+C on a video or folder stops
     early but still closes both outputs with the frames done so far (``summary.interrupted``).
@@ -157,8 +179,11 @@ def run_detect(
     summary = DetectSummary(kind=kind, output=out_path if draw else None, json_path=json_out)
 
     # Validate the input before creating anything, so a bad input leaves no empty outputs behind.
-    if kind == "image":
-        inputs: object = read_image(source)
+    if kind == "image" and is_animated(source):
+        kind = summary.kind = "animation"
+        inputs: object = _read_animation(source)
+    elif kind == "image":
+        inputs = read_image(source)
     elif kind == "folder":
         inputs = list_images(source)
     else:
@@ -173,21 +198,27 @@ def run_detect(
         start = time.perf_counter()
         if kind == "image":
             faces = detector(inputs)
+            if workflow is not None:
+                workflow.begin(sequence=False)
+            picture, record = _finish_frame(detector, workflow, source, 0, inputs, faces, include_mesh, draw)
             records = AtomicJsonLines(json_out)
             try:
-                records.write(frame_record(source, 0, inputs, faces, include_mesh=include_mesh))
+                records.write(record)
                 records.finish()
                 if draw:
-                    write_image(out_path, _annotate(detector, inputs, faces, include_mesh))
+                    write_image(out_path, picture)
             except BaseException:
                 records.discard()
                 raise
             records.publish()
             summary.frames, summary.faces = 1, len(faces)
+        elif kind == "animation":
+            _run_animation(detector, workflow, source, inputs, out_path, json_out, draw, batch_size, include_mesh, summary)
         elif kind == "folder":
-            _run_folder(detector, inputs, Path(source), out_path, json_out, draw, batch_size, include_mesh, progress, summary)
+            _run_folder(detector, inputs, Path(source), out_path, json_out, draw, batch_size, include_mesh, progress, summary, workflow)
         else:
-            _run_video(detector, inputs, out_path, json_out, draw, batch_size, include_mesh, progress, summary)
+            audio = None if kind == "camera" else source
+            _run_video(detector, inputs, out_path, json_out, draw, batch_size, include_mesh, progress, summary, workflow, audio)
         summary.seconds = time.perf_counter() - start
     return summary
 
@@ -215,6 +246,8 @@ def _check_outputs(kind: str, output: Path | None, json_out: Path) -> None:
         check_writable(output / ".probe")
     elif output is not None:
         check_writable(output)
+        if kind == "animation" and output.suffix.lower() not in (".gif", ".webp"):
+            raise InputError(f"animated output {output} needs the extension .gif or .webp")
         if kind in ("video", "camera") and output.suffix.lower() not in VIDEO_EXTENSIONS:
             raise InputError(f"video output {output} needs a video extension such as .mp4 or .avi")
         if kind == "image" and output.suffix.lower() not in IMAGE_EXTENSIONS:
@@ -224,7 +257,42 @@ def _check_outputs(kind: str, output: Path | None, json_out: Path) -> None:
     check_writable(json_out)
 
 
-def _run_folder(detector, paths, folder, out_dir, json_out, draw, batch_size, include_mesh, progress, summary) -> None:
+def _read_animation(source: str) -> list[np.ndarray]:
+    from .io import as_bgr_uint8
+    from .media import read_image_frames
+
+    try:
+        return [as_bgr_uint8(frame) for frame in read_image_frames(source)]
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
+def _run_animation(detector, workflow, source, frames, out_path, json_out, draw, batch_size, include_mesh, summary) -> None:
+    """Every frame of an animated GIF/WebP: one record each, tracked like a video, written as an animation."""
+    from .media import frame_durations_ms, write_animation
+
+    duration = frame_durations_ms(source)
+    if workflow is not None:
+        workflow.begin(sequence=True, fps=1000.0 / duration)
+    pictures, records = [], AtomicJsonLines(json_out)
+    try:
+        faces_per_frame = (faces for batch in _batches(frames, batch_size) for faces in detector.detect_batch(batch))
+        for index, faces in enumerate(faces_per_frame):
+            picture, record = _finish_frame(detector, workflow, source, index, frames[index], faces, include_mesh, draw)
+            pictures.append(picture)
+            records.write(record)
+            summary.frames += 1
+            summary.faces += len(faces)
+        records.finish()
+        if draw:
+            write_animation(out_path, pictures, duration_ms=duration)
+    except BaseException:
+        records.discard()
+        raise
+    records.publish()
+
+
+def _run_folder(detector, paths, folder, out_dir, json_out, draw, batch_size, include_mesh, progress, summary, workflow=None) -> None:
     """Unreadable files are skipped and counted; an image whose annotated copy cannot be encoded keeps its
     JSON record. A failed write (disk full) stops the run and keeps the previous JSON."""
     records = AtomicJsonLines(json_out)
@@ -240,15 +308,18 @@ def _run_folder(detector, paths, folder, out_dir, json_out, draw, batch_size, in
                     tqdm.write(f"warning: skipped {exc}", file=sys.stderr)
             loaded, faces_per_image = _detect_each(detector, loaded, summary)
             for (path, image), faces in zip(loaded, faces_per_image):
+                if workflow is not None:
+                    workflow.begin(sequence=False)
+                picture, record = _finish_frame(detector, workflow, str(path), 0, image, faces, include_mesh, draw)
                 if draw:
                     try:
-                        write_image(out_dir / encodable_path(path.name), _annotate(detector, image, faces, include_mesh))
+                        write_image(out_dir / encodable_path(path.name), picture)
                     except OutputError:
                         raise
                     except InputError as exc:  # a format OpenCV reads but cannot write
                         summary.warnings.append(f"no annotated copy of {path}: {exc}")
                         tqdm.write(f"warning: no annotated copy of {path}: {exc}", file=sys.stderr)
-                records.write(frame_record(str(path), 0, image, faces, include_mesh=include_mesh))
+                records.write(record)
                 summary.frames += 1
                 summary.faces += len(faces)
             bar.update(len(batch_paths))
@@ -319,13 +390,15 @@ def _put(q: queue.Queue, item, stop: threading.Event | None = None, consumer: th
     return False
 
 
-def _run_video(detector, video, out_path, json_out, draw, batch_size, include_mesh, progress, summary) -> None:
+def _run_video(detector, video, out_path, json_out, draw, batch_size, include_mesh, progress, summary, workflow=None, audio=None) -> None:
     """Decode (reader thread), detect (this thread) and draw + encode + record (writer thread) overlapped."""
     try:
-        writer = AtomicVideoWriter(out_path, fps=video.fps, size=(video.width, video.height)) if draw else None
-    except InputError:
+        writer = open_video_writer(out_path, fps=video.fps, size=(video.width, video.height), audio_from=audio) if draw else None
+    except BaseException:
         video.close()
         raise
+    if workflow is not None:
+        workflow.begin(sequence=True, fps=video.fps)
     records = AtomicJsonLines(json_out)
     bar = tqdm(total=video.frame_count, unit="frame", disable=not progress, desc="detect", file=sys.stderr)
     decoded: queue.Queue = queue.Queue(maxsize=_QUEUE_BATCHES)
@@ -345,9 +418,10 @@ def _run_video(detector, video, out_path, json_out, draw, batch_size, include_me
         while (item := detected.get()) is not end:
             frames, faces_per_frame = item
             for frame, faces in zip(frames, faces_per_frame):
+                picture, record = _finish_frame(detector, workflow, video.name, summary.frames, frame, faces, include_mesh, draw)
                 if writer is not None:
-                    writer.write(_annotate(detector, frame, faces, include_mesh))
-                records.write(frame_record(video.name, summary.frames, frame, faces, include_mesh=include_mesh))
+                    writer.write(picture)
+                records.write(record)
                 summary.frames += 1
                 summary.faces += len(faces)
             bar.update(len(frames))

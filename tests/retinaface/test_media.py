@@ -1,0 +1,167 @@
+"""Phone and browser media: EXIF orientation, HEIC, animated GIF/WebP, rotated videos, H.264 with audio."""
+
+from __future__ import annotations
+
+import io as stdio
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from retinaface.io import InputError, VideoSource, read_image
+from retinaface.media import EXIF_ORIENTATION_TAG, H264VideoWriter, apply_exif_orientation
+from retinaface.samples import ASTRONAUT
+
+# How each EXIF orientation stores the upright picture: the inverse of what a viewer applies.
+_STORE = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: np.swapaxes(a, 0, 1),
+    6: lambda a: np.rot90(a, 1),  # viewers turn it 90 degrees clockwise back
+    7: lambda a: np.swapaxes(a, 0, 1)[::-1, ::-1],
+    8: lambda a: np.rot90(a, -1),
+}
+
+
+def _jpeg_with_orientation(path, upright_rgb: np.ndarray, orientation: int) -> None:
+    image = Image.fromarray(np.ascontiguousarray(_STORE[orientation](upright_rgb)))
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION_TAG] = orientation
+    image.save(path, quality=95, exif=exif)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_apply_exif_orientation_matches_pillow(orientation):
+    rng = np.random.default_rng(orientation)
+    stored = rng.integers(0, 255, (5, 7, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION_TAG] = orientation
+    buffer = stdio.BytesIO()
+    Image.fromarray(stored).save(buffer, format="PNG", exif=exif)
+    reference = np.asarray(ImageOps.exif_transpose(Image.open(stdio.BytesIO(buffer.getvalue()))))
+    np.testing.assert_array_equal(apply_exif_orientation(stored, orientation), reference)
+
+
+def test_every_exif_orientation_gives_the_upright_faces(tmp_path, detector):
+    upright_rgb = cv2.cvtColor(read_image(ASTRONAUT), cv2.COLOR_BGR2RGB)
+    upright_rgb = np.ascontiguousarray(upright_rgb[:, 64:])  # not square, so a missed turn shows in the size
+    _jpeg_with_orientation(tmp_path / "1.jpg", upright_rgb, 1)
+    reference = detector(read_image(tmp_path / "1.jpg"))
+    assert len(reference) == 1
+    for orientation in range(2, 9):
+        path = tmp_path / f"{orientation}.jpg"
+        _jpeg_with_orientation(path, upright_rgb, orientation)
+        image = read_image(path)
+        assert image.shape[:2] == upright_rgb.shape[:2], orientation
+        faces = detector(image)
+        assert len(faces) == 1, orientation
+        np.testing.assert_allclose(faces[0].box, reference[0].box, atol=3.0, err_msg=f"orientation {orientation}")
+        np.testing.assert_allclose(faces[0].landmarks, reference[0].landmarks, atol=3.0)
+
+
+def test_heic_photo_is_read(tmp_path):
+    pytest.importorskip("pillow_heif").register_heif_opener()
+    rgb = np.zeros((40, 60, 3), np.uint8)
+    rgb[:, :30] = (250, 10, 10)
+    # HEIF turns pictures by its own 'irot' box, which libheif applies while decoding; the EXIF tag is
+    # informational there and pillow-heif reports it as 1, so the picture must not be turned twice.
+    Image.fromarray(rgb).save(tmp_path / "phone.heic", quality=95)
+    image = read_image(tmp_path / "phone.heic")
+    assert image.shape == (40, 60, 3)
+    assert image[:, :25, 2].mean() > 200 and image[:, 35:, 2].mean() < 50  # BGR: red is channel 2
+
+
+def test_gif_reads_as_its_first_frame(tmp_path):
+    frames = [Image.fromarray(np.full((10, 12, 3), value, np.uint8)) for value in (30, 200)]
+    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:])
+    image = read_image(tmp_path / "a.gif")
+    assert image.shape == (10, 12, 3) and abs(int(image.mean()) - 30) <= 2
+
+
+def test_corrupt_heic_is_one_sentence(tmp_path):
+    (tmp_path / "x.heic").write_bytes(b"not a heic file at all")
+    with pytest.raises(InputError, match="cannot decode"):
+        read_image(tmp_path / "x.heic")
+
+
+def _write_video_with_tone(path, *, frames: int, fps: int = 25, seconds_audio: float, size=(96, 64), rotation: int = 0):
+    import av
+
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=fps)
+        video.width, video.height = size
+        video.pix_fmt = "yuv420p"
+        if rotation:
+            video.set_display_rotation(rotation)
+        audio = out.add_stream("aac", rate=44100)
+        for index in range(frames):
+            picture = np.zeros((size[1], size[0], 3), np.uint8)
+            picture[:, : size[0] // 4] = 255  # a white stripe on the left shows the stored orientation
+            picture[0:8, -8:] = (0, 0, 4 * index)
+            out.mux(video.encode(av.VideoFrame.from_ndarray(picture, format="bgr24")))
+        out.mux(video.encode(None))
+        samples = int(seconds_audio * 44100)
+        tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(samples) / 44100)).astype(np.float32)
+        for start in range(0, samples, 1024):
+            chunk = tone[start : start + 1024]
+            frame = av.AudioFrame.from_ndarray(chunk[None, :], format="fltp", layout="mono")
+            frame.sample_rate = 44100
+            frame.pts = start
+            out.mux(audio.encode(frame))
+        out.mux(audio.encode(None))
+
+
+def _streams(path):
+    import av
+
+    with av.open(str(path)) as container:
+        video = container.streams.video[0]
+        codec = video.codec_context.name
+        decoded = sum(1 for _ in container.decode(video=0))
+    with av.open(str(path)) as container:
+        audio = container.streams.audio[0] if container.streams.audio else None
+        audio_seconds = 0.0
+        if audio is not None:
+            audio_seconds = sum(frame.samples for frame in container.decode(audio=0)) / audio.codec_context.sample_rate
+    return codec, decoded, audio, audio_seconds
+
+
+def test_h264_writer_keeps_audio_and_frame_count(tmp_path):
+    pytest.importorskip("av")
+    source = tmp_path / "tone.mp4"
+    _write_video_with_tone(source, frames=50, seconds_audio=2.0)
+    _, source_frames, _, source_audio = _streams(source)
+    with VideoSource(source) as video:
+        writer = H264VideoWriter(tmp_path / "out.mp4", fps=video.fps, size=(video.width, video.height), audio_from=source)
+        for frame in video:
+            writer.write(255 - frame)
+        writer.close()
+    codec, frames, audio, seconds = _streams(tmp_path / "out.mp4")
+    assert codec == "h264"
+    assert frames == source_frames == 50
+    assert audio is not None
+    assert seconds == pytest.approx(source_audio, abs=0.05)
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_h264_writer_without_audio_pads_odd_sizes(tmp_path):
+    pytest.importorskip("av")
+    writer = H264VideoWriter(tmp_path / "odd.mp4", fps=10, size=(33, 21))
+    for _ in range(4):
+        writer.write(np.full((21, 33, 3), 128, np.uint8))
+    writer.close()
+    codec, frames, audio, _ = _streams(tmp_path / "odd.mp4")
+    assert (codec, frames, audio) == ("h264", 4, None)
+
+
+def test_rotated_phone_video_is_read_upright(tmp_path):
+    pytest.importorskip("av")
+    _write_video_with_tone(tmp_path / "phone.mp4", frames=3, seconds_audio=0.2, rotation=90)
+    with VideoSource(tmp_path / "phone.mp4") as video:
+        frame = next(iter(video))
+    assert (video.width, video.height) == (64, 96)
+    # stored: white stripe on the left; 90 degrees counter-clockwise display rotation puts it at the bottom
+    assert frame[-20:].mean() > 200 and frame[:60].mean() < 60

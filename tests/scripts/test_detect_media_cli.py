@@ -1,0 +1,156 @@
+"""`retinaface detect` on phone/browser media and with the face workflows, end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from retinaface.samples import demo_frames
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "scripts" / "detect.py"
+ASTRONAUT = REPO / "datasets" / "samples" / "astronaut.jpg"
+
+
+def run(*args, timeout=300):
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args), "--no-progress"], capture_output=True, text=True, timeout=timeout)
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def clip_with_tone(tmp_path_factory):
+    """24 frames of 640x360 demo video (three moving faces) with a 440 Hz tone, written with PyAV."""
+    av = pytest.importorskip("av")
+    path = tmp_path_factory.mktemp("clip") / "tone.mp4"
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=12)
+        video.width, video.height, video.pix_fmt = 640, 360, "yuv420p"
+        audio = out.add_stream("aac", rate=44100)
+        truth = []
+        for frame, boxes in demo_frames(num_frames=24, width=640, height=360):
+            out.mux(video.encode(av.VideoFrame.from_ndarray(frame, format="bgr24")))
+            truth.append(boxes)
+        out.mux(video.encode(None))
+        tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(88200) / 44100)).astype(np.float32)
+        for start in range(0, len(tone), 1024):
+            chunk = av.AudioFrame.from_ndarray(tone[None, start : start + 1024], format="fltp", layout="mono")
+            chunk.sample_rate, chunk.pts = 44100, start
+            out.mux(audio.encode(chunk))
+        out.mux(audio.encode(None))
+    return path, truth
+
+
+def _probe(path):
+    import av
+
+    with av.open(str(path)) as container:
+        codec = container.streams.video[0].codec_context.name
+        frames = [f.to_ndarray(format="bgr24") for f in container.decode(video=0)]
+    with av.open(str(path)) as container:
+        rate = container.streams.audio[0].codec_context.sample_rate if container.streams.audio else None
+        seconds = sum(f.samples for f in container.decode(audio=0)) / rate if rate else 0.0
+    return codec, frames, seconds
+
+
+def test_video_output_is_h264_with_the_audio(clip_with_tone, tmp_path):
+    path, _ = clip_with_tone
+    result = run(path, "-o", tmp_path / "out.mp4", "--track")
+    assert result.returncode == 0, result.stderr
+    codec, frames, seconds = _probe(tmp_path / "out.mp4")
+    _, source_frames, source_seconds = _probe(path)
+    assert codec == "h264" and len(frames) == len(source_frames) == 24
+    assert seconds == pytest.approx(source_seconds, abs=0.05)
+    records = read_jsonl(tmp_path / "out.jsonl")
+    assert len(records) == 24
+    # At 640x360 the smallest copy is too small to detect; the two others keep their track ids throughout.
+    assert all(sorted(f["track_id"] for f in r["faces"]) == [0, 1] for r in records)
+    assert all(r["faces"][0]["box"][0] < 300 < r["faces"][1]["box"][0] for r in records if r["faces"][0]["track_id"] == 0)
+
+
+def test_video_blur_keeps_the_largest_face_and_the_audio(clip_with_tone, tmp_path):
+    path, truth = clip_with_tone
+    result = run(path, "-o", tmp_path / "blurred.mp4", "--blur", "--keep-largest")
+    assert result.returncode == 0, result.stderr
+    _, frames, seconds = _probe(tmp_path / "blurred.mp4")
+    _, source_frames, _ = _probe(path)
+    assert seconds > 1.9
+    for frame, source, boxes in zip(frames, source_frames, truth):
+        energy = []
+        for x1, y1, x2, y2 in boxes:
+            x1, y1, x2, y2 = int(x1) + 2, int(y1) + 2, int(x2) - 2, int(y2) - 2
+            lap = lambda a: cv2.Laplacian(cv2.cvtColor(a[y1:y2, x1:x2], cv2.COLOR_BGR2GRAY), cv2.CV_64F).var()  # noqa: E731
+            energy.append(lap(frame) / lap(source))
+        largest = int(np.argmax([(b[2] - b[0]) * (b[3] - b[1]) for b in boxes]))
+        assert energy[largest] > 0.5  # kept (only re-encoding losses)
+        assert energy[1] < 0.2  # the mid-size copy; the smallest is below detection size at 640x360
+
+
+@pytest.mark.parametrize("suffix", [".gif", ".webp"])
+def test_animation_gives_one_record_per_frame(tmp_path, suffix):
+    source = cv2.cvtColor(cv2.imread(str(ASTRONAUT)), cv2.COLOR_BGR2RGB)
+    frames = [Image.fromarray(np.roll(source, 20 * i, axis=1)) for i in range(3)]
+    frames[0].save(tmp_path / f"anim{suffix}", save_all=True, append_images=frames[1:], duration=120, loop=0)
+    result = run(tmp_path / f"anim{suffix}", "-o", tmp_path / f"out{suffix}", "--json", tmp_path / "anim.jsonl")
+    assert result.returncode == 0, result.stderr
+    records = read_jsonl(tmp_path / "anim.jsonl")
+    assert [r["frame"] for r in records] == [0, 1, 2]
+    assert all(len(r["faces"]) == 1 for r in records)
+    xs = [r["faces"][0]["box"][0] for r in records]
+    assert xs[1] - xs[0] == pytest.approx(20, abs=3) and xs[2] - xs[1] == pytest.approx(20, abs=3)
+    with Image.open(tmp_path / f"out{suffix}") as written:
+        assert written.n_frames == 3
+
+
+def test_exif_rotated_phone_photo_gives_upright_boxes(tmp_path):
+    upright = Image.open(ASTRONAUT)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # the usual portrait phone photo: stored turned, viewers turn it clockwise
+    upright.rotate(90, expand=True).save(tmp_path / "phone.jpg", quality=95, exif=exif)
+    result = run(tmp_path / "phone.jpg", "-o", tmp_path / "phone_faces.jpg")
+    assert result.returncode == 0, result.stderr
+    (record,) = read_jsonl(tmp_path / "phone_faces.jsonl")
+    (face,) = record["faces"]
+    assert (record["width"], record["height"]) == (512, 512)
+    assert face["box"] == pytest.approx([178.1, 56.7, 273.2, 177.1], abs=3.0)  # where the upright photo has it
+    assert abs(face["roll"]) < 15
+
+
+def test_rotated_photo_with_rotations_and_crops(tmp_path):
+    turned = np.rot90(cv2.imread(str(ASTRONAUT)), 1)
+    cv2.imwrite(str(tmp_path / "turned.png"), np.ascontiguousarray(turned))
+    result = run(tmp_path / "turned.png", "--no-draw", "--json", tmp_path / "rot.jsonl", "--rotations", "--crops", tmp_path / "crops")
+    assert result.returncode == 0, result.stderr
+    (face,) = read_jsonl(tmp_path / "rot.jsonl")[0]["faces"]
+    assert face["roll"] == pytest.approx(-90, abs=15)
+    crop = cv2.imread(face["crop"]["path"])
+    assert crop.shape == (112, 112, 3)
+    transform = np.array(face["crop"]["transform"])
+    eyes = np.array(face["landmarks"][:2]) @ transform[:, :2].T + transform[:, 2]
+    assert abs(eyes[0, 1] - eyes[1, 1]) < 3 and eyes[0, 0] < eyes[1, 0]  # upright in the crop
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--scales", "0.5,x"], "comma-separated numbers"),
+        (["--scales", "0,1"], "--scales must be positive"),
+        (["--keep-largest"], "need --blur or --pixelate"),
+        (["--blur", "--pixelate"], "not allowed with"),
+        (["--anonymize-strength", "0", "--blur"], "is outside (0, 100]"),
+        (["--max-pixels", "nan"], "--max-pixels"),
+        (["--carry-frames", "-1", "--blur"], "--carry-frames"),
+    ],
+)
+def test_bad_workflow_options_are_one_sentence(args, message):
+    result = run(ASTRONAUT, *args)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
