@@ -453,3 +453,21 @@ def test_benchmark_stopped_by_sigterm_keeps_its_predictions_and_resumes(tmp_path
     assert sorted(p.name for p in (pred / "0--Parade").iterdir()) == ["0_a.txt"] and leftovers(tmp_path) == []
     again = predict_wider(lambda image: [], tmp_path / "WIDER_val", gt, pred, progress=False)
     assert (again.reused, again.written, again.interrupted) == (1, 1, False)
+
+
+def test_prediction_folder_of_another_detector_is_not_reused(tmp_path):
+    from retinaface.io import InputError
+    from retinaface.wider_benchmark import claim_prediction_folder
+
+    pred = tmp_path / "pred"
+    claim_prediction_folder(pred, {"weights": "a", "flip": False}, overwrite=False)
+    (pred / "0--Parade").mkdir()
+    (pred / "0--Parade" / "0_a.txt").write_text("0_a\n0\n")
+    claim_prediction_folder(pred, {"weights": "a", "flip": False}, overwrite=False)  # the same run resumes
+    with pytest.raises(InputError, match="holds predictions made with other settings"):
+        claim_prediction_folder(pred, {"weights": "a", "flip": True}, overwrite=False)
+    claim_prediction_folder(pred, {"weights": "a", "flip": True}, overwrite=True)  # redoes everything
+    assert json.loads((pred / "settings.json").read_text()) == {"weights": "a", "flip": True}
+    (pred / "settings.json").unlink()
+    with pytest.raises(InputError, match="unknown origin"):
+        claim_prediction_folder(pred, {"weights": "a"}, overwrite=False)
