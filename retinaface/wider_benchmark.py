@@ -32,6 +32,35 @@ class PredictionRun:
         return {"images_timed": len(self.milliseconds), "ms_mean": float(times.mean()), "ms_median": float(np.median(times))}
 
 
+SETTINGS_FILE = "settings.json"
+
+
+def claim_prediction_folder(pred_dir: str | os.PathLike, settings: dict, *, overwrite: bool) -> None:
+    """Record the detector ``settings`` in ``<pred_dir>/settings.json``, or ``InputError`` if the folder holds
+    predictions made with other settings: reusing them (resume) would silently mix two detectors' results.
+    ``overwrite`` redoes every image, so the folder is then simply taken over."""
+    import json
+
+    pred_dir = Path(pred_dir)
+    path = pred_dir / SETTINGS_FILE
+    if not overwrite and path.is_file():
+        try:
+            stored = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError):
+            stored = None
+        if stored != settings:
+            raise InputError(
+                f"--predictions {pred_dir} holds predictions made with other settings ({path}); "
+                "choose another folder, or --overwrite to redo them all"
+            )
+    elif not overwrite and any(pred_dir.glob("*/*.txt")):
+        raise InputError(
+            f"--predictions {pred_dir} holds predictions of unknown origin (no {SETTINGS_FILE}); "
+            "choose another folder, or --overwrite to redo them all"
+        )
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(settings, indent=2) + "\n"))
+
+
 def find_image(images_root: Path, event: str, name: str) -> Path | None:
     for suffix in (".jpg", ".jpeg", ".png"):
         path = images_root / event / f"{name}{suffix}"

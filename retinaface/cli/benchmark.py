@@ -7,7 +7,8 @@ Run our detector over WIDER_val/images/<event>/*.jpg, write predictions, score t
   python scripts/benchmark.py --wider-root WIDER_val --gt-dir wider_face_split/ [--scale mxnet --flip]
 
 --gt-dir holds wider_face_val.mat and wider_{easy,medium,hard}_val.mat from the official eval tools.
-Prediction runs are resumable: images whose prediction file exists are skipped (--overwrite redoes them).
+Prediction runs are resumable: images whose prediction file exists are skipped (--overwrite redoes them);
+the folder's settings.json records the detector settings, and a folder made with other settings is refused.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def _benchmark(args, interruption) -> int:
     from retinaface.guards import locked_outputs, refuse_overwriting_inputs
     from retinaface.io import OutputError, atomic_write, check_writable
     from retinaface.tta import TestTimeAugmentation
-    from retinaface.wider_benchmark import plot_pr_curves, predict_wider
+    from retinaface.wider_benchmark import claim_prediction_folder, plot_pr_curves, predict_wider
     from retinaface.wider_eval import SETTINGS, WiderFormatError, evaluate_folder, load_ground_truth
 
     report: dict = {}
@@ -94,6 +95,11 @@ def _benchmark(args, interruption) -> int:
                 detector = Detector.from_pretrained(
                     args.weights, device=args.device, score_threshold=args.score_threshold, nms_threshold=args.nms_threshold
                 )
+                claim_prediction_folder(args.predictions, {
+                    "weights": str(Path(args.weights).resolve()) if Path(args.weights).is_file() else args.weights,
+                    "scale": args.scale, "scales": list(args.scales), "flip": args.flip,
+                    "score_threshold": args.score_threshold, "nms_threshold": args.nms_threshold,
+                }, overwrite=args.overwrite)
                 tta = TestTimeAugmentation(detector, scale_mode=args.scale, scale_factors=args.scales, flip=args.flip)
                 run = predict_wider(tta, args.wider_root, gt, args.predictions, overwrite=args.overwrite, progress=not args.no_progress)
                 speed = run.speed_summary()

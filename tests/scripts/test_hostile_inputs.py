@@ -374,22 +374,28 @@ def test_benchmark_checks_outputs_before_scoring_and_warns_on_nan_scores(tmp_pat
 
 # --- wrong results without a word --------------------------------------------------------------------------
 
-def test_mid_stream_size_change_reports_each_frames_own_size(tmp_path, clip, monkeypatch, detector):
+def test_mid_stream_size_change_reports_each_frames_own_size(tmp_path, monkeypatch, detector):
     from retinaface import pipeline, run_detect
     from retinaface.io import count_video_frames
+
+    clip = tmp_path / "clip.mp4"
+    writer = AtomicVideoWriter(clip, fps=10.0, size=(160, 120))
+    for frame, _ in demo_frames(num_frames=10, width=160, height=120):
+        writer.write(frame)
+    writer.close()
 
     class SizeChangingVideo(pipeline.VideoSource):
         def __iter__(self):
             for index, frame in enumerate(super().__iter__()):
-                yield frame if index < 5 else cv2.resize(frame, (160, 120))
+                yield frame if index < 4 else cv2.resize(frame, (80, 60))
 
     monkeypatch.setattr(pipeline, "VideoSource", SizeChangingVideo)
     out, records = tmp_path / "o.mp4", tmp_path / "o.jsonl"
     summary = run_detect(detector, str(clip), output=out, json_path=records, progress=False)
     sizes = [(r["width"], r["height"]) for r in map(json.loads, records.read_text().splitlines())]
-    assert sizes == [(320, 240)] * 5 + [(160, 120)] * 35
-    assert count_video_frames(out) == 40  # none dropped by the encoder
-    assert len(summary.warnings) == 1 and "35 frames differ in size from the first (320x240)" in summary.warnings[0]
+    assert sizes == [(160, 120)] * 4 + [(80, 60)] * 6
+    assert count_video_frames(out) == 10  # none dropped by the encoder
+    assert len(summary.warnings) == 1 and "6 frames differ in size from the first (160x120)" in summary.warnings[0]
 
 
 def test_truncated_video_says_how_many_frames_were_decoded(tmp_path, detector):
@@ -453,3 +459,21 @@ def test_benchmark_stopped_by_sigterm_keeps_its_predictions_and_resumes(tmp_path
     assert sorted(p.name for p in (pred / "0--Parade").iterdir()) == ["0_a.txt"] and leftovers(tmp_path) == []
     again = predict_wider(lambda image: [], tmp_path / "WIDER_val", gt, pred, progress=False)
     assert (again.reused, again.written, again.interrupted) == (1, 1, False)
+
+
+def test_prediction_folder_of_another_detector_is_not_reused(tmp_path):
+    from retinaface.io import InputError
+    from retinaface.wider_benchmark import claim_prediction_folder
+
+    pred = tmp_path / "pred"
+    claim_prediction_folder(pred, {"weights": "a", "flip": False}, overwrite=False)
+    (pred / "0--Parade").mkdir()
+    (pred / "0--Parade" / "0_a.txt").write_text("0_a\n0\n")
+    claim_prediction_folder(pred, {"weights": "a", "flip": False}, overwrite=False)  # the same run resumes
+    with pytest.raises(InputError, match="holds predictions made with other settings"):
+        claim_prediction_folder(pred, {"weights": "a", "flip": True}, overwrite=False)
+    claim_prediction_folder(pred, {"weights": "a", "flip": True}, overwrite=True)  # redoes everything
+    assert json.loads((pred / "settings.json").read_text()) == {"weights": "a", "flip": True}
+    (pred / "settings.json").unlink()
+    with pytest.raises(InputError, match="unknown origin"):
+        claim_prediction_folder(pred, {"weights": "a"}, overwrite=False)
