@@ -107,28 +107,41 @@ class ResumableJsonLines:
     ``<json>.parts/rank<r>.jsonl`` holds the records process ``r`` wrote, one flushed line per input. Records
     are keyed by their ``key`` field (the input's path). A record already in the final file or in any part
     file counts as done, so a rerun, with any number of processes, redoes only what is missing.
+    ``resume=False`` (a fresh run) ignores the records of an earlier final file.
     """
 
-    def __init__(self, path: str | os.PathLike, shard: Shard, *, key: str = "source") -> None:
+    def __init__(self, path: str | os.PathLike, shard: Shard, *, key: str = "source", resume: bool = True) -> None:
         self.path = Path(path)
+        self.resume = resume
         self.shard = shard
         self.key = key
         self.parts_dir = self.path.with_name(self.path.name + ".parts")
         self._handle = None
 
     def _earlier_records(self) -> list[dict[str, Any]]:
-        files = ([self.path] if self.path.is_file() else []) + sorted(self.parts_dir.glob("rank*.jsonl"))
+        earlier_final = [self.path] if self.resume and self.path.is_file() else []  # a fresh run replaces it
+        files = earlier_final + sorted(self.parts_dir.glob("rank*.jsonl"))
         return [record for file in files for record in _read_records(file)]
 
     def done(self) -> set[str]:
         """Keys of the inputs whose records were written by this or an earlier run."""
         return {str(record[self.key]) for record in self._earlier_records() if self.key in record}
 
+    def clear_parts(self) -> None:
+        """Remove the part files of an earlier run (a fresh, not resumed, run starts from nothing)."""
+        for part in self.parts_dir.glob("rank*.jsonl"):
+            part.unlink()
+
     def write(self, record: dict[str, Any]) -> None:
         """Append one record to this process's part file, flushed so that an interruption keeps it."""
         if self._handle is None:
             self.parts_dir.mkdir(parents=True, exist_ok=True)
-            self._handle = open(self.parts_dir / f"rank{self.shard.rank}.jsonl", "a", encoding="utf-8")
+            part = self.parts_dir / f"rank{self.shard.rank}.jsonl"
+            if part.is_file():  # drop a last line cut short by an interruption before appending after it
+                data = part.read_bytes()
+                with open(part, "r+b") as handle:
+                    handle.truncate(data.rfind(b"\n") + 1)
+            self._handle = open(part, "a", encoding="utf-8")
         self._handle.write(json.dumps(record) + "\n")
         self._handle.flush()
 

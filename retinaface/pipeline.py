@@ -32,7 +32,9 @@ from .io import (
     read_image,
     write_image,
 )
+from .distributed import ResumableJsonLines, Shard, wait_for_all
 from .media import is_animated, open_video_writer
+from .prefetch import in_size_groups, prefetch_images
 from .workflow import FaceWorkflow
 
 T = TypeVar("T")
@@ -153,6 +155,9 @@ def run_detect(
     progress: bool = True,
     protected: Iterable[str | Path] = (),
     workflow: FaceWorkflow | None = None,
+    decode_workers: int = 2,
+    resume: bool = False,
+    shard: Shard | None = None,
 ) -> DetectSummary:
     """Detect faces in ``source`` and write the annotated copy (unless ``draw`` is false) and JSON Lines.
 
@@ -167,13 +172,23 @@ def run_detect(
     Outputs appear under their final names only when complete. Ctrl+C on a video or folder stops
     early but still closes both outputs with the frames done so far (``summary.interrupted``).
 
+    Folders: ``decode_workers`` threads decode images ahead of the network (0: one after the other) and
+    batches hold images of similar sizes. ``resume`` keeps the records of an earlier, interrupted run of the
+    same folder and command (``<json>.parts/``) and detects only the images still missing. ``shard`` (from
+    :func:`retinaface.distributed.current_shard` under ``torchrun``) makes this process detect its share
+    of the images; rank 0 then merges every process's records in folder order, so the JSON Lines equal a
+    single-process run's.
+
     Before any work: ``InputError`` if an output is an input (or one of the ``protected`` files, e.g. the
     weights) or another run holds a lock on an output. A failed write raises :class:`OutputError` and
     keeps the previous files.
     """
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, got {batch_size}")
+    shard = shard or Shard()
     kind = classify_source(source)
+    if shard.distributed and kind != "folder":
+        raise InputError("several processes (torchrun) split a folder of images; give a folder as the input")
     out_path = Path(output) if output is not None else default_output(source, kind)
     json_out = Path(json_path) if json_path is not None else default_json(out_path, kind)
     summary = DetectSummary(kind=kind, output=out_path if draw else None, json_path=json_out)
@@ -193,7 +208,8 @@ def run_detect(
             cleanup.callback(inputs.close)
         _refuse_overwriting(kind, source, inputs, out_path if draw else None, json_out, protected)
         _check_outputs(kind, out_path if draw else None, json_out)
-        cleanup.enter_context(locked_outputs(out_path if draw else None, json_out))
+        if shard.is_main:  # one lock per run: the other processes of a torchrun run write only their own files
+            cleanup.enter_context(locked_outputs(out_path if draw else None, json_out))
 
         start = time.perf_counter()
         if kind == "image":
@@ -215,7 +231,8 @@ def run_detect(
         elif kind == "animation":
             _run_animation(detector, workflow, source, inputs, out_path, json_out, draw, batch_size, include_mesh, summary)
         elif kind == "folder":
-            _run_folder(detector, inputs, Path(source), out_path, json_out, draw, batch_size, include_mesh, progress, summary, workflow)
+            folder_run = FolderRun(decode_workers=decode_workers, resume=resume, shard=shard)
+            _run_folder(detector, inputs, Path(source), out_path, json_out, draw, batch_size, include_mesh, progress, summary, workflow, folder_run)
         else:
             audio = None if kind == "camera" else source
             _run_video(detector, inputs, out_path, json_out, draw, batch_size, include_mesh, progress, summary, workflow, audio)
@@ -292,22 +309,62 @@ def _run_animation(detector, workflow, source, frames, out_path, json_out, draw,
     records.publish()
 
 
-def _run_folder(detector, paths, folder, out_dir, json_out, draw, batch_size, include_mesh, progress, summary, workflow=None) -> None:
+@dataclass(frozen=True)
+class FolderRun:
+    """How a folder is worked through: decoding threads, resuming, and this process's share (torchrun)."""
+
+    decode_workers: int = 2
+    resume: bool = False
+    shard: Shard = field(default_factory=Shard)
+
+
+def _read_or_error(path: Path) -> np.ndarray | InputError:
+    try:
+        return read_image(path)
+    except InputError as exc:
+        return exc
+
+
+def _run_folder(detector, paths, folder, out_dir, json_out, draw, batch_size, include_mesh, progress, summary, workflow=None,
+                run: FolderRun = FolderRun()) -> None:
     """Unreadable files are skipped and counted; an image whose annotated copy cannot be encoded keeps its
     JSON record. A failed write (disk full) stops the run and keeps the previous JSON."""
-    records = AtomicJsonLines(json_out)
-    bar = tqdm(total=len(paths), unit="img", disable=not progress, desc="detect", file=sys.stderr)
+    parts = run.resume or run.shard.distributed
+    records: AtomicJsonLines | ResumableJsonLines
+    if parts:
+        records = ResumableJsonLines(json_out, run.shard, resume=run.resume)
+        if not run.resume and run.shard.is_main:
+            records.clear_parts()
+        wait_for_all(run.shard)
+        done = records.done() if run.resume else set()
+        todo = [path for path in run.shard.select(paths) if str(path) not in done]
+    else:
+        records = AtomicJsonLines(json_out)
+        todo = list(paths)
+    bar = tqdm(total=len(todo), unit="img", disable=not progress or not run.shard.is_main, desc="detect", file=sys.stderr)
+    if run.decode_workers > 0:
+        stream = prefetch_images(todo, read_image, workers=run.decode_workers, ahead=max(8, 2 * batch_size))
+    else:
+        stream = ((path, _read_or_error(path)) for path in todo)
+    # Batches are formed inside windows of a few batches, from images of similar sizes (less padding).
+    window_size = batch_size * 4 if batch_size > 1 else 1
     try:
-        for batch_paths in _batches(paths, batch_size):
+        for window in _batches(stream, window_size):
             loaded = []
-            for path in batch_paths:
-                try:
-                    loaded.append((path, read_image(path)))
-                except InputError as exc:
-                    summary.skipped.append(str(exc))
-                    tqdm.write(f"warning: skipped {exc}", file=sys.stderr)
-            loaded, faces_per_image = _detect_each(detector, loaded, summary)
-            for (path, image), faces in zip(loaded, faces_per_image):
+            for path, image in window:
+                if isinstance(image, InputError):
+                    summary.skipped.append(str(image))
+                    tqdm.write(f"warning: skipped {image}", file=sys.stderr)
+                else:
+                    loaded.append((path, image))
+            found: dict[Path, list[Face]] = {}
+            for group in in_size_groups([image for _, image in loaded], batch_size):
+                kept, faces_per_image = _detect_each(detector, [loaded[i] for i in group], summary)
+                found.update((path, faces) for (path, _), faces in zip(kept, faces_per_image))
+            for path, image in loaded:
+                if path not in found:
+                    continue
+                faces = found[path]
                 if workflow is not None:
                     workflow.begin(sequence=False)
                 picture, record = _finish_frame(detector, workflow, str(path), 0, image, faces, include_mesh, draw)
@@ -322,14 +379,18 @@ def _run_folder(detector, paths, folder, out_dir, json_out, draw, batch_size, in
                 records.write(record)
                 summary.frames += 1
                 summary.faces += len(faces)
-            bar.update(len(batch_paths))
+            bar.update(len(window))
     except KeyboardInterrupt:
         summary.interrupted = True
     except BaseException:
-        records.discard()
+        if not parts:
+            records.discard()  # part files are kept on purpose: a rerun with resume continues from them
         raise
     finally:
         bar.close()
+    if parts:
+        _finish_parts(records, paths, folder, run, summary)
+        return
     if summary.frames == 0 and not summary.interrupted:
         records.discard()
         raise InputError(f"none of the {len(paths)} images in {folder} could be read")
@@ -338,6 +399,24 @@ def _run_folder(detector, paths, folder, out_dir, json_out, draw, batch_size, in
         summary.json_path = summary.output = None
         return
     records.close()
+
+
+def _finish_parts(records: ResumableJsonLines, paths, folder, run: FolderRun, summary: DetectSummary) -> None:
+    """Interrupted: keep the part files for a resume. Otherwise rank 0 merges every process's part files in
+    folder order once all processes are done; the others report what they did."""
+    records.close_part()
+    if summary.interrupted:
+        summary.json_path = None
+        summary.warnings.append(f"records kept in {records.parts_dir}; rerun the same command with --resume to continue")
+        return
+    wait_for_all(run.shard)
+    if not run.shard.is_main:
+        summary.json_path = None
+        return
+    merged = records.merge(str(path) for path in paths)
+    if merged == 0:
+        summary.json_path = None
+        raise InputError(f"none of the {len(paths)} images in {folder} could be read")
 
 
 def _detect_each(detector, loaded: list, summary: DetectSummary) -> tuple[list, list]:

@@ -59,6 +59,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     faces.add_argument("--keep-largest", action="store_true", help="leave the largest face in each frame unanonymised")
     faces.add_argument("--keep-track-ids", type=_ints, default=(), help="leave these track ids unanonymised, e.g. 0,3 (see track_id in a first run's JSON)")
     faces.add_argument("--carry-frames", type=common.int_at_least(0, 10_000), default=2, help="keep covering a tracked face missed for up to this many frames (default: %(default)s)")
+    folders = parser.add_argument_group("folders (several processes: torchrun --nproc_per_node=N scripts/detect.py FOLDER ...)")
+    folders.add_argument("--decode-workers", type=common.int_at_least(0, 64), default=2, help="threads decoding images ahead of the network; 0 = one after the other (default: %(default)s)")
+    folders.add_argument("--resume", action="store_true", help="continue an interrupted folder run: keep its records (<json>.parts/) and detect only the missing images")
     parser.add_argument("--no-draw", action="store_true", help="write only the JSON Lines file")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
@@ -93,15 +96,19 @@ def _detect(args: argparse.Namespace, interruption) -> int:
     from retinaface import Detector, InputError, WeightsError, run_detect
     from retinaface.io import OutputError
     from retinaface.pipeline import VIDEO_MAX_SIZE, classify_source
+    from retinaface.distributed import current_shard, end_process_group, shard_device, start_process_group
     from retinaface.views import MultiViewDetector
     from retinaface.workflow import FaceWorkflow, WorkflowConfig
 
     try:
+        shard = current_shard()
+        device = shard_device(shard, args.device)
+        start_process_group(shard, device)
         max_size = args.max_size
         if max_size is None:
             max_size = VIDEO_MAX_SIZE if classify_source(args.input) in ("video", "camera") else 0
         detector = Detector.from_pretrained(
-            args.weights, device=args.device, score_threshold=args.score_threshold,
+            args.weights, device=device, score_threshold=args.score_threshold,
             nms_threshold=args.nms_threshold, max_size=max_size or None, backend=args.backend, mesh=args.mesh,
         )
         views = MultiViewDetector(
@@ -118,7 +125,9 @@ def _detect(args: argparse.Namespace, interruption) -> int:
             views, args.input, output=args.output, json_path=args.json, draw=not args.no_draw,
             batch_size=args.batch_size, include_mesh=args.mesh, progress=not args.no_progress, workflow=workflow,
             protected=[args.weights] if Path(args.weights).is_file() else [],
+            decode_workers=args.decode_workers, resume=args.resume, shard=shard,
         )
+        end_process_group(shard)
     except OutputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -140,8 +149,9 @@ def _detect(args: argparse.Namespace, interruption) -> int:
 
     unit = "frames" if summary.kind in ("video", "camera", "animation") else "images"
     written = ", ".join(str(p) for p in (summary.output, summary.json_path) if p is not None) or "nothing"
+    rank = f"rank {shard.rank}: " if shard.distributed else ""
     print(
-        f"{summary.faces} faces in {summary.frames} {unit} ({summary.frames_per_second:.1f} {unit}/s on "
+        f"{rank}{summary.faces} faces in {summary.frames} {unit} ({summary.frames_per_second:.1f} {unit}/s on "
         f"{detector.device}); wrote {written}"
     )
     for warning in summary.warnings:
