@@ -13,6 +13,7 @@ from .config import InferenceConfig
 from .io import as_bgr_uint8
 from .model import RetinaFace
 from .onnx_backend import OnnxRetinaFace, export_onnx
+from .pose import HeadPose, estimate_poses
 from .weights import WeightsError, load_model, resolve_weights
 
 
@@ -29,6 +30,11 @@ class Face:
       RGB in [0, 1]) when the detector was created with ``mesh=True``, else ``None``
     - ``mesh_model_vertices``: ``ndarray[468, 3]`` the same mesh in the face model's own frame (before the
       camera), kept so that drawing can render it without decoding it again; ``None`` without ``mesh=True``
+    - ``pose``: :class:`~retinaface.pose.HeadPose` (yaw, pitch, roll in degrees; conventions in
+      :mod:`retinaface.pose`) from the five landmarks, for every face; ``None`` when the face is too small
+      or its landmarks are degenerate, with the reason in ``pose_reason``
+    - ``track_id``: the face's track across video frames (:class:`~retinaface.tracking.IouTracker`), ``None``
+      for single images
     """
 
     box: np.ndarray
@@ -38,15 +44,25 @@ class Face:
     mesh_vertices: np.ndarray | None = None
     mesh_colours: np.ndarray | None = None
     mesh_model_vertices: np.ndarray | None = None
+    pose: HeadPose | None = None
+    pose_reason: str | None = None
+    track_id: int | None = None
 
     def to_dict(self, *, include_mesh: bool = False, decimals: int = 2) -> dict[str, Any]:
-        """JSON-friendly dict: ``{"box": [x1, y1, x2, y2], "score", "landmarks": [[x, y] x 5]}``; with
-        ``include_mesh`` also ``mesh_coefficients`` and, if decoded, ``mesh_vertices`` ``[[x, y, depth] x 468]``."""
+        """JSON-friendly dict: ``{"box": [x1, y1, x2, y2], "score", "landmarks": [[x, y] x 5],
+        "pose": {"yaw", "pitch", "roll"} or null}``, plus ``"pose_reason"`` when the pose is null and
+        ``"track_id"`` in videos; with ``include_mesh`` also ``mesh_coefficients`` and, if decoded,
+        ``mesh_vertices`` ``[[x, y, depth] x 468]`` (image pixels, the template's vertex order)."""
         record: dict[str, Any] = {
             "box": [round(float(v), decimals) for v in self.box],
             "score": round(float(self.score), 5),
             "landmarks": [[round(float(x), decimals), round(float(y), decimals)] for x, y in self.landmarks],
+            "pose": None if self.pose is None else self.pose.to_dict(),
         }
+        if self.pose is None and self.pose_reason is not None:
+            record["pose_reason"] = self.pose_reason
+        if self.track_id is not None:
+            record["track_id"] = int(self.track_id)
         if include_mesh:
             record["mesh_coefficients"] = [round(float(v), 5) for v in self.mesh_coefficients]
             if self.mesh_vertices is not None:
@@ -164,16 +180,18 @@ class Detector:
         with torch.inference_mode():
             detections = self.model(tensors)
             results = []
-            for det in detections:
+            for image, det in zip(images, detections):
                 vertices = colours = model_vertices = None
                 if self.decode_mesh and len(det["boxes"]):
                     placed, decoded = self.model.mesh_branch.image_vertices(det["mesh_coefficients"], det["boxes"])
                     vertices, colours, model_vertices = (t.cpu().numpy() for t in (placed, decoded.colours, decoded.vertices))
                 boxes, scores = det["boxes"].cpu().numpy(), det["scores"].cpu().numpy()
                 landmarks, mesh = det["landmarks"].cpu().numpy(), det["mesh_coefficients"].cpu().numpy()
+                poses, reasons = estimate_poses(landmarks, boxes, image.shape[1], image.shape[0])
                 results.append([
                     Face(boxes[i], float(scores[i]), landmarks[i], mesh[i],
-                         *(None if per_face is None else per_face[i] for per_face in (vertices, colours, model_vertices)))
+                         *(None if per_face is None else per_face[i] for per_face in (vertices, colours, model_vertices)),
+                         pose=poses[i], pose_reason=reasons[i])
                     for i in range(len(scores))
                 ])
         return results
