@@ -90,7 +90,7 @@ def pose_error(pose: HeadPose, reference_points: np.ndarray, template_vertices: 
     ref = reference_rotation(reference_points, template_vertices)
     ref_angles = euler_from_rotation(ref)
     ours = np.array([pose.yaw, pose.pitch, pose.roll])
-    return PoseError(rotation_angle(pose.rotation, ref), float(np.abs(ours - ref_angles).mean()),
+    return PoseError(rotation_angle(pose.relative_rotation, ref), float(np.abs(ours - ref_angles).mean()),
                      tuple(float(a) for a in ref_angles))
 
 

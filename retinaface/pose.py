@@ -47,8 +47,9 @@ class HeadPose:
     - ``yaw``, ``pitch``, ``roll``: degrees (conventions in the module docstring)
     - ``rotation``: ``ndarray[3, 3]`` OpenCV camera-from-object rotation (object frame = template model
       frame with y and z flipped), ``translation``: ``ndarray[3]`` in template units (the template's
-      x-y extent is [-1, 1]) — together what ``cv2.projectPoints`` needs with :func:`camera_matrix`
-    - ``camera``: ``ndarray[3, 3]`` the intrinsics PnP used (principal point at the face's box centre)
+      x-y extent is [-1, 1]) — together what ``cv2.projectPoints`` needs with ``camera``; the angles describe
+      :attr:`relative_rotation`, this rotation with the line of sight to the face taken out
+    - ``camera``: ``ndarray[3, 3]`` the intrinsics PnP used (:func:`camera_matrix`)
     - ``reprojection_error``: mean landmark reprojection error as a fraction of the box size
     """
 
@@ -59,6 +60,11 @@ class HeadPose:
     translation: np.ndarray
     camera: np.ndarray
     reprojection_error: float
+
+    @property
+    def relative_rotation(self) -> np.ndarray:
+        """``ndarray[3, 3]``: :attr:`rotation` with the line of sight taken out (what the angles describe)."""
+        return line_of_sight(self.translation).T @ self.rotation
 
     def to_dict(self, decimals: int = 1) -> dict[str, float]:
         """``{"yaw", "pitch", "roll"}`` in degrees."""
@@ -78,6 +84,18 @@ def camera_matrix(width: int, height: int, centre: tuple[float, float] | None = 
     focal = float(max(width, height))
     cx, cy = (width / 2.0, height / 2.0) if centre is None else centre
     return np.array([[focal, 0.0, cx], [0.0, focal, cy], [0.0, 0.0, 1.0]])
+
+
+def line_of_sight(direction: np.ndarray) -> np.ndarray:
+    """The smallest rotation ``ndarray[3, 3]`` turning the optical axis (0, 0, 1) onto ``direction`` ``ndarray[3]``
+    (camera frame): how a camera would turn to look straight at a point in that direction."""
+    d = np.asarray(direction, dtype=np.float64)
+    d = d / np.linalg.norm(d)
+    axis = np.cross([0.0, 0.0, 1.0], d)
+    sine = np.linalg.norm(axis)
+    if sine < 1e-12:
+        return np.eye(3)
+    return cv2.Rodrigues(axis / sine * math.atan2(sine, d[2]))[0]
 
 
 def euler_from_rotation(rotation: np.ndarray) -> np.ndarray:
@@ -129,7 +147,7 @@ def estimate_pose(landmarks: np.ndarray, box: np.ndarray, width: int, height: in
     if (reason := _degenerate(points)) is not None:
         return None, reason
     obj = template_landmarks() @ _FLIP
-    K = camera_matrix(width, height, ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2))
+    K = camera_matrix(width, height)
     # Two starts: SQPnP (a global solver valid from 3 points) and a frontal guess at the box's distance
     # (template width 2 -> box width); Levenberg-Marquardt polishes both and the better one facing the
     # camera wins.
@@ -138,14 +156,16 @@ def estimate_pose(landmarks: np.ndarray, box: np.ndarray, width: int, height: in
     if ok and np.isfinite(rvec).all() and np.isfinite(tvec).all():
         starts.append((rvec, tvec))
     distance = K[0, 0] * 2.0 / max(box[2] - box[0], 1.0)
-    starts.append((np.zeros((3, 1)), np.array([[0.0], [0.0], [distance]])))
+    centre = ((box[0] + box[2]) / 2 - K[0, 2]) / K[0, 0], ((box[1] + box[3]) / 2 - K[1, 2]) / K[1, 1]
+    frontal = line_of_sight(np.array([centre[0], centre[1], 1.0]))
+    starts.append((cv2.Rodrigues(frontal)[0], np.array([[centre[0]], [centre[1]], [1.0]]) * distance))
     best = None
     for rvec, tvec in starts:
         rvec, tvec = cv2.solvePnPRefineLM(obj, points, K, None, rvec.copy(), tvec.copy())
         if not (np.isfinite(rvec).all() and np.isfinite(tvec).all()) or tvec[2, 0] <= 0:
             continue
         rotation = cv2.Rodrigues(rvec)[0]
-        if rotation[2, 2] <= 0:  # the face's own z axis points away from the camera
+        if (line_of_sight(tvec[:, 0]).T @ rotation)[2, 2] <= 0:  # the face points away from the camera
             continue
         projected, _ = cv2.projectPoints(obj, rvec, tvec, K, None)
         error = float(np.linalg.norm(projected[:, 0] - points, axis=1).mean() / size)
@@ -156,7 +176,8 @@ def estimate_pose(landmarks: np.ndarray, box: np.ndarray, width: int, height: in
     error, rotation, tvec = best
     if error > MAX_REPROJECTION_ERROR:
         return None, f"landmarks do not fit a rigid face (reprojection error {error:.2f} of the face size)"
-    yaw, pitch, roll = (float(a) for a in euler_from_rotation(rotation))
+    pose = HeadPose(0.0, 0.0, 0.0, rotation, tvec[:, 0].copy(), K, error)
+    yaw, pitch, roll = (float(a) for a in euler_from_rotation(pose.relative_rotation))
     return HeadPose(yaw, pitch, roll, rotation, tvec[:, 0].copy(), K, error), None
 
 
