@@ -14,6 +14,7 @@ from .io import as_bgr_uint8
 from .model import RetinaFace
 from .onnx_backend import OnnxRetinaFace, export_onnx
 from .pose import HeadPose, estimate_poses
+from .tracking import IouTracker
 from .weights import WeightsError, load_model, resolve_weights
 
 
@@ -172,8 +173,12 @@ class Detector:
             return self.detect_batch([images])[0]
         return self.detect_batch(list(images))
 
-    def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
-        """Detect faces in each image (any sizes, batched through the network together)."""
+    def detect_batch(self, images: Sequence[np.ndarray], *, tracker: IouTracker | None = None) -> list[list[Face]]:
+        """Detect faces in each image (any sizes, batched through the network together).
+
+        With a ``tracker``, ``images`` are consecutive video frames: each face gets a ``track_id``, and the mesh
+        path receives the same face's result from the previous frame (kept in ``tracker.state``) to start from.
+        """
         if not images:
             return []
         tensors = [torch.from_numpy(as_bgr_uint8(im)).to(self.device).permute(2, 0, 1) for im in images]
@@ -181,17 +186,29 @@ class Detector:
             detections = self.model(tensors)
             results = []
             for image, det in zip(images, detections):
+                boxes, scores = det["boxes"].cpu().numpy(), det["scores"].cpu().numpy()
+                track_ids = tracker.update(boxes) if tracker is not None else None
+                previous = [tracker.state.get(int(t)) for t in track_ids] if tracker is not None else [None] * len(boxes)
                 vertices = colours = model_vertices = None
                 if self.decode_mesh and len(det["boxes"]):
-                    placed, decoded = self.model.mesh_branch.image_vertices(det["mesh_coefficients"], det["boxes"])
-                    vertices, colours, model_vertices = (t.cpu().numpy() for t in (placed, decoded.colours, decoded.vertices))
-                boxes, scores = det["boxes"].cpu().numpy(), det["scores"].cpu().numpy()
+                    vertices, colours, model_vertices = self._meshes(image, det, previous)
                 landmarks, mesh = det["landmarks"].cpu().numpy(), det["mesh_coefficients"].cpu().numpy()
                 poses, reasons = estimate_poses(landmarks, boxes, image.shape[1], image.shape[0])
-                results.append([
+                faces = [
                     Face(boxes[i], float(scores[i]), landmarks[i], mesh[i],
                          *(None if per_face is None else per_face[i] for per_face in (vertices, colours, model_vertices)),
-                         pose=poses[i], pose_reason=reasons[i])
+                         pose=poses[i], pose_reason=reasons[i],
+                         track_id=None if track_ids is None else int(track_ids[i]))
                     for i in range(len(scores))
-                ])
+                ]
+                if tracker is not None:
+                    tracker.state.update((face.track_id, face) for face in faces)
+                results.append(faces)
         return results
+
+    def _meshes(self, image: np.ndarray, det: dict, previous: Sequence[Face | None]) -> tuple[np.ndarray, ...]:
+        """Meshes of one image's detections: vertices in image pixels, colours and model-space vertices,
+        each ``ndarray[K, 468, 3]``. ``previous``: the same faces in the previous video frame (``None`` for new
+        faces and single images), the hook for warm-starting fits."""
+        placed, decoded = self.model.mesh_branch.image_vertices(det["mesh_coefficients"], det["boxes"])
+        return tuple(t.cpu().numpy() for t in (placed, decoded.colours, decoded.vertices))

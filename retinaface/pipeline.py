@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from .detector import Detector, Face
 from .drawing import draw_faces
+from .tracking import IouTracker
 from .io import (
     IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,
@@ -259,6 +260,7 @@ def _run_video(detector, video, out_path, json_out, draw, batch_size, include_me
     detected: queue.Queue = queue.Queue(maxsize=_QUEUE_BATCHES)
     stop = threading.Event()
     end = object()
+    tracker = IouTracker()  # track ids in the JSON; per-track warm starts for the mesh path
 
     def read() -> None:
         try:
@@ -285,7 +287,7 @@ def _run_video(detector, video, out_path, json_out, draw, batch_size, include_me
     failure: BaseException | None = None
     try:
         while (frames := decoded.get()) is not end:
-            if not _put(detected, (frames, detector.detect_batch(frames)), consumer=output):
+            if not _put(detected, (frames, detector.detect_batch(frames, tracker=tracker)), consumer=output):
                 break  # the writer failed; its error is raised below
     except KeyboardInterrupt:
         summary.interrupted = True
