@@ -145,3 +145,17 @@ def test_real_astronaut_photo_is_roughly_frontal(detector, astronaut_image) -> N
     assert isinstance(face.pose, HeadPose)
     assert abs(face.pose.yaw) < 25 and abs(face.pose.pitch) < 25 and abs(face.pose.roll) < 25
     assert face.to_dict()["pose"] == face.pose.to_dict()
+
+
+def test_face_record_schema_for_pose_and_missing_pose() -> None:
+    from retinaface.detector import Face
+
+    landmarks, box = project(about("y", 20))
+    pose, _ = estimate_pose(landmarks, box, WIDTH, HEIGHT)
+    base = dict(box=box, score=0.9, landmarks=landmarks, mesh_coefficients=np.zeros(144))
+    with_pose = Face(**base, pose=pose).to_dict()
+    assert with_pose["pose"] == {"yaw": round(pose.yaw, 1), "pitch": round(pose.pitch, 1), "roll": round(pose.roll, 1)}
+    assert "pose_reason" not in with_pose
+    without = Face(**base, pose=None, pose_reason="face smaller than 20 px", track_id=3).to_dict()
+    assert without["pose"] is None and without["pose_reason"] == "face smaller than 20 px" and without["track_id"] == 3
+    json.dumps(without, allow_nan=False)
