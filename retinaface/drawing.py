@@ -19,7 +19,7 @@ AXIS_COLOURS = ((0, 0, 255), (0, 200, 0), (255, 80, 0))
 
 def draw_pose_axes(canvas: np.ndarray, face: Face, thickness: int) -> None:
     """Draw ``face``'s head axes in place, from its nose tip: x red, y green, z blue (the direction the face
-    points), each about a third of the face's width long."""
+    points), each about 40 % of the face's width long."""
     if face.pose is None:
         return
     points = pose_axes(face.pose)

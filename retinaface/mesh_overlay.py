@@ -2,8 +2,8 @@
 
 The overlay draws whatever mesh a face carries (``Face.mesh_vertices``: the decoded or fitted mesh placed
 in the image), so it shows exactly what the JSON holds, whichever way the mesh was obtained. Triangles are
-filled with their vertices' mean colour far to near (painter's order by depth), the edges drawn darker on
-top, and the result blended over the photo. NumPy and OpenCV only; no rendering pipeline is needed.
+filled with their vertices' mean colour far to near (painter's order by depth), the edges of the nearer
+triangles drawn darker on top, and the result blended over the photo. NumPy and OpenCV only; no rendering pipeline is needed.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from .detector import Face
 from .resources import package_path
 
 EDGE_SHADE = 0.55
-"""Edges are drawn in the triangle colour times this factor, so the mesh's structure shows."""
+"""Edges are drawn in the face's median colour times this factor, so the mesh's structure shows."""
 MIN_WIREFRAME_SIZE = 40.0
 """Faces smaller than this (pixels, box's longer side) get filled triangles only: edges would cover them."""
 
@@ -65,19 +65,17 @@ def draw_meshes(image: np.ndarray, faces: Sequence[Face], branch=None, *, opacit
         if vertices is None or not np.isfinite(vertices).all():
             continue
         colours = face.mesh_colours if face.mesh_colours is not None else template_colours
-        tri_colours = (np.clip(colours[triangles].mean(axis=1), 0, 1)[:, ::-1] * 255).astype(np.float64)  # BGR
-        depth = vertices[triangles, 2].mean(axis=1)
-        order = np.argsort(-depth)  # far first
+        tri_colours = np.clip(colours[triangles].mean(axis=1), 0, 1)[:, ::-1] * 255  # BGR
+        order = np.argsort(-vertices[triangles, 2].mean(axis=1))  # far first (painter's order)
         # fixed-point coordinates (4 fractional bits) keep small faces' triangles from snapping to whole pixels
         corners = np.round(vertices[triangles][:, :, :2] * 16).astype(np.int32)
-        size = max(face.box[2] - face.box[0], face.box[3] - face.box[1])
-        wire = size >= MIN_WIREFRAME_SIZE
-        for t in order:
-            colour = tri_colours[t]
-            cv2.fillConvexPoly(layer, corners[t], colour.tolist(), cv2.LINE_AA, shift=4)
-            cv2.fillConvexPoly(mask, corners[t], 255, cv2.LINE_8, shift=4)
-            if wire:
-                cv2.polylines(layer, [corners[t]], True, (colour * EDGE_SHADE).tolist(), 1, cv2.LINE_AA, shift=4)
+        for t, colour in zip(order.tolist(), tri_colours[order].tolist()):
+            cv2.fillConvexPoly(layer, corners[t], colour, cv2.LINE_8, shift=4)
+        cv2.fillPoly(mask, list(corners), 255, cv2.LINE_8, shift=4)
+        if max(face.box[2] - face.box[0], face.box[3] - face.box[1]) >= MIN_WIREFRAME_SIZE:
+            front = corners[order[len(order) // 3:]]  # the nearer two thirds: hidden edges would clutter
+            edge = (np.median(tri_colours, axis=0) * EDGE_SHADE).tolist()
+            cv2.polylines(layer, list(front), True, edge, 1, cv2.LINE_AA, shift=4)
     alpha = (mask.astype(np.float32) / 255.0 * opacity)[..., None]
     blended = canvas.astype(np.float32) * (1 - alpha) + layer.astype(np.float32) * alpha
     return np.clip(blended + 0.5, 0, 255).astype(np.uint8)

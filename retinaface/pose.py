@@ -190,7 +190,7 @@ def estimate_poses(
     return [pose for pose, _ in results], [reason for _, reason in results]
 
 
-def pose_axes(pose: HeadPose, *, length: float = 0.6) -> np.ndarray:
+def pose_axes(pose: HeadPose, *, length: float = 0.8) -> np.ndarray:
     """Image points ``ndarray[4, 2]`` of the head's frame for drawing: the template's nose tip, then the tips
     of its x (right), y (up) and z (out of the face) axes, each ``length`` template units long."""
     nose = template_landmarks()[2]
