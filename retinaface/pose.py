@@ -134,7 +134,7 @@ def estimate_pose(landmarks: np.ndarray, box: np.ndarray, width: int, height: in
     ``ndarray[4]`` (x1 y1 x2 y2) in a ``width`` x ``height`` image.
 
     Returns ``(pose, None)``, or ``(None, reason)`` for faces too small, with non-finite or collinear
-    landmarks, where PnP fails, or whose landmarks the rigid template cannot explain (mean reprojection
+    landmarks, cut off by the image border (a landmark outside the image: it is a guess), where PnP fails, or whose landmarks the rigid template cannot explain (mean reprojection
     error above :data:`MAX_REPROJECTION_ERROR` of the box size).
     """
     box = np.asarray(box, dtype=np.float64)
@@ -146,6 +146,8 @@ def estimate_pose(landmarks: np.ndarray, box: np.ndarray, width: int, height: in
         return None, f"face smaller than {MIN_FACE_SIZE:g} px"
     if (reason := _degenerate(points)) is not None:
         return None, reason
+    if (points < 0).any() or (points[:, 0] > width).any() or (points[:, 1] > height).any():
+        return None, "face cut off by the image border (landmarks outside the image)"
     obj = template_landmarks() @ _FLIP
     K = camera_matrix(width, height)
     # Two starts: SQPnP (a global solver valid from 3 points) and a frontal guess at the box's distance

@@ -107,6 +107,8 @@ def test_euler_decomposition_round_trips_random_rotations() -> None:
     (np.array([[110, 150], [130, 150.5], [150, 151], [170, 151.5], [190, 152.0]]), [100, 100, 200, 200], "collinear"),
     (np.array([[3, 4], [9, 4], [6, 7], [4, 10], [8, 10.0]]), [0, 0, 12, 14], "smaller"),
     (np.array([[130, 140], [170, 140], [150, 160], [135, 180], [165, 180.0]]), [np.nan, 100, 200, 200], "non-finite"),
+    (np.array([[1250, 140], [1290, 140], [1270, 160], [1255, 180], [1285, 180.0]]), [1230, 100, 1320, 200], "cut off"),
+    (np.array([[30, -20], [70, -20], [50, 0], [35, 20], [65, 20.0]]), [10, -50, 90, 40], "cut off"),
 ])
 def test_degenerate_faces_get_no_pose_and_a_reason(landmarks, box, reason) -> None:
     pose, why = estimate_pose(np.asarray(landmarks, float), np.asarray(box, float), WIDTH, HEIGHT)
