@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
               f"median pose error {fmt(s['median_pose_angle_error'], '.1f')} deg (geodesic), "
               f"{fmt(s['median_pose_mean_abs_error'], '.1f')} deg (mean |d yaw, pitch, roll|)")
     print(f"{counts['detected']} faces detected, {counts['large']} >= {args.min_size:g} px, {counts['no_reference']} without a mediapipe reference")
+    print(f"Detector(mesh=True): {counts['detector_seconds']:.2f} s for {len(args.photos)} photos, "
+          f"{counts['detector_seconds'] / max(counts['detected'], 1):.3f} s per detected face ({args.threads} threads)")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"summary": summary, "per_image": per_image, "faces": [asdict(r) for r in rows]}, indent=1))
     print(f"wrote {args.json}")
