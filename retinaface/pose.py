@@ -129,6 +129,24 @@ def _degenerate(points: np.ndarray) -> str | None:
     return None
 
 
+_GOOD_FIT = 0.06  # reprojection error (fraction of the box) below which SQPnP's answer is not second-guessed
+_LM_CRITERIA = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 30, 1e-10)
+
+
+def _refine(obj, points, K, rvec, tvec, size) -> tuple[float, np.ndarray, np.ndarray] | None:
+    """Levenberg-Marquardt from ``(rvec, tvec)``; ``(error, rotation, tvec)`` or ``None`` if the result is not
+    finite, behind the camera or facing away from it."""
+    rvec, tvec = cv2.solvePnPRefineLM(obj, points, K, None, rvec.copy(), tvec.copy(), criteria=_LM_CRITERIA)
+    if not (np.isfinite(rvec).all() and np.isfinite(tvec).all()) or tvec[2, 0] <= 0:
+        return None
+    rotation = cv2.Rodrigues(rvec)[0]
+    if (line_of_sight(tvec[:, 0]).T @ rotation)[2, 2] <= 0:  # the face points away from the camera
+        return None
+    projected, _ = cv2.projectPoints(obj, rvec, tvec, K, None)
+    error = float(np.linalg.norm(projected[:, 0] - points, axis=1).mean() / size)
+    return (error, rotation, tvec) if math.isfinite(error) else None
+
+
 def estimate_pose(landmarks: np.ndarray, box: np.ndarray, width: int, height: int) -> tuple[HeadPose | None, str | None]:
     """Head pose of one face from its ``landmarks`` ``ndarray[5, 2]`` (pixels, detector order) and ``box``
     ``ndarray[4]`` (x1 y1 x2 y2) in a ``width`` x ``height`` image.
@@ -150,29 +168,21 @@ def estimate_pose(landmarks: np.ndarray, box: np.ndarray, width: int, height: in
         return None, "face cut off by the image border (landmarks outside the image)"
     obj = template_landmarks() @ _FLIP
     K = camera_matrix(width, height)
-    # Two starts: SQPnP (a global solver valid from 3 points) and a frontal guess at the box's distance
-    # (template width 2 -> box width); Levenberg-Marquardt polishes both and the better one facing the
-    # camera wins.
-    starts = []
+    # SQPnP (a global solver valid from 3 points), polished by Levenberg-Marquardt on the reprojection
+    # error. Five points admit a mirror solution; when SQPnP's faces away from the camera or fits poorly, a
+    # second start from a frontal face at the box's distance (template width 2 -> box width) is tried and
+    # the better solution facing the camera wins.
+    best = None
     ok, rvec, tvec = cv2.solvePnP(obj, points, K, None, flags=cv2.SOLVEPNP_SQPNP)
     if ok and np.isfinite(rvec).all() and np.isfinite(tvec).all():
-        starts.append((rvec, tvec))
-    distance = K[0, 0] * 2.0 / max(box[2] - box[0], 1.0)
-    centre = ((box[0] + box[2]) / 2 - K[0, 2]) / K[0, 0], ((box[1] + box[3]) / 2 - K[1, 2]) / K[1, 1]
-    frontal = line_of_sight(np.array([centre[0], centre[1], 1.0]))
-    starts.append((cv2.Rodrigues(frontal)[0], np.array([[centre[0]], [centre[1]], [1.0]]) * distance))
-    best = None
-    for rvec, tvec in starts:
-        rvec, tvec = cv2.solvePnPRefineLM(obj, points, K, None, rvec.copy(), tvec.copy())
-        if not (np.isfinite(rvec).all() and np.isfinite(tvec).all()) or tvec[2, 0] <= 0:
-            continue
-        rotation = cv2.Rodrigues(rvec)[0]
-        if (line_of_sight(tvec[:, 0]).T @ rotation)[2, 2] <= 0:  # the face points away from the camera
-            continue
-        projected, _ = cv2.projectPoints(obj, rvec, tvec, K, None)
-        error = float(np.linalg.norm(projected[:, 0] - points, axis=1).mean() / size)
-        if math.isfinite(error) and (best is None or error < best[0]):
-            best = (error, rotation, tvec)
+        best = _refine(obj, points, K, rvec, tvec, size)
+    if best is None or best[0] > _GOOD_FIT:
+        distance = K[0, 0] * 2.0 / max(box[2] - box[0], 1.0)
+        centre = ((box[0] + box[2]) / 2 - K[0, 2]) / K[0, 0], ((box[1] + box[3]) / 2 - K[1, 2]) / K[1, 1]
+        frontal = cv2.Rodrigues(line_of_sight(np.array([centre[0], centre[1], 1.0])))[0]
+        other = _refine(obj, points, K, frontal, np.array([[centre[0]], [centre[1]], [1.0]]) * distance, size)
+        if other is not None and (best is None or other[0] < best[0]):
+            best = other
     if best is None:
         return None, "PnP found no pose facing the camera"
     error, rotation, tvec = best
