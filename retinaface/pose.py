@@ -12,10 +12,14 @@ Conventions (degrees; the subject's head as seen in the image):
   image-left eye).
 
 The head rotation in the template's model frame (x right, y up, z towards the camera) is
-``R = Rz(-roll) @ Ry(yaw) @ Rx(-pitch)``: pitch is applied first, then yaw, then roll about the
-camera's axis. Frontal faces are (0, 0, 0). The camera is a pinhole with focal length ``max(W, H)``
-pixels (about 53 degrees across the long side) and its principal point at the image centre; the angles
-depend little on that guess because the face is small compared with its distance.
+``R = Rz(-roll) @ Ry(yaw) @ Rx(-pitch)``: pitch is applied first, then yaw, then roll about the line of
+sight. The angles are relative to the line of sight to the face: a face looking straight at the camera is
+(0, 0, 0) wherever it is in the picture. PnP solves in the camera's frame (a pinhole with focal length
+``max(W, H)`` pixels, about 53 degrees across the long side, principal point at the image centre); the
+smallest rotation that turns the optical axis onto the ray to the face is then taken out. The focal length
+matters little because faces are small compared with their distance. Five points admit a mirror solution
+(the face tilted the other way, facing away); only solutions facing the camera are kept. "Frontal" is the
+template's own orientation: the face in the astronaut photo it was built from, as mediapipe saw it.
 """
 
 from __future__ import annotations
