@@ -177,7 +177,7 @@ class Detector:
         """Detect faces in each image (any sizes, batched through the network together).
 
         With a ``tracker``, ``images`` are consecutive video frames: each face gets a ``track_id``, and the mesh
-        path receives the same face's result from the previous frame (kept in ``tracker.state``) to start from.
+        path is given the same face from the previous frame (kept in ``tracker.state``) to start from.
         """
         if not images:
             return []
@@ -187,28 +187,34 @@ class Detector:
             results = []
             for image, det in zip(images, detections):
                 boxes, scores = det["boxes"].cpu().numpy(), det["scores"].cpu().numpy()
-                track_ids = tracker.update(boxes) if tracker is not None else None
-                previous = [tracker.state.get(int(t)) for t in track_ids] if tracker is not None else [None] * len(boxes)
-                vertices = colours = model_vertices = None
-                if self.decode_mesh and len(det["boxes"]):
-                    vertices, colours, model_vertices = self._meshes(image, det, previous)
                 landmarks, mesh = det["landmarks"].cpu().numpy(), det["mesh_coefficients"].cpu().numpy()
                 poses, reasons = estimate_poses(landmarks, boxes, image.shape[1], image.shape[0])
-                faces = [
-                    Face(boxes[i], float(scores[i]), landmarks[i], mesh[i],
-                         *(None if per_face is None else per_face[i] for per_face in (vertices, colours, model_vertices)),
-                         pose=poses[i], pose_reason=reasons[i],
-                         track_id=None if track_ids is None else int(track_ids[i]))
-                    for i in range(len(scores))
-                ]
-                if tracker is not None:
-                    tracker.state.update((face.track_id, face) for face in faces)
-                results.append(faces)
+                results.append([Face(boxes[i], float(scores[i]), landmarks[i], mesh[i], pose=poses[i], pose_reason=reasons[i])
+                                for i in range(len(scores))])
+        # frame by frame, in order: a face's previous result must exist before its next frame is meshed
+        for image, faces in zip(images, results):
+            previous: list[Face | None] = [None] * len(faces)
+            if tracker is not None:
+                for face, track_id in zip(faces, tracker.update(np.stack([f.box for f in faces]) if faces else np.zeros((0, 4)))):
+                    face.track_id = int(track_id)
+                previous = [tracker.state.get(face.track_id) for face in faces]
+            if self.decode_mesh:
+                self.fit_meshes(image, faces, init=[getattr(p, "mesh_state", None) for p in previous])
+            if tracker is not None:
+                tracker.state.update((face.track_id, face) for face in faces)
         return results
 
-    def _meshes(self, image: np.ndarray, det: dict, previous: Sequence[Face | None]) -> tuple[np.ndarray, ...]:
-        """Meshes of one image's detections: vertices in image pixels, colours and model-space vertices,
-        each ``ndarray[K, 468, 3]``. ``previous``: the same faces in the previous video frame (``None`` for new
-        faces and single images), the hook for warm-starting fits."""
-        placed, decoded = self.model.mesh_branch.image_vertices(det["mesh_coefficients"], det["boxes"])
-        return tuple(t.cpu().numpy() for t in (placed, decoded.colours, decoded.vertices))
+    def fit_meshes(self, image: np.ndarray, faces: list[Face], init: Sequence[Any] | None = None) -> list[Face]:
+        """Fill the ``mesh_*`` fields of every face of ``image`` in place, in one batch. ``init``: per face, the
+        same face's state from the previous video frame (``None`` for new faces), for warm starts. Here the
+        meshes are decoded from the network's coefficients and placed in the boxes (no fitting yet)."""
+        if not faces:
+            return faces
+        coefficients = torch.from_numpy(np.stack([f.mesh_coefficients for f in faces]).astype(np.float32)).to(self.device)
+        boxes = torch.from_numpy(np.stack([f.box for f in faces]).astype(np.float32)).to(self.device)
+        with torch.inference_mode():
+            placed, decoded = self.model.mesh_branch.image_vertices(coefficients, boxes)
+        vertices, colours, model_vertices = (t.cpu().numpy() for t in (placed, decoded.colours, decoded.vertices))
+        for i, face in enumerate(faces):
+            face.mesh_vertices, face.mesh_colours, face.mesh_model_vertices = vertices[i], colours[i], model_vertices[i]
+        return faces
