@@ -60,12 +60,10 @@ def measure_jitter(detector, frames) -> dict:
                     "landmarks": _motion([f.landmarks for f in track], scale)}
     if all(f.mesh_vertices is not None for f in track):
         report["mesh"] = _motion([f.mesh_vertices[:, :2] for f in track], scale)
-    branch = getattr(detector.model, "mesh_branch", None)
-    if branch is not None:
+    if getattr(detector.model, "mesh_branch", None) is not None:
         from .mesh_accuracy import template_vertices_in_boxes
 
-        placed = template_vertices_in_boxes(branch, boxes)
-        report["template_mesh"] = _motion([v[:, :2] for v in placed], scale)
+        report["template_mesh"] = _motion([v[:, :2] for v in template_vertices_in_boxes(boxes)], scale)
     poses = np.array([[f.pose.yaw, f.pose.pitch, f.pose.roll] for f in track if f.pose is not None]).reshape(-1, 3)
     if len(poses) > 1:
         report["pose_std_deg"] = dict(zip(("yaw", "pitch", "roll"), (float(s) for s in poses.std(axis=0))))

@@ -23,6 +23,7 @@ import os
 import subprocess
 import tempfile
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
@@ -159,17 +160,25 @@ class FaceAccuracy:
     pose_mean_abs_error: float | None
 
 
-def template_vertices_in_boxes(branch, boxes: np.ndarray) -> np.ndarray:
-    """The baseline: the template placed in each box by the mesh path with zero coefficients (what every
-    face got before fitting), ``ndarray[N, 468, 3]`` (x, y pixels; depth)."""
+def template_vertices_in_boxes(boxes: np.ndarray) -> np.ndarray:
+    """The baseline: the template placed in each box by the mesh path's camera with zero coefficients (what
+    every face got before fitting), ``ndarray[N, 468, 3]`` (x, y pixels; depth). Built on an untrained
+    branch, whose decoder maps zero coefficients to exactly the template whatever the released decoder is."""
     import torch
 
     from .mesh.branch import CAMERA, ILLUMINATION, LATENT
 
     with torch.inference_mode():
         zeros = torch.zeros(len(boxes), LATENT + CAMERA + ILLUMINATION)
-        placed, _ = branch.image_vertices(zeros, torch.as_tensor(boxes, dtype=torch.float32))
+        placed, _ = _template_branch().image_vertices(zeros, torch.as_tensor(np.asarray(boxes), dtype=torch.float32))
     return placed.numpy()
+
+
+@lru_cache(maxsize=1)
+def _template_branch():
+    from .mesh.branch import MeshBranch
+
+    return MeshBranch().eval()
 
 
 def evaluate_photos(
@@ -200,7 +209,7 @@ def evaluate_photos(
     for (path, faces), refs in zip(per_image, references):
         if not faces:
             continue
-        baseline = template_vertices_in_boxes(detector.model.mesh_branch, np.stack([f.box for f in faces]))
+        baseline = template_vertices_in_boxes(np.stack([f.box for f in faces]))
         for face, ref, base in zip(faces, refs, baseline):
             if ref is None:
                 counts["no_reference"] += 1
