@@ -16,7 +16,6 @@ from tqdm import tqdm
 
 from .detector import Detector, Face
 from .drawing import draw_faces
-from .tracking import IouTracker
 from .io import (
     IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,
@@ -29,6 +28,7 @@ from .io import (
     read_image,
     write_image,
 )
+from .tracking import IouTracker
 
 T = TypeVar("T")
 VIDEO_MAX_SIZE = 640
