@@ -13,6 +13,8 @@ from .config import InferenceConfig
 from .io import as_bgr_uint8
 from .model import RetinaFace
 from .onnx_backend import OnnxRetinaFace, export_onnx
+from .pose import HeadPose, estimate_poses
+from .tracking import IouTracker
 from .weights import WeightsError, load_model, resolve_weights
 
 
@@ -29,8 +31,13 @@ class Face:
       RGB in [0, 1]) when the detector was created with ``mesh=True``, else ``None``
     - ``mesh_model_vertices``: ``ndarray[468, 3]`` the same mesh in the face model's own frame (before the
       camera), kept so that drawing can render it without decoding it again; ``None`` without ``mesh=True``
-    - ``track_id``: the face's track across video frames (``None`` for stills or when not tracked)
-    - :attr:`roll`: in-plane rotation, from the landmarks
+    - ``pose``: :class:`~retinaface.pose.HeadPose` (yaw, pitch, roll in degrees; conventions in
+      :mod:`retinaface.pose`) from the five landmarks, for every face; ``None`` when the face is too small
+      or its landmarks are degenerate, with the reason in ``pose_reason``
+    - ``track_id``: the face's track across video frames (:class:`~retinaface.tracking.IouTracker`), ``None``
+      for single images
+    - :attr:`roll`: in-plane rotation of the eye line in the image (any angle, also upside down), unlike
+      ``pose.roll``, which describes heads within about 90 degrees of upright
     """
 
     box: np.ndarray
@@ -40,6 +47,8 @@ class Face:
     mesh_vertices: np.ndarray | None = None
     mesh_colours: np.ndarray | None = None
     mesh_model_vertices: np.ndarray | None = None
+    pose: HeadPose | None = None
+    pose_reason: str | None = None
     track_id: int | None = None
 
     @property
@@ -50,15 +59,19 @@ class Face:
         return float(np.degrees(np.arctan2(dy, dx)))
 
     def to_dict(self, *, include_mesh: bool = False, decimals: int = 2) -> dict[str, Any]:
-        """JSON-friendly dict: ``{"box": [x1, y1, x2, y2], "score", "landmarks": [[x, y] x 5], "roll"}`` plus
-        ``track_id`` when tracked; with
-        ``include_mesh`` also ``mesh_coefficients`` and, if decoded, ``mesh_vertices`` ``[[x, y, depth] x 468]``."""
+        """JSON-friendly dict: ``{"box": [x1, y1, x2, y2], "score", "landmarks": [[x, y] x 5], "roll",
+        "pose": {"yaw", "pitch", "roll"} or null}``, plus ``"pose_reason"`` when the pose is null and
+        ``"track_id"`` in videos; with ``include_mesh`` also ``mesh_coefficients`` and, if decoded,
+        ``mesh_vertices`` ``[[x, y, depth] x 468]`` (image pixels, the template's vertex order)."""
         record: dict[str, Any] = {
             "box": [round(float(v), decimals) for v in self.box],
             "score": round(float(self.score), 5),
             "landmarks": [[round(float(x), decimals), round(float(y), decimals)] for x, y in self.landmarks],
             "roll": round(self.roll, 1),
+            "pose": None if self.pose is None else self.pose.to_dict(),
         }
+        if self.pose is None and self.pose_reason is not None:
+            record["pose_reason"] = self.pose_reason
         if self.track_id is not None:
             record["track_id"] = int(self.track_id)
         if include_mesh:
@@ -186,24 +199,48 @@ class Detector:
             return self.detect_batch([images])[0]
         return self.detect_batch(list(images))
 
-    def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
-        """Detect faces in each image (any sizes, batched through the network together)."""
+    def detect_batch(self, images: Sequence[np.ndarray], *, tracker: IouTracker | None = None) -> list[list[Face]]:
+        """Detect faces in each image (any sizes, batched through the network together).
+
+        With a ``tracker``, ``images`` are consecutive video frames: each face gets a ``track_id``, and the mesh
+        path is given the same face from the previous frame (kept in ``tracker.state``) to start from.
+        """
         if not images:
             return []
         tensors = [torch.from_numpy(as_bgr_uint8(im)).to(self.device).permute(2, 0, 1) for im in images]
         with torch.inference_mode():
             detections = self.model(tensors)
             results = []
-            for det in detections:
-                vertices = colours = model_vertices = None
-                if self.decode_mesh and len(det["boxes"]):
-                    placed, decoded = self.model.mesh_branch.image_vertices(det["mesh_coefficients"], det["boxes"])
-                    vertices, colours, model_vertices = (t.cpu().numpy() for t in (placed, decoded.colours, decoded.vertices))
+            for image, det in zip(images, detections):
                 boxes, scores = det["boxes"].cpu().numpy(), det["scores"].cpu().numpy()
                 landmarks, mesh = det["landmarks"].cpu().numpy(), det["mesh_coefficients"].cpu().numpy()
-                results.append([
-                    Face(boxes[i], float(scores[i]), landmarks[i], mesh[i],
-                         *(None if per_face is None else per_face[i] for per_face in (vertices, colours, model_vertices)))
-                    for i in range(len(scores))
-                ])
+                poses, reasons = estimate_poses(landmarks, boxes, image.shape[1], image.shape[0])
+                results.append([Face(boxes[i], float(scores[i]), landmarks[i], mesh[i], pose=poses[i], pose_reason=reasons[i])
+                                for i in range(len(scores))])
+        # frame by frame, in order: a face's previous result must exist before its next frame is meshed
+        for image, faces in zip(images, results):
+            previous: list[Face | None] = [None] * len(faces)
+            if tracker is not None:
+                for face, track_id in zip(faces, tracker.update(np.stack([f.box for f in faces]) if faces else np.zeros((0, 4)))):
+                    face.track_id = int(track_id)
+                previous = [tracker.state.get(face.track_id) for face in faces]
+            if self.decode_mesh:
+                self.fit_meshes(image, faces, init=[getattr(p, "mesh_state", None) for p in previous])
+            if tracker is not None:
+                tracker.state.update((face.track_id, face) for face in faces)
         return results
+
+    def fit_meshes(self, image: np.ndarray, faces: list[Face], init: Sequence[Any] | None = None) -> list[Face]:
+        """Fill the ``mesh_*`` fields of every face of ``image`` in place, in one batch. ``init``: per face, the
+        same face's state from the previous video frame (``None`` for new faces), for warm starts. Here the
+        meshes are decoded from the network's coefficients and placed in the boxes (no fitting yet)."""
+        if not faces:
+            return faces
+        coefficients = torch.from_numpy(np.stack([f.mesh_coefficients for f in faces]).astype(np.float32)).to(self.device)
+        boxes = torch.from_numpy(np.stack([f.box for f in faces]).astype(np.float32)).to(self.device)
+        with torch.inference_mode():
+            placed, decoded = self.model.mesh_branch.image_vertices(coefficients, boxes)
+        vertices, colours, model_vertices = (t.cpu().numpy() for t in (placed, decoded.colours, decoded.vertices))
+        for i, face in enumerate(faces):
+            face.mesh_vertices, face.mesh_colours, face.mesh_model_vertices = vertices[i], colours[i], model_vertices[i]
+        return faces

@@ -1,56 +1,81 @@
-"""Drawing decoded face meshes over images."""
+"""Drawing face meshes over images, semi-transparent, from their vertices in image pixels.
+
+The overlay draws whatever mesh a face carries (``Face.mesh_vertices``: the decoded or fitted mesh placed
+in the image), so it shows exactly what the JSON holds, whichever way the mesh was obtained. Triangles are
+filled with their vertices' mean colour far to near (painter's order by depth), the edges of the nearer
+triangles drawn darker on top, and the result blended over the photo. NumPy and OpenCV only; no rendering pipeline is needed.
+"""
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Sequence
 
 import cv2
 import numpy as np
-import torch
-
-from .mesh.branch import MeshBranch
-from .mesh.decoder import DecodedMesh
 
 from .detector import Face
+from .resources import package_path
 
-RENDER_SIZE = 128
+EDGE_SHADE = 0.55
+"""Edges are drawn in the face's median colour times this factor, so the mesh's structure shows."""
+MIN_WIREFRAME_SIZE = 40.0
+"""Faces smaller than this (pixels, box's longer side) get filled triangles only: edges would cover them."""
 
 
-def draw_meshes(image: np.ndarray, faces: Sequence[Face], branch: MeshBranch, *, opacity: float = 0.6) -> np.ndarray:
-    """A copy of ``image`` (``ndarray[H, W, 3]`` BGR) with each face's mesh rendered into its box and blended.
+@lru_cache(maxsize=1)
+def _template() -> tuple[np.ndarray, np.ndarray]:
+    """Triangles ``ndarray[F, 3]`` (surface and filled eye/mouth openings) and colours ``ndarray[V, 3]`` RGB."""
+    with np.load(package_path("retinaface.mesh", "assets/face_template.npz")) as data:
+        return np.concatenate([data["faces"], data["hole_faces"]]).astype(np.int64), data["colours"].astype(np.float32)
 
-    All faces of the image are rendered in one batch at 128 x 128, then resized to their boxes. Faces from a
-    ``Detector(mesh=True)`` carry their decoded mesh, which is rendered as it is instead of decoded again.
+
+def mesh_vertices_of(faces: Sequence[Face], branch=None) -> list[np.ndarray | None]:
+    """Each face's ``ndarray[468, 3]`` image-pixel vertices: ``Face.mesh_vertices``, or, for faces from a
+    detector without ``mesh=True``, the mesh decoded from their coefficients by ``branch`` (a ``MeshBranch``;
+    ``None``: no mesh)."""
+    vertices: list[np.ndarray | None] = [f.mesh_vertices for f in faces]
+    missing = [i for i, v in enumerate(vertices) if v is None]
+    if missing and branch is not None:
+        import torch
+
+        with torch.inference_mode():
+            coefficients = torch.from_numpy(np.stack([faces[i].mesh_coefficients for i in missing]).astype(np.float32))
+            boxes = torch.from_numpy(np.stack([faces[i].box for i in missing]).astype(np.float32))
+            placed, _ = branch.image_vertices(coefficients, boxes)
+        for i, v in zip(missing, placed.numpy()):
+            vertices[i] = v
+    return vertices
+
+
+def draw_meshes(image: np.ndarray, faces: Sequence[Face], branch=None, *, opacity: float = 0.5) -> np.ndarray:
+    """A copy of ``image`` (``ndarray[H, W, 3]`` BGR) with each face's mesh drawn at ``opacity``.
+
+    Faces use ``Face.mesh_vertices`` (x, y pixels, view depth; larger = farther) and ``Face.mesh_colours``
+    (RGB in [0, 1]; the template's colours when absent). Faces without vertices are decoded by ``branch``
+    when given, else skipped; faces with non-finite vertices are skipped.
     """
     canvas = image.copy()
     if not faces:
         return canvas
-    boxes = np.stack([f.box for f in faces]).astype(np.float32)
-    coefficients = torch.from_numpy(np.stack([f.mesh_coefficients for f in faces]).astype(np.float32))
-    widths = np.maximum(boxes[:, 2] - boxes[:, 0], 1.0)
-    heights = np.maximum(boxes[:, 3] - boxes[:, 1], 1.0)
-    decoded = None
-    if all(f.mesh_model_vertices is not None and f.mesh_colours is not None for f in faces):
-        decoded = DecodedMesh(
-            torch.from_numpy(np.stack([f.mesh_model_vertices for f in faces]).astype(np.float32)),
-            torch.from_numpy(np.stack([f.mesh_colours for f in faces]).astype(np.float32)),
-        )
-    with torch.inference_mode():
-        _, rendered = branch(coefficients, aspect=torch.from_numpy(widths / heights), image_size=RENDER_SIZE, mesh=decoded)
-    colours = (rendered.image.clamp(0, 1).permute(0, 2, 3, 1).numpy()[..., ::-1] * 255).astype(np.float32)
-    masks = rendered.mask[:, 0].numpy().astype(np.float32)
-    height, width = image.shape[:2]
-    for colour, mask, (x1, y1, x2, y2) in zip(colours, masks, boxes):
-        x1i, y1i = int(np.floor(x1)), int(np.floor(y1))
-        box_w, box_h = max(1, int(round(x2 - x1))), max(1, int(round(y2 - y1)))
-        patch = cv2.resize(colour, (box_w, box_h), interpolation=cv2.INTER_LINEAR)
-        alpha = cv2.resize(mask, (box_w, box_h), interpolation=cv2.INTER_LINEAR)[..., None] * opacity
-        # clip the box to the image
-        left, top = max(0, -x1i), max(0, -y1i)
-        right, bottom = min(box_w, width - x1i), min(box_h, height - y1i)
-        if right <= left or bottom <= top:
+    triangles, template_colours = _template()
+    layer = canvas.copy()
+    mask = np.zeros(canvas.shape[:2], dtype=np.uint8)
+    for face, vertices in zip(faces, mesh_vertices_of(faces, branch)):
+        if vertices is None or not np.isfinite(vertices).all():
             continue
-        region = canvas[y1i + top : y1i + bottom, x1i + left : x1i + right].astype(np.float32)
-        blended = region * (1 - alpha[top:bottom, left:right]) + patch[top:bottom, left:right] * alpha[top:bottom, left:right]
-        canvas[y1i + top : y1i + bottom, x1i + left : x1i + right] = blended.clip(0, 255).astype(np.uint8)
-    return canvas
+        colours = face.mesh_colours if face.mesh_colours is not None else template_colours
+        tri_colours = np.clip(colours[triangles].mean(axis=1), 0, 1)[:, ::-1] * 255  # BGR
+        order = np.argsort(-vertices[triangles, 2].mean(axis=1))  # far first (painter's order)
+        # fixed-point coordinates (4 fractional bits) keep small faces' triangles from snapping to whole pixels
+        corners = np.round(vertices[triangles][:, :, :2] * 16).astype(np.int32)
+        for t, colour in zip(order.tolist(), tri_colours[order].tolist()):
+            cv2.fillConvexPoly(layer, corners[t], colour, cv2.LINE_8, shift=4)
+        cv2.fillPoly(mask, list(corners), 255, cv2.LINE_8, shift=4)
+        if max(face.box[2] - face.box[0], face.box[3] - face.box[1]) >= MIN_WIREFRAME_SIZE:
+            front = corners[order[len(order) // 3:]]  # the nearer two thirds: hidden edges would clutter
+            edge = (np.median(tri_colours, axis=0) * EDGE_SHADE).tolist()
+            cv2.polylines(layer, list(front), True, edge, 1, cv2.LINE_AA, shift=4)
+    alpha = (mask.astype(np.float32) / 255.0 * opacity)[..., None]
+    blended = canvas.astype(np.float32) * (1 - alpha) + layer.astype(np.float32) * alpha
+    return np.clip(blended + 0.5, 0, 255).astype(np.uint8)

@@ -36,6 +36,7 @@ from .distributed import ResumableJsonLines, Shard, wait_for_all
 from .media import is_animated, open_video_writer
 from .prefetch import in_size_groups, prefetch_images
 from .workflow import FaceWorkflow
+from .tracking import IouTracker
 
 T = TypeVar("T")
 VIDEO_MAX_SIZE = 640
@@ -476,8 +477,11 @@ def _run_video(detector, video, out_path, json_out, draw, batch_size, include_me
     except BaseException:
         video.close()
         raise
+    # One tracker per video: track ids in the JSON, per-track warm starts for the mesh fits, and the
+    # workflow's smoothing and anonymisation all follow the same faces.
+    tracker = workflow.new_tracker() if workflow is not None else IouTracker()
     if workflow is not None:
-        workflow.begin(sequence=True, fps=video.fps)
+        workflow.begin(sequence=True, fps=video.fps, tracker=tracker)
     records = AtomicJsonLines(json_out)
     bar = tqdm(total=video.frame_count, unit="frame", disable=not progress, desc="detect", file=sys.stderr)
     decoded: queue.Queue = queue.Queue(maxsize=_QUEUE_BATCHES)
@@ -511,7 +515,7 @@ def _run_video(detector, video, out_path, json_out, draw, batch_size, include_me
     failure: BaseException | None = None
     try:
         while (frames := decoded.get()) is not end:
-            if not _put(detected, (frames, detector.detect_batch(frames)), consumer=output):
+            if not _put(detected, (frames, detector.detect_batch(frames, tracker=tracker)), consumer=output):
                 break  # the writer failed; its error is raised below
     except KeyboardInterrupt:
         summary.interrupted = True

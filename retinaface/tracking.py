@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,11 +41,15 @@ class IouTracker:
     ``iou_threshold`` refused); unmatched boxes start new tracks. A track not
     matched for more than ``max_missed`` consecutive frames ends; until then :meth:`missing` still reports
     its last box (anonymisation keeps covering a face the detector lost for a frame or two).
+
+    :attr:`state` maps a live track id to whatever a caller keeps for it (e.g. the previous mesh fit, to
+    warm-start the next); an entry is dropped when its track ends.
     """
 
     iou_threshold: float = 0.3
     max_missed: int = 2
     tracks: list[Track] = field(default_factory=list)
+    state: dict[int, Any] = field(default_factory=dict)
     _next_id: int = 0
 
     def update(self, boxes: np.ndarray) -> list[int]:
@@ -67,6 +72,8 @@ class IouTracker:
         for index, track in enumerate(self.tracks):
             if index not in matched_tracks:
                 track.missed += 1
+        for ended in (t for t in self.tracks if t.missed > self.max_missed):
+            self.state.pop(ended.track_id, None)
         self.tracks = [t for t in self.tracks if t.missed <= self.max_missed]
         for row in range(len(boxes)):
             if ids[row] < 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import cv2
@@ -10,6 +11,7 @@ import torch
 from torchvision.ops import batched_nms
 
 from .detector import Detector, Face
+from .pose import estimate_poses
 
 # Landmark order after a horizontal flip: eyes swap, nose stays, mouth corners swap.
 FLIPPED_LANDMARK_ORDER = [1, 0, 2, 4, 3]
@@ -86,4 +88,6 @@ class TestTimeAugmentation:
         boxes = torch.from_numpy(np.stack([f.box for f in passes]).astype(np.float32))
         scores = torch.tensor([f.score for f in passes], dtype=torch.float32)
         keep = batched_nms(boxes, scores, torch.zeros(len(passes), dtype=torch.int64), self.detector.nms_threshold)
-        return [passes[i] for i in keep.tolist()]
+        kept = [passes[i] for i in keep.tolist()]
+        poses, reasons = estimate_poses(np.stack([f.landmarks for f in kept]), np.stack([f.box for f in kept]), width, height)
+        return [dataclasses.replace(f, pose=p, pose_reason=r) for f, p, r in zip(kept, poses, reasons)]

@@ -83,13 +83,20 @@ class FaceWorkflow:
         self.config = config
         self.fps = fps
         self._tracker: IouTracker | None = None
+        self._tracked_while_detecting = False
         self._filters: dict[int, OneEuroFilter] = {}
         self._sequence = False
 
-    def begin(self, *, sequence: bool, fps: float | None = None) -> None:
-        """Start a new image (``sequence=False``) or video/animation (tracks start over)."""
+    def new_tracker(self) -> IouTracker:
+        """A tracker with this workflow's settings (overlap threshold, frames a lost face stays covered)."""
+        return IouTracker(iou_threshold=self.config.track_iou, max_missed=self.config.carry_frames)
+
+    def begin(self, *, sequence: bool, fps: float | None = None, tracker: IouTracker | None = None) -> None:
+        """Start a new image (``sequence=False``) or video/animation (tracks start over). ``tracker``: the
+        sequence's tracker when detection already assigns track ids with it (one set of ids per video)."""
         self._sequence = sequence and self.config.tracks_sequences
-        self._tracker = IouTracker(iou_threshold=self.config.track_iou, max_missed=self.config.carry_frames) if self._sequence else None
+        self._tracker = (tracker or self.new_tracker()) if self._sequence else None
+        self._tracked_while_detecting = tracker is not None
         self._filters = {}
         if fps:
             self.fps = fps
@@ -97,8 +104,9 @@ class FaceWorkflow:
     def process(self, source: str, frame: int, image: np.ndarray, faces: Sequence[Face]) -> FrameResult:
         faces = list(faces)
         if self._tracker is not None:
-            ids = self._tracker.update(np.stack([f.box for f in faces]) if faces else np.zeros((0, 4)))
-            faces = [dataclasses.replace(f, track_id=i) for f, i in zip(faces, ids)]
+            if not self._tracked_while_detecting:
+                ids = self._tracker.update(np.stack([f.box for f in faces]) if faces else np.zeros((0, 4)))
+                faces = [dataclasses.replace(f, track_id=i) for f, i in zip(faces, ids)]
             if self.config.smooth:
                 faces = [self._smoothed(f) for f in faces]
         extras = [{} for _ in faces]

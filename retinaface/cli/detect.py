@@ -1,7 +1,10 @@
 """Detect faces (box, score, five landmarks) in an image, a folder of images, a video or a camera.
 
 Writes an annotated copy and a JSON Lines file with one record per image or frame:
-  {"source", "frame", "width", "height", "faces": [{"box": [x1, y1, x2, y2], "score", "landmarks": [[x, y] x 5]}]}
+  {"source", "frame", "width", "height", "faces": [{"box": [x1, y1, x2, y2], "score", "landmarks": [[x, y] x 5],
+                                                   "pose": {"yaw", "pitch", "roll"} (degrees) or null}]}
+Poses: yaw > 0 face turned to the image's right, pitch > 0 looking up, roll > 0 clockwise in the image;
+null (with "pose_reason") for faces too small, cut off or degenerate. Videos add "track_id" per face.
 With --mesh each face also gets "mesh_coefficients" (144) and "mesh_vertices" ([x, y, depth] x 468, pixels).
 Every face has "roll" (in-plane degrees); in videos "track_id"; with --crops a "crop" with its transform.
 

@@ -88,7 +88,7 @@ def test_mesh_needs_the_pytorch_backend():
         Detector.from_pretrained(backend="onnxruntime", mesh=True)
 
 
-def test_drawing_meshes_reuses_the_detector_decoding(astronaut_image):
+def test_drawing_meshes_draws_the_carried_vertices(astronaut_image):
     import dataclasses
 
     from retinaface import Detector
@@ -108,9 +108,9 @@ def test_drawing_meshes_reuses_the_detector_decoding(astronaut_image):
     hook = branch.decoder.register_forward_hook(lambda *args: calls.append(1))
     try:
         reused = draw_meshes(astronaut_image, [face], branch)
-        assert not calls  # rendered from the carried mesh
-        decoded_again = draw_meshes(astronaut_image, [dataclasses.replace(face, mesh_model_vertices=None)], branch)
-        assert len(calls) == 1
+        assert not calls  # drawn from the carried vertices
+        decoded_again = draw_meshes(astronaut_image, [dataclasses.replace(face, mesh_vertices=None)], branch)
+        assert len(calls) == 1  # faces without vertices are decoded from their coefficients
     finally:
         hook.remove()
     assert np.abs(reused.astype(int) - decoded_again.astype(int)).max() <= 1

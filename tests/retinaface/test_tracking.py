@@ -63,3 +63,40 @@ def test_one_euro_filter_smooths_jitter_and_follows_motion():
     assert np.abs(followed[100:] - ramp[100:]).max() < 10.0
     filt = OneEuroFilter(frequency=30)
     assert filt(np.array([3.0, 4.0])).tolist() == [3.0, 4.0]
+
+
+def test_a_briefly_missed_face_keeps_its_id_and_state() -> None:
+    tracker = IouTracker(max_missed=2)
+    box = np.array([[0, 0, 20, 20.0]])
+    (track,) = tracker.update(box)
+    tracker.state[track] = "previous fit"
+    tracker.update(np.zeros((0, 4)))
+    tracker.update(np.zeros((0, 4)))
+    assert tracker.update(box) == [track] and tracker.state[track] == "previous fit"
+    for _ in range(3):
+        tracker.update(np.zeros((0, 4)))
+    assert tracker.tracks == [] and tracker.state == {}
+
+
+def test_detector_hands_each_face_its_previous_frame_for_warm_starts(detector, astronaut_image) -> None:
+    from retinaface import Detector
+
+    class Recording(Detector):
+        """Stands in for the mesh fit: records the warm-start states it is given and leaves one per face."""
+
+        def fit_meshes(self, image, faces, init=None):
+            self.calls.append(list(init))
+            for face in faces:
+                face.mesh_state = ("fit of frame", len(self.calls) - 1, face.track_id)
+            return faces
+
+    recording = Recording(detector.model)
+    recording.decode_mesh, recording.calls = True, []
+    tracker = IouTracker()
+    shifted = np.roll(astronaut_image, 6, axis=1)  # the face moved a little: same track
+    first = recording.detect_batch([astronaut_image, shifted], tracker=tracker)
+    second = recording.detect_batch([astronaut_image], tracker=tracker)
+    assert [len(f) for f in first + second] == [1, 1, 1]
+    assert {f[0].track_id for f in first + second} == {0}
+    assert recording.calls == [[None], [("fit of frame", 0, 0)], [("fit of frame", 1, 0)]]
+    assert tracker.state[0] is second[0][0]

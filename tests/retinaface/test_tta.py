@@ -28,6 +28,8 @@ def test_flip_maps_boxes_and_landmarks_back(detector, astronaut_image):
     assert min(np.abs(merged[0].box - c).max() for c in candidates) < 1e-3
     np.testing.assert_allclose(merged[0].box, plain.box, atol=4.0)
     np.testing.assert_allclose(merged[0].landmarks, plain.landmarks, atol=4.0)  # eyes/mouth swapped back
+    # the merged face gets its pose from its landmarks in the original frame
+    assert abs(merged[0].pose.yaw - plain.pose.yaw) < 3 and abs(merged[0].pose.roll - plain.pose.roll) < 3
 
 
 def test_multi_scale_reports_original_pixels(detector, astronaut_image):

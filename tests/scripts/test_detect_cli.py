@@ -245,3 +245,24 @@ def test_mesh_overlay_and_json(tmp_path):
     assert xs.min() >= x1 - 1 and xs.max() <= x2 + 1 and ys.min() >= y1 - 1 and ys.max() <= y2 + 1  # ... inside the box
     bad = run(ASTRONAUT, "--mesh", "--backend", "onnxruntime", cwd=tmp_path)
     assert bad.returncode == 2 and "PyTorch backend" in bad.stderr
+
+
+def test_json_carries_head_pose_and_video_faces_keep_their_track_ids(tmp_path, short_video):
+    result = run(ASTRONAUT, "--no-draw", "--json", tmp_path / "a.jsonl")
+    assert result.returncode == 0, result.stderr
+    (face,) = read_jsonl(tmp_path / "a.jsonl")[0]["faces"]
+    assert set(face["pose"]) == {"yaw", "pitch", "roll"} and "track_id" not in face
+    assert all(abs(angle) < 25 for angle in face["pose"].values())  # the astronaut faces the camera
+
+    video, face_boxes = short_video
+    result = run(video, "--no-draw", "--json", tmp_path / "v.jsonl")
+    assert result.returncode == 0, result.stderr
+    ids_per_face: dict[int, set] = {0: set(), 1: set()}
+    for record, truth in zip(read_jsonl(tmp_path / "v.jsonl"), face_boxes):
+        found = torch.tensor([f["box"] for f in record["faces"]]).reshape(-1, 4)
+        iou = box_iou(torch.tensor(truth[:2], dtype=torch.float32), found)
+        for k, row in enumerate(iou):
+            ids_per_face[k].add(record["faces"][int(row.argmax())]["track_id"])
+        assert all(f["pose"] is None or set(f["pose"]) == {"yaw", "pitch", "roll"} for f in record["faces"])
+    # the two large moving faces each keep one id for the whole clip, and the ids differ
+    assert all(len(ids) == 1 for ids in ids_per_face.values()) and ids_per_face[0] != ids_per_face[1]

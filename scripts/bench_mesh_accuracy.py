@@ -1,0 +1,88 @@
+#!/usr/bin/env python
+"""Mesh and head-pose accuracy on real photos against mediapipe FaceMesh (the independent judge).
+
+For every detected face of at least --min-size px (box's longer side) that mediapipe also finds:
+NME (mean 2-D vertex distance / sqrt(box area)) of (a) the template placed in the box by the mesh path
+with zero coefficients (the baseline) and (b) what Detector(mesh=True) outputs now; whether (b) beats (a);
+and the error of our five-landmark PnP pose against the pose of the reference points (similarity
+Procrustes of the template onto them, see retinaface/mesh_accuracy.py).
+
+mediapipe runs in a throwaway environment, never in the project's:
+    python3 -m venv /tmp/mpenv && /tmp/mpenv/bin/pip install mediapipe==0.10.14 "numpy<2" opencv-python-headless
+Its answers are cached in runs/mesh_accuracy_reference.json, so reruns do not need it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("RETINAFACE_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("photos", nargs="*", type=Path,
+                        default=[SHARED_DATA / "images" / "crowd.jpg", REPO / "datasets" / "samples" / "astronaut.jpg"])
+    parser.add_argument("--mediapipe-python", default="/tmp/mpenv/bin/python", help="interpreter of the throwaway mediapipe environment")
+    parser.add_argument("--cache", type=Path, default=REPO / "runs" / "mesh_accuracy_reference.json")
+    parser.add_argument("--json", type=Path, default=REPO / "runs" / "bench_mesh_accuracy.json")
+    parser.add_argument("--min-size", type=float, default=60.0)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    missing = [str(p) for p in args.photos if not p.is_file()]
+    if missing:
+        print(f"error: photo not found: {', '.join(missing)}", file=sys.stderr)
+        return 2
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from retinaface import Detector
+    from retinaface.mesh_accuracy import evaluate_photos, summarize
+
+    detector = Detector.from_pretrained("mobilenet0.25", device="cpu", mesh=True)
+    start = time.perf_counter()
+    try:
+        rows, counts = evaluate_photos(detector, args.photos, python=args.mediapipe_python, cache=args.cache, min_size=args.min_size)
+    except (FileNotFoundError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    seconds = time.perf_counter() - start
+
+    def fmt(v, spec=".3f"):
+        return "-" if v is None else format(v, spec)
+
+    print(f"{'image':<14} {'box px':>6} {'NME tmpl':>8} {'NME mesh':>8} {'ours y/p/r':>18} {'ref y/p/r':>18} {'pose err':>8}")
+    for r in rows:
+        ours = "-" if r.pose is None else "/".join(f"{a:.0f}" for a in r.pose)
+        ref = "/".join(f"{a:.0f}" for a in r.reference_pose)
+        print(f"{r.image:<14} {r.size:6.0f} {r.nme_template:8.3f} {r.nme_mesh:8.3f} {ours:>18} {ref:>18} {fmt(r.pose_angle_error, '.1f'):>8}")
+    summary = {**summarize(rows), **counts, "min_size": args.min_size, "seconds": round(seconds, 2)}
+    per_image = {}
+    for name in dict.fromkeys(r.image for r in rows):
+        per_image[name] = summarize([r for r in rows if r.image == name])
+    print()
+    for name, s in {**per_image, "all": summary}.items():
+        print(f"{name:<14} faces {s['faces']:3d}  median NME template {fmt(s['median_nme_template'])}  mesh "
+              f"{fmt(s['median_nme_mesh'])}  better than template {fmt(s['better_than_template'], '.0%')}  "
+              f"median pose error {fmt(s['median_pose_angle_error'], '.1f')} deg (geodesic), "
+              f"{fmt(s['median_pose_mean_abs_error'], '.1f')} deg (mean |d yaw, pitch, roll|)")
+    print(f"{counts['detected']} faces detected, {counts['large']} >= {args.min_size:g} px, {counts['no_reference']} without a mediapipe reference")
+    print(f"Detector(mesh=True): {counts['detector_seconds']:.2f} s for {len(args.photos)} photos, "
+          f"{counts['detector_seconds'] / max(counts['detected'], 1):.3f} s per detected face ({args.threads} threads)")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"summary": summary, "per_image": per_image, "faces": [asdict(r) for r in rows]}, indent=1))
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""The accuracy benchmark's measures: NME, Procrustes, the reference pose's convention, the reference cache."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from retinaface import mesh_accuracy
+from retinaface.mesh_accuracy import mediapipe_references, nme, reference_rotation, rotation_angle, similarity_procrustes
+from retinaface.pose import estimate_pose, euler_from_rotation, template_landmarks
+
+TEMPLATE = np.load(mesh_accuracy._template_path())["vertices"].astype(np.float64)
+
+
+def test_nme_of_a_known_offset() -> None:
+    reference = np.random.default_rng(0).uniform(0, 100, size=(468, 2))
+    shifted = reference + [3.0, 4.0]  # every vertex 5 px away
+    assert nme(shifted, reference, np.array([0, 0, 50, 200.0])) == pytest.approx(5.0 / 100.0)
+
+
+def test_procrustes_recovers_a_similarity_transform() -> None:
+    rotation = Rotation.from_euler("xyz", [20, -35, 10], degrees=True).as_matrix()
+    target = 3.5 * TEMPLATE @ rotation.T + [10.0, -4.0, 2.0]
+    scale, found, shift = similarity_procrustes(TEMPLATE, target)
+    assert scale == pytest.approx(3.5)
+    np.testing.assert_allclose(found, rotation, atol=1e-9)
+    np.testing.assert_allclose(shift, [10.0, -4.0, 2.0], atol=1e-9)
+    assert rotation_angle(found, rotation) < 1e-6
+    assert rotation_angle(np.eye(3), Rotation.from_euler("y", 30, degrees=True).as_matrix()) == pytest.approx(30)
+
+
+@pytest.mark.parametrize("yaw, pitch, roll", [(25, 0, 0), (0, -20, 0), (0, 0, 15), (-30, 15, -10)])
+def test_reference_pose_and_our_pose_share_conventions(yaw, pitch, roll) -> None:
+    # A head turned by a known rotation, seen orthographically as mediapipe reports it (x right, y down in
+    # pixels, z growing away from the camera): the reference pose must read the same angles as our PnP.
+    model = (Rotation.from_euler("z", -roll, degrees=True) * Rotation.from_euler("y", yaw, degrees=True)
+             * Rotation.from_euler("x", -pitch, degrees=True)).as_matrix()
+    turned = TEMPLATE @ model.T * 60.0
+    points = np.stack([640 + turned[:, 0], 360 - turned[:, 1], -turned[:, 2]], axis=1)
+    assert euler_from_rotation(reference_rotation(points, TEMPLATE)) == pytest.approx([yaw, pitch, roll], abs=1e-6)
+
+    # our pose from the same head's five landmarks (weak perspective: a distant camera)
+    landmarks = template_landmarks() @ model.T * 60.0
+    pixels = np.stack([640 + landmarks[:, 0], 360 - landmarks[:, 1]], axis=1)
+    pose, _ = estimate_pose(pixels, np.array([580, 300, 700, 420.0]), 1280, 720)
+    assert rotation_angle(pose.relative_rotation, reference_rotation(points, TEMPLATE)) < 2.0
+
+
+def test_cached_references_need_no_mediapipe(tmp_path: Path) -> None:
+    image = tmp_path / "photo.jpg"
+    image.write_bytes(b"not really a jpeg, only hashed")
+    boxes = np.array([[10, 20, 110, 140.0], [200, 20, 260, 90.0]])
+    key = mesh_accuracy._image_key(image)
+    points = np.arange(468 * 3, dtype=float).reshape(468, 3)
+    cache = tmp_path / "cache.json"
+    cache.write_text(json.dumps({mesh_accuracy._box_key(key, boxes[0]): points.tolist(),
+                                 mesh_accuracy._box_key(key, boxes[1]): None}))
+    ((first, second),) = mediapipe_references([(image, boxes)], python=tmp_path / "no-python", cache=cache)
+    np.testing.assert_array_equal(first, points)
+    assert second is None
+    with pytest.raises(FileNotFoundError, match="mediapipe"):  # a box not in the cache needs the interpreter
+        mediapipe_references([(image, boxes + 1)], python=tmp_path / "no-python", cache=cache)

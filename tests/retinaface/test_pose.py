@@ -1,0 +1,163 @@
+"""Head pose from five landmarks: exact recovery of known poses, sign conventions, degenerate input."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import cv2
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from retinaface.pose import HeadPose, estimate_pose, estimate_poses, euler_from_rotation, pose_axes, template_landmarks
+
+WIDTH, HEIGHT = 1280, 720
+
+
+def project(rotation_model: np.ndarray, centre=(640.0, 360.0), face_px: float = 120.0):
+    """Landmarks of the template turned by ``rotation_model`` (model frame: x right, y up, z towards the camera)
+    relative to the line of sight, seen at pixel ``centre`` by a pinhole camera (focal = image long side,
+    principal point at the image centre, as pose.py assumes), and a box around them."""
+    focal = float(max(WIDTH, HEIGHT))
+    ray = np.array([(centre[0] - WIDTH / 2) / focal, (centre[1] - HEIGHT / 2) / focal, 1.0])
+    ray /= np.linalg.norm(ray)
+    # looking at the face: the smallest rotation of the optical axis onto the ray (scipy's alignment)
+    towards = Rotation.align_vectors([ray], [[0.0, 0.0, 1.0]])[0].as_matrix()
+    flip = np.diag([1.0, -1.0, -1.0])  # model frame -> camera axes (x right, y down, z away from the camera)
+    distance = focal * 2.0 / face_px  # the template is 2 units wide
+    cam = (template_landmarks() @ rotation_model.T) @ flip @ towards.T + ray * distance
+    pixels = focal * cam[:, :2] / cam[:, 2:] + [WIDTH / 2, HEIGHT / 2]
+    box = np.array([*(pixels.min(0) - face_px * 0.15), *(pixels.max(0) + face_px * 0.15)])
+    box[:2] = np.minimum(box[:2], np.asarray(centre) - face_px / 2)
+    box[2:] = np.maximum(box[2:], np.asarray(centre) + face_px / 2)
+    return pixels, box
+
+
+def about(axis: str, degrees: float) -> np.ndarray:
+    """A rotation built by scipy (independent of pose.py) about a model axis, right-handed."""
+    return Rotation.from_euler(axis, degrees, degrees=True).as_matrix()
+
+
+@pytest.mark.parametrize("yaw, pitch, roll", [(0, 0, 0), (30, 0, 0), (-45, 0, 0), (0, 20, 0), (0, -25, 0),
+                                              (0, 0, 15), (0, 0, -30), (25, -15, 10), (-35, 20, -12)])
+def test_known_poses_are_recovered_to_within_a_degree(yaw, pitch, roll) -> None:
+    # The convention written out with scipy: R = Rz(-roll) Ry(yaw) Rx(-pitch) in the model frame.
+    rotation = about("z", -roll) @ about("y", yaw) @ about("x", -pitch)
+    landmarks, box = project(rotation, centre=(400.0, 250.0))
+    pose, reason = estimate_pose(landmarks, box, WIDTH, HEIGHT)
+    assert reason is None
+    assert pose.yaw == pytest.approx(yaw, abs=1.0)
+    assert pose.pitch == pytest.approx(pitch, abs=1.0)
+    assert pose.roll == pytest.approx(roll, abs=1.0)
+    assert pose.reprojection_error < 1e-3
+
+
+def test_signs_match_what_the_picture_shows() -> None:
+    frontal, box = project(np.eye(3))
+    eyes_mid = (frontal[0] + frontal[1]) / 2
+
+    # Turning about the vertical axis so that the nose tip moves to the image's right: yaw > 0.
+    turned, box_t = project(about("y", 30))
+    assert turned[2, 0] - (turned[0, 0] + turned[1, 0]) / 2 > frontal[2, 0] - eyes_mid[0] + 10
+    assert estimate_pose(turned, box_t, WIDTH, HEIGHT)[0].yaw > 25
+
+    # Tipping the nose up (towards the top of the picture, smaller y): pitch > 0.
+    up, box_u = project(about("x", -20))
+    assert up[2, 1] < frontal[2, 1] - 5
+    assert estimate_pose(up, box_u, WIDTH, HEIGHT)[0].pitch > 15
+
+
+def test_clockwise_rotation_in_the_image_is_positive_roll() -> None:
+    # Rotate the frontal landmarks clockwise on screen (image y points down) about the face's centre: for a
+    # face on the optical axis this is exactly a rotation about the line of sight.
+    frontal, box = project(np.eye(3))
+    centre = np.array([640.0, 360.0])  # the image centre: the line of sight is the optical axis
+    angle = math.radians(20)
+    clockwise = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])  # y down
+    rotated = (frontal - centre) @ clockwise.T + centre
+    assert rotated[1, 1] > rotated[0, 1]  # the image-right eye is now lower
+    pose, _ = estimate_pose(rotated, box, WIDTH, HEIGHT)
+    assert pose.roll == pytest.approx(20, abs=1.0)
+    assert abs(pose.yaw) < 1 and abs(pose.pitch) < 1
+
+
+def test_a_frontal_face_is_frontal_anywhere_in_the_picture() -> None:
+    # Angles are relative to the line of sight: the same face looking at the camera from a corner of the
+    # picture (its landmarks seen obliquely, not like a frontal face at the centre) is still (0, 0, 0).
+    centred, _ = project(np.eye(3))
+    corner, box = project(np.eye(3), centre=(1150.0, 90.0))
+    shape = lambda p: (p - p.mean(0)) / np.linalg.norm(p - p.mean(0))  # noqa: E731
+    assert np.abs(shape(corner) - shape(centred)).max() > 0.005  # the oblique view does change the picture
+    pose, _ = estimate_pose(corner, box, WIDTH, HEIGHT)
+    assert max(abs(pose.yaw), abs(pose.pitch), abs(pose.roll)) < 0.5
+
+
+def test_euler_decomposition_round_trips_random_rotations() -> None:
+    rng = np.random.default_rng(0)
+    flip = np.diag([1.0, -1.0, -1.0])
+    for yaw, pitch, roll in rng.uniform(-80, 80, size=(50, 3)):
+        model = about("z", -roll) @ about("y", yaw) @ about("x", -pitch)
+        assert euler_from_rotation(flip @ model @ flip) == pytest.approx([yaw, pitch, roll], abs=1e-6)
+
+
+@pytest.mark.parametrize("landmarks, box, reason", [
+    (np.full((5, 2), np.nan), [100, 100, 200, 200], "non-finite"),
+    (np.array([[110, 150], [130, 150], [150, 150], [170, 150], [190, 150.0]]), [100, 100, 200, 200], "collinear"),
+    (np.array([[110, 150], [130, 150.5], [150, 151], [170, 151.5], [190, 152.0]]), [100, 100, 200, 200], "collinear"),
+    (np.array([[3, 4], [9, 4], [6, 7], [4, 10], [8, 10.0]]), [0, 0, 12, 14], "smaller"),
+    (np.array([[130, 140], [170, 140], [150, 160], [135, 180], [165, 180.0]]), [np.nan, 100, 200, 200], "non-finite"),
+    (np.array([[1250, 140], [1290, 140], [1270, 160], [1255, 180], [1285, 180.0]]), [1230, 100, 1320, 200], "cut off"),
+    (np.array([[30, -20], [70, -20], [50, 0], [35, 20], [65, 20.0]]), [10, -50, 90, 40], "cut off"),
+])
+def test_degenerate_faces_get_no_pose_and_a_reason(landmarks, box, reason) -> None:
+    pose, why = estimate_pose(np.asarray(landmarks, float), np.asarray(box, float), WIDTH, HEIGHT)
+    assert pose is None and reason in why
+
+
+def test_landmarks_no_rigid_face_explains_get_no_pose() -> None:
+    # eyes below the mouth, badly scrambled: whatever PnP returns, it cannot reproject these
+    scrambled = np.array([[130, 190], [170, 120], [150, 150], [120, 110], [185, 195.0]])
+    pose, why = estimate_pose(scrambled, np.array([100, 100, 200, 200.0]), WIDTH, HEIGHT)
+    assert pose is None and ("reprojection" in why or "facing" in why)
+
+
+def test_batch_matches_single_faces_and_json_has_no_nan() -> None:
+    a, box_a = project(about("y", 20))
+    b, box_b = project(np.eye(3), centre=(300.0, 300.0))
+    nan = np.full((5, 2), np.nan)
+    poses, reasons = estimate_poses(np.stack([a, nan, b]), np.stack([box_a, box_a, box_b]), WIDTH, HEIGHT)
+    assert poses[1] is None and reasons[1] and reasons[0] is None and reasons[2] is None
+    assert poses[0].yaw == pytest.approx(estimate_pose(a, box_a, WIDTH, HEIGHT)[0].yaw)
+    text = json.dumps([None if p is None else p.to_dict() for p in poses], allow_nan=False)
+    assert set(json.loads(text)[0]) == {"yaw", "pitch", "roll"}
+
+
+def test_axes_start_at_the_nose_and_point_the_right_way() -> None:
+    landmarks, box = project(np.eye(3))
+    pose, _ = estimate_pose(landmarks, box, WIDTH, HEIGHT)
+    origin, x_tip, y_tip, _ = pose_axes(pose)
+    assert np.linalg.norm(origin - landmarks[2]) < 0.5  # the template's nose tip reprojects onto the landmark
+    assert x_tip[0] > origin[0] + 10 and abs(x_tip[1] - origin[1]) < 3  # x: image right
+    assert y_tip[1] < origin[1] - 10 and abs(y_tip[0] - origin[0]) < 3  # y: image up
+
+
+def test_real_astronaut_photo_is_roughly_frontal(detector, astronaut_image) -> None:
+    (face,) = detector(astronaut_image)
+    assert isinstance(face.pose, HeadPose)
+    assert abs(face.pose.yaw) < 25 and abs(face.pose.pitch) < 25 and abs(face.pose.roll) < 25
+    assert face.to_dict()["pose"] == face.pose.to_dict()
+
+
+def test_face_record_schema_for_pose_and_missing_pose() -> None:
+    from retinaface.detector import Face
+
+    landmarks, box = project(about("y", 20))
+    pose, _ = estimate_pose(landmarks, box, WIDTH, HEIGHT)
+    base = dict(box=box, score=0.9, landmarks=landmarks, mesh_coefficients=np.zeros(144))
+    with_pose = Face(**base, pose=pose).to_dict()
+    assert with_pose["pose"] == {"yaw": round(pose.yaw, 1), "pitch": round(pose.pitch, 1), "roll": round(pose.roll, 1)}
+    assert "pose_reason" not in with_pose
+    without = Face(**base, pose=None, pose_reason="face smaller than 20 px", track_id=3).to_dict()
+    assert without["pose"] is None and without["pose_reason"] == "face smaller than 20 px" and without["track_id"] == 3
+    json.dumps(without, allow_nan=False)
