@@ -144,6 +144,7 @@ def build_prior_from_ict(
     num_identity: int = 60,
     num_expression: int | None = None,
     min_expression_motion: float = 1e-3,
+    template_share: float = 0.5,
 ) -> dict[str, np.ndarray]:
     """Map the ICT Face Model (``ict_face_area.npz``: cm, y up, z to the viewer) onto the template topology.
 
@@ -152,6 +153,9 @@ def build_prior_from_ict(
        frontal (the template photo's own head pose is not baked in); the template is rotated into it;
     3. thin-plate-spline warp + closest point (:func:`correspondence_weights`) gives each template vertex
        barycentric weights on the ICT mesh, applied to the neutral and to every mode.
+    The mean is ``(1 - template_share) * ICT neutral + template_share * template`` (both upright): the
+    average of the only two faces we have on this topology, which is closer to a population mean than either
+    (the template is one real face measured by mediapipe's face mesh, whose vertex placement it defines).
     Expression modes that move no vertex more than ``min_expression_motion`` template units are dropped
     (e.g. pupil dilation, which lives in the eyes outside the face area). Returns the asset's arrays.
     """
@@ -176,7 +180,7 @@ def build_prior_from_ict(
     weights, distances = correspondence_weights(
         template_upright, aligned, triangles, template_upright[list(MULTIPIE68_TO_TEMPLATE)], aligned[landmark_ids]
     )
-    mean = weights @ aligned
+    mean = (1 - template_share) * (weights @ aligned) + template_share * template_upright
     identity_modes = scale * np.einsum("tv,kvc->ktc", weights, identity)
     expression_modes = scale * np.einsum("tv,kvc->ktc", weights, expression)
     keep = np.linalg.norm(expression_modes, axis=-1).max(axis=1) > min_expression_motion
@@ -191,4 +195,5 @@ def build_prior_from_ict(
         "centimetres_per_unit": np.float64(1.0 / scale),
         "template_rotation": rotation.astype(np.float32),
         "surface_distance": distances.astype(np.float32),
+        "template_share": np.float64(template_share),
     }
