@@ -2,13 +2,16 @@
 
 Writes an annotated copy and a JSON Lines file with one record per image or frame:
   {"source", "frame", "width", "height", "faces": [{"box": [x1, y1, x2, y2], "score", "landmarks": [[x, y] x 5]}]}
-With --mesh each face also gets "mesh_coefficients" (144) and "mesh_vertices" ([x, y, depth] x 468, pixels).
+With --mesh each face's 3D mesh is fitted (PnP start from the five landmarks, then --mesh-steps steps of
+analysis by synthesis against the photo with a face-shape prior) and each face also gets "mesh_coefficients"
+(144), "mesh_vertices" ([x, y, depth] x 468, image pixels, mediapipe face-mesh vertex order) and
+"mesh_residual" ({"pixel_l1", "landmark_px"}: how well the fit explains the photo; null when not fitted).
 
 Examples:
   python scripts/detect.py photo.jpg
   python scripts/detect.py video.mp4 --output annotated.mp4 --json faces.jsonl
   python scripts/detect.py photos/ --no-draw --json faces.jsonl
-  python scripts/detect.py photo.jpg --mesh                # overlay the fitted 3D face meshes
+  python scripts/detect.py photo.jpg --mesh                # overlay a 3D face mesh fitted to each face
   python scripts/detect.py 0            # webcam 0, Ctrl+C to stop
 """
 
@@ -34,7 +37,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto = CUDA if available)")
     parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch", help="inference engine (default: %(default)s; onnxruntime runs on the CPU)")
     parser.add_argument("--batch-size", type=int, default=1, help="frames/images per forward pass (default: %(default)s)")
-    parser.add_argument("--mesh", action="store_true", help="decode each face's 3D mesh: overlay the rendered meshes and add mesh coefficients and vertices to the JSON (PyTorch backend)")
+    parser.add_argument("--mesh", action="store_true", help="fit a 3D face mesh to each face: overlay the rendered meshes and add mesh coefficients, vertices and fit residuals to the JSON (PyTorch backend)")
+    parser.add_argument("--mesh-steps", type=int, default=None, help="optimisation steps per mesh fit (default: 20; 0 = pose from the five landmarks with the mean face shape only)")
     parser.add_argument("--no-draw", action="store_true", help="write only the JSON Lines file")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
@@ -46,6 +50,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--max-size must be 0 (original size) or positive")
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
+    if args.mesh_steps is not None and (args.mesh_steps < 0 or not args.mesh):
+        parser.error("--mesh-steps needs --mesh and must be 0 or more")
     return args
 
 
@@ -61,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         detector = Detector.from_pretrained(
             args.weights, device=args.device, score_threshold=args.score_threshold,
             nms_threshold=args.nms_threshold, max_size=max_size or None, backend=args.backend, mesh=args.mesh,
+            mesh_steps=args.mesh_steps,
         )
         summary = run_detect(
             detector, args.input, output=args.output, json_path=args.json, draw=not args.no_draw,
