@@ -44,7 +44,9 @@ class FitConfig:
     - ``crop_scale``: the crop is the face box enlarged by this factor about its centre (forehead and chin)
     - ``landmark_weight``, ``pixel_weight``, ``identity_weight``, ``expression_weight``: objective weights
       (the priors are strong on purpose: five landmarks and a small crop say little about a face's shape)
-    - ``lr``: Adam step for rotation (radians) and log-scale; ``shape_lr_scale`` times it for the coefficients
+    - ``lr``: Adam step for rotation (radians) and log-scale; ``shape_lr_scale`` times it for the coefficients;
+      warm starts use ``warm_lr_scale`` times these (Adam's first steps have about this size whatever the
+      gradient, so full steps would shake a still face from frame to frame)
     - ``min_face_size``: boxes with a shorter side (pixels) are not fitted (``valid`` is False)
     - ``focal``: focal length in the renderer's NDC units of the face box (3.6 = the renderer's default, a
       camera about two face heights away; 10 is closer to photos of people a few metres away)
@@ -62,6 +64,7 @@ class FitConfig:
     min_face_size: float = 10.0
     focal: float = 10.0
     shape_lr_scale: float = 1.0
+    warm_lr_scale: float = 0.2
 
 
 class FitState(NamedTuple):
@@ -214,7 +217,8 @@ def fit_faces(
         usable = torch.stack([torch.isfinite(t.flatten(1) if t.dim() > 1 else t[:, None]).all(1) for t in warm]).all(0)
         state = FitState(*(torch.where(usable.view(-1, *[1] * (w.dim() - 1)), w.float(), s) for w, s in zip(warm, state)))
     steps = steps if steps is not None else (config.warm_steps if init is not None else config.steps)
-    result = _optimise(image_rgb, boxes_v, landmarks_v, state, steps, config, prior, template)
+    lr = config.lr * (config.warm_lr_scale if init is not None else 1.0)
+    result = _optimise(image_rgb, boxes_v, landmarks_v, state, steps, config, prior, template, lr)
     for field, values in zip(FaceFits._fields, result):
         if field == "state":
             for tensor, value in zip(fits.state, values):
@@ -233,7 +237,7 @@ def _empty(count: int, num_vertices: int, num_coefficients: int, valid: Tensor) 
     )
 
 
-def _optimise(image_rgb, boxes, landmarks, state, steps, config, prior, template):
+def _optimise(image_rgb, boxes, landmarks, state, steps, config, prior, template, lr):
     count = boxes.shape[0]
     size = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).sqrt()
     focal = focal_pixels(boxes, config.focal)
@@ -253,10 +257,10 @@ def _optimise(image_rgb, boxes, landmarks, state, steps, config, prior, template
     log_scale = (state.scale / size).log().clone().requires_grad_(True)
     illumination = state.illumination.clone().requires_grad_(True)
     optimiser = torch.optim.Adam([
-        {"params": [coefficients], "lr": config.lr * config.shape_lr_scale},
-        {"params": [rotation, log_scale], "lr": config.lr},
-        {"params": [offset], "lr": config.lr / 3},
-        {"params": [illumination], "lr": config.lr * 5},
+        {"params": [coefficients], "lr": lr * config.shape_lr_scale},
+        {"params": [rotation, log_scale], "lr": lr},
+        {"params": [offset], "lr": lr / 3},
+        {"params": [illumination], "lr": lr * 5},
     ])
 
     def evaluate():

@@ -198,14 +198,17 @@ class Detector:
         from .mesh.photo_fit import FitConfig, FitState, fit_faces, renderer_coefficients
 
         config = FitConfig() if self.mesh_steps is None else FitConfig(steps=self.mesh_steps, warm_steps=min(self.mesh_steps, FitConfig.warm_steps))
-        rgb = torch.from_numpy(np.ascontiguousarray(as_bgr_uint8(image)[..., ::-1])).permute(2, 0, 1).float() / 255
-        boxes = torch.from_numpy(np.stack([f.box for f in faces]).astype(np.float32))
-        landmarks = torch.from_numpy(np.stack([f.landmarks for f in faces]).astype(np.float32))
-        start = None
-        if init is not None and any(state is not None for state in init):
-            fresh = FitState(*(torch.full((1, *t.shape[1:]), float("nan")) for t in next(s for s in init if s is not None)))
-            start = FitState(*(torch.cat(parts) for parts in zip(*(s if s is not None else fresh for s in init))))
-        with torch.inference_mode(False), torch.enable_grad():
+        with torch.inference_mode(False), torch.enable_grad():  # the fit needs autograd even if the caller disabled it
+            rgb = torch.from_numpy(np.ascontiguousarray(as_bgr_uint8(image)[..., ::-1])).permute(2, 0, 1).float() / 255
+            boxes = torch.from_numpy(np.stack([f.box for f in faces]).astype(np.float32))
+            landmarks = torch.from_numpy(np.stack([f.landmarks for f in faces]).astype(np.float32))
+            start = None
+            if init is not None and any(state is not None for state in init):
+                if len(init) != len(faces):
+                    raise ValueError(f"init has {len(init)} states for {len(faces)} faces")
+                # faces without a previous fit get non-finite rows, which fit_faces starts from PnP
+                fresh = FitState(*(torch.full((1, *t.shape[1:]), float("nan")) for t in next(s for s in init if s is not None)))
+                start = FitState(*(torch.cat([t.clone() for t in parts]) for parts in zip(*(s if s is not None else fresh for s in init))))
             fits = fit_faces(rgb, boxes, landmarks, config=config, init=start)
         coefficients = renderer_coefficients(fits, boxes, focal=config.focal).numpy()
         vertices, model_vertices, colours = fits.vertices.numpy(), fits.model_vertices.numpy(), fits.colours.numpy()
