@@ -243,5 +243,8 @@ def test_mesh_overlay_and_json(tmp_path):
     x1, y1, x2, y2 = face["box"]
     assert changed.sum() > 500  # the mesh is drawn ...
     assert xs.min() >= x1 - 1 and xs.max() <= x2 + 1 and ys.min() >= y1 - 1 and ys.max() <= y2 + 1  # ... inside the box
+    assert set(face["mesh_residual"]) == {"pixel_l1", "landmark_px"} and face["mesh_residual"]["landmark_px"] < 3
     bad = run(ASTRONAUT, "--mesh", "--backend", "onnxruntime", cwd=tmp_path)
     assert bad.returncode == 2 and "PyTorch backend" in bad.stderr
+    no_mesh = run(ASTRONAUT, "--mesh-steps", "3", cwd=tmp_path)
+    assert no_mesh.returncode == 2 and "--mesh-steps needs --mesh" in no_mesh.stderr
