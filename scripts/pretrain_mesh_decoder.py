@@ -6,7 +6,7 @@ The latent's first entries are the prior's identity coefficients (N(0, 1)) and e
 colours stay the template's). Writes mesh/assets/prior_decoder.safetensors (derived from the ICT Face
 Model, MIT: see mesh/assets/NOTICE.ict) and prints the error on held-out prior faces.
 
-    python scripts/pretrain_mesh_decoder.py --steps 300 --seed 0
+    python scripts/pretrain_mesh_decoder.py --steps 1500 --seed 0
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
