@@ -26,9 +26,11 @@ class Face:
     - ``score``: face probability in [0, 1]
     - ``landmarks``: ``ndarray[5, 2]`` (x, y): left eye, right eye, nose tip, left and right mouth corner
       (left/right as they appear in the image)
-    - ``mesh_coefficients``: ``ndarray[144]`` raw mesh parameters (128 shape/texture, 7 camera, 9 light)
-    - ``mesh_vertices`` / ``mesh_colours``: ``ndarray[468, 3]`` decoded mesh (x, y in image pixels, view depth;
-      RGB in [0, 1]) when the detector was created with ``mesh=True``, else ``None``
+    - ``mesh_coefficients``: ``ndarray[144]`` mesh parameters (128 shape/texture, 7 camera, 9 light): the
+      network's prediction, or with ``mesh=True`` the fitted mesh expressed in that layout
+    - ``mesh_vertices``: ``ndarray[468, 3]`` the fitted mesh with ``mesh=True`` (template vertex order = mediapipe
+      face-mesh order; x, y in image pixels; z: depth in pixels relative to the head's centre, positive away
+      from the camera), else ``None``; ``mesh_colours``: ``ndarray[468, 3]`` the model's albedo, RGB in [0, 1]
     - ``mesh_model_vertices``: ``ndarray[468, 3]`` the same mesh in the face model's own frame (before the
       camera), kept so that drawing can render it without decoding it again; ``None`` without ``mesh=True``
     - ``pose``: :class:`~retinaface.pose.HeadPose` (yaw, pitch, roll in degrees; conventions in
@@ -38,6 +40,12 @@ class Face:
       for single images
     - :attr:`roll`: in-plane rotation of the eye line in the image (any angle, also upside down), unlike
       ``pose.roll``, which describes heads within about 90 degrees of upright
+    - ``mesh_residual``: with ``mesh=True``, ``{"pixel_l1", "landmark_px"}``: the fit's mean L1 (0-1 RGB) over
+      the pixels the mesh covers and the mean distance between the detected and fitted landmarks; drop fits
+      with large values. ``None`` (with ``mesh_vertices`` ``None``) for faces not fitted (box under 10 px,
+      non-finite input)
+    - ``mesh_state``: the fit's warm-start state (``retinaface.mesh.photo_fit.FitState``, one row), to pass
+      as ``init`` for the same face in the next video frame
     """
 
     box: np.ndarray
@@ -57,6 +65,8 @@ class Face:
         seen in the image; 0 for an upright face, positive when the face is turned clockwise, 180 upside down."""
         dx, dy = self.landmarks[1] - self.landmarks[0]
         return float(np.degrees(np.arctan2(dy, dx)))
+    mesh_residual: dict[str, float] | None = None
+    mesh_state: Any = None
 
     def to_dict(self, *, include_mesh: bool = False, decimals: int = 2) -> dict[str, Any]:
         """JSON-friendly dict: ``{"box": [x1, y1, x2, y2], "score", "landmarks": [[x, y] x 5], "roll",
@@ -78,6 +88,7 @@ class Face:
             record["mesh_coefficients"] = [round(float(v), 5) for v in self.mesh_coefficients]
             if self.mesh_vertices is not None:
                 record["mesh_vertices"] = [[round(float(c), 1) for c in v] for v in self.mesh_vertices]
+            record["mesh_residual"] = self.mesh_residual
         return record
 
 
@@ -115,11 +126,14 @@ class Detector:
     BACKENDS = ("torch", "onnxruntime")
     MESH_NEEDS_TORCH = "decoding meshes needs the PyTorch backend (the onnxruntime model has no mesh decoder)"
 
-    def __init__(self, model: RetinaFace | OnnxRetinaFace, *, mesh: bool = False) -> None:
+    def __init__(self, model: RetinaFace | OnnxRetinaFace, *, mesh: bool = False, mesh_steps: int | None = None) -> None:
         self.model = model.eval()
         if mesh and getattr(model, "mesh_branch", None) is None:
             raise WeightsError(self.MESH_NEEDS_TORCH)
+        if mesh_steps is not None and mesh_steps < 0:
+            raise WeightsError("mesh_steps must be 0 or more")
         self.decode_mesh = mesh
+        self.mesh_steps = mesh_steps
 
     @classmethod
     def from_pretrained(
@@ -133,13 +147,15 @@ class Detector:
         backend: str = "torch",
         optimize: bool = True,
         mesh: bool = False,
+        mesh_steps: int | None = None,
     ) -> "Detector":
         """Load released weights by name, a ``.safetensors`` / checkpoint file, or (onnxruntime) an ``.onnx`` file.
 
         ``backend="torch"`` with ``optimize`` folds BatchNorm into the convolutions and uses channels-last
         memory (same results, faster). ``backend="onnxruntime"`` runs the network in onnxruntime on the CPU,
-        exporting the weights on the fly unless an exported ``.onnx`` file is given. ``mesh=True`` also decodes
-        each face's 3D mesh (PyTorch backend only).
+        exporting the weights on the fly unless an exported ``.onnx`` file is given. ``mesh=True`` also fits
+        each face's 3D mesh (PyTorch backend only; :meth:`fit_meshes`) with ``mesh_steps`` optimisation steps
+        (default: ``FitConfig.steps``; 0 = the PnP pose of the five landmarks with the prior's mean face).
         """
         inference = InferenceConfig(score_threshold=score_threshold, nms_threshold=nms_threshold, max_size=max_size)
         if backend not in cls.BACKENDS:
@@ -159,7 +175,7 @@ class Detector:
         if str(name_or_path).endswith(".onnx"):
             raise WeightsError("an .onnx file needs backend='onnxruntime' (--backend onnxruntime)")
         model = load_model(name_or_path, inference=inference, device=resolve_device(device), mesh=mesh)
-        return cls(model.fuse_for_inference() if optimize else model, mesh=mesh)
+        return cls(model.fuse_for_inference() if optimize else model, mesh=mesh, mesh_steps=mesh_steps)
 
     @property
     def device(self) -> torch.device:
@@ -217,7 +233,14 @@ class Detector:
                 poses, reasons = estimate_poses(landmarks, boxes, image.shape[1], image.shape[0])
                 results.append([Face(boxes[i], float(scores[i]), landmarks[i], mesh[i], pose=poses[i], pose_reason=reasons[i])
                                 for i in range(len(scores))])
-        # frame by frame, in order: a face's previous result must exist before its next frame is meshed
+        return self.track_and_fit(images, results, tracker=tracker)
+
+    def track_and_fit(
+        self, images: Sequence[np.ndarray], results: list[list[Face]], *, tracker: IouTracker | None = None
+    ) -> list[list[Face]]:
+        """The per-frame steps after detection, in frame order: track ids from ``tracker`` (consecutive video
+        frames) and, with ``mesh=True``, mesh fits warm-started from the same track's previous fit."""
+        # a face's previous result must exist before its next frame is meshed
         for image, faces in zip(images, results):
             previous: list[Face | None] = [None] * len(faces)
             if tracker is not None:
@@ -231,16 +254,36 @@ class Detector:
         return results
 
     def fit_meshes(self, image: np.ndarray, faces: list[Face], init: Sequence[Any] | None = None) -> list[Face]:
-        """Fill the ``mesh_*`` fields of every face of ``image`` in place, in one batch. ``init``: per face, the
-        same face's state from the previous video frame (``None`` for new faces), for warm starts. Here the
-        meshes are decoded from the network's coefficients and placed in the boxes (no fitting yet)."""
+        """Fit the 3D mesh of every face of ``image`` (as given to the detector) in one batch and fill the
+        faces' ``mesh_*`` fields in place (see :class:`Face`). ``init``: per face, a previous fit's
+        ``mesh_state`` to warm-start from (e.g. the same face in the previous video frame) or ``None``."""
         if not faces:
             return faces
-        coefficients = torch.from_numpy(np.stack([f.mesh_coefficients for f in faces]).astype(np.float32)).to(self.device)
-        boxes = torch.from_numpy(np.stack([f.box for f in faces]).astype(np.float32)).to(self.device)
-        with torch.inference_mode():
-            placed, decoded = self.model.mesh_branch.image_vertices(coefficients, boxes)
-        vertices, colours, model_vertices = (t.cpu().numpy() for t in (placed, decoded.colours, decoded.vertices))
+        from .mesh.photo_fit import FitConfig, FitState, fit_faces, renderer_coefficients
+
+        config = FitConfig() if self.mesh_steps is None else FitConfig(steps=self.mesh_steps, warm_steps=min(self.mesh_steps, FitConfig.warm_steps))
+        with torch.inference_mode(False), torch.enable_grad():  # the fit needs autograd even if the caller disabled it
+            rgb = torch.from_numpy(np.ascontiguousarray(as_bgr_uint8(image)[..., ::-1])).permute(2, 0, 1).float() / 255
+            boxes = torch.from_numpy(np.stack([f.box for f in faces]).astype(np.float32))
+            landmarks = torch.from_numpy(np.stack([f.landmarks for f in faces]).astype(np.float32))
+            start = None
+            if init is not None and any(state is not None for state in init):
+                if len(init) != len(faces):
+                    raise ValueError(f"init has {len(init)} states for {len(faces)} faces")
+                # faces without a previous fit get non-finite rows, which fit_faces starts from PnP
+                fresh = FitState(*(torch.full((1, *t.shape[1:]), float("nan")) for t in next(s for s in init if s is not None)))
+                start = FitState(*(torch.cat([t.clone() for t in parts]) for parts in zip(*(s if s is not None else fresh for s in init))))
+            fits = fit_faces(rgb, boxes, landmarks, config=config, init=start)
+        coefficients = renderer_coefficients(fits, boxes, focal=config.focal).numpy()
+        vertices, model_vertices, colours = fits.vertices.numpy(), fits.model_vertices.numpy(), fits.colours.numpy()
         for i, face in enumerate(faces):
-            face.mesh_vertices, face.mesh_colours, face.mesh_model_vertices = vertices[i], colours[i], model_vertices[i]
+            if not bool(fits.valid[i]):
+                face.mesh_vertices = face.mesh_colours = face.mesh_model_vertices = face.mesh_residual = face.mesh_state = None
+                continue
+            face.mesh_coefficients = coefficients[i]
+            face.mesh_vertices, face.mesh_model_vertices, face.mesh_colours = vertices[i], model_vertices[i], colours[i]
+            face.mesh_residual = {
+                "pixel_l1": round(float(fits.pixel_residual[i]), 4), "landmark_px": round(float(fits.landmark_residual[i]), 2),
+            }
+            face.mesh_state = fits.state.index([i])
         return faces

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -117,7 +118,14 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
 @contextlib.contextmanager
 def _native_stderr_silenced() -> Iterator[None]:
     """Hide what C libraries print on file descriptor 2 (FFmpeg's own 'moov atom not found' etc.),
-    so a bad file produces our one-sentence error and nothing else."""
+    so a bad file produces our one-sentence error and nothing else.
+
+    Only on the main thread: file descriptor 2 belongs to the whole process, so redirecting it from
+    worker threads (images decoded ahead) would race with other threads and swallow our own messages.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     try:
         saved = os.dup(2)
     except OSError:  # no usable stderr: nothing to silence

@@ -13,6 +13,7 @@ import torch
 from torchvision.ops import box_iou
 
 from .detector import Detector, Face
+from .tracking import IouTracker
 from .tta import TestTimeAugmentation
 
 DEFAULT_MAX_PIXELS = 36_000_000
@@ -159,9 +160,10 @@ class MultiViewDetector:
             return faces
         return merge_faces(faces, self.nms_threshold, views)
 
-    def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
-        """Per-image faces; plain batched detection when no view changes anything."""
+    def detect_batch(self, images: Sequence[np.ndarray], *, tracker: IouTracker | None = None) -> list[list[Face]]:
+        """Per-image faces; plain batched detection when no view changes anything. ``tracker`` and mesh
+        fitting as in :meth:`Detector.detect_batch`."""
         plain = len(self.rotations) == 1 and self.augmentation.is_identity
         if plain and all(self.budget_scale(*im.shape[:2]) == 1.0 for im in images):
-            return self.detector.detect_batch(images)
-        return [self(image) for image in images]
+            return self.detector.detect_batch(images, tracker=tracker)
+        return self.detector.track_and_fit(images, [self(image) for image in images], tracker=tracker)

@@ -142,4 +142,10 @@ def load_model(
             f"{path} does not match the {config.backbone} model: {len(missing)} missing, {len(unexpected)} unexpected "
             f"tensors (e.g. {(missing or unexpected)[0]})"
         )
+    if mesh and path.suffix == ".safetensors" and "upstream" in metadata:
+        # Converted published weights carry an untrained (randomly initialised) mesh decoder: use the one
+        # pre-trained on the face-shape prior instead (mesh/assets/prior_decoder.safetensors).
+        from .mesh.decoder import load_prior_decoder
+
+        load_prior_decoder(model.mesh_branch.decoder)
     return model.eval().to(device)

@@ -2,17 +2,20 @@
 
 Writes an annotated copy and a JSON Lines file with one record per image or frame:
   {"source", "frame", "width", "height", "faces": [{"box": [x1, y1, x2, y2], "score", "landmarks": [[x, y] x 5],
-                                                   "pose": {"yaw", "pitch", "roll"} (degrees) or null}]}
+                                                   "roll", "pose": {"yaw", "pitch", "roll"} (degrees) or null}]}
 Poses: yaw > 0 face turned to the image's right, pitch > 0 looking up, roll > 0 clockwise in the image;
-null (with "pose_reason") for faces too small, cut off or degenerate. Videos add "track_id" per face.
-With --mesh each face also gets "mesh_coefficients" (144) and "mesh_vertices" ([x, y, depth] x 468, pixels).
-Every face has "roll" (in-plane degrees); in videos "track_id"; with --crops a "crop" with its transform.
+null (with "pose_reason") for faces too small, cut off or degenerate. "roll" is the eye line's angle in the
+image (any angle). Videos add "track_id" per face; --crops adds a "crop" with its transform.
+With --mesh each face's 3D mesh is fitted (PnP start from the five landmarks, then --mesh-steps steps of
+analysis by synthesis against the photo with a face-shape prior) and each face also gets "mesh_coefficients"
+(144), "mesh_vertices" ([x, y, depth] x 468, image pixels, mediapipe face-mesh vertex order) and
+"mesh_residual" ({"pixel_l1", "landmark_px"}: how well the fit explains the photo; null when not fitted).
 
 Examples:
   python scripts/detect.py photo.jpg
   python scripts/detect.py video.mp4 --output annotated.mp4 --json faces.jsonl
   python scripts/detect.py photos/ --no-draw --json faces.jsonl
-  python scripts/detect.py photo.jpg --mesh                # overlay the fitted 3D face meshes
+  python scripts/detect.py photo.jpg --mesh                # overlay a 3D face mesh fitted to each face
   python scripts/detect.py 0            # webcam 0, Ctrl+C to stop
   python scripts/detect.py scan.jpg --rotations            # faces turned 90/180/270 degrees too
   python scripts/detect.py group.jpg --scales 0.5,1,2 --flip   # image pyramid for small faces
@@ -44,7 +47,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", type=common.device, default="auto", help="cpu, cuda, cuda:1, ... (default: auto = CUDA if available)")
     parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch", help="inference engine (default: %(default)s; onnxruntime runs on the CPU)")
     parser.add_argument("--batch-size", type=common.int_at_least(1, 1024), default=1, help="frames/images per forward pass (default: %(default)s)")
-    parser.add_argument("--mesh", action="store_true", help="decode each face's 3D mesh: overlay the rendered meshes and add mesh coefficients and vertices to the JSON (PyTorch backend)")
+    parser.add_argument("--mesh", action="store_true", help="fit a 3D face mesh to each face: overlay the meshes and add mesh coefficients, vertices and fit residuals to the JSON (PyTorch backend)")
+    parser.add_argument("--mesh-steps", type=common.int_at_least(0, 10_000), default=None, help="optimisation steps per mesh fit (default: 20; 0 = pose from the five landmarks with the mean face shape only)")
     views = parser.add_argument_group("views")
     views.add_argument("--rotations", action="store_true", help="also detect in the image turned 90, 180 and 270 degrees and merge (4x the time)")
     views.add_argument("--scales", type=_floats, default=(1.0,), help="image pyramid: comma-separated resize factors, e.g. 0.5,1,2 (default: 1)")
@@ -68,6 +72,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-draw", action="store_true", help="write only the JSON Lines file")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
+    if args.mesh_steps is not None and not args.mesh:
+        parser.error("--mesh-steps needs --mesh")
     if any(not f > 0 for f in args.scales):
         parser.error("--scales must be positive numbers")
     if (args.keep_largest or args.keep_track_ids) and not (args.blur or args.pixelate):
@@ -113,6 +119,7 @@ def _detect(args: argparse.Namespace, interruption) -> int:
         detector = Detector.from_pretrained(
             args.weights, device=device, score_threshold=args.score_threshold,
             nms_threshold=args.nms_threshold, max_size=max_size or None, backend=args.backend, mesh=args.mesh,
+            mesh_steps=args.mesh_steps,
         )
         views = MultiViewDetector(
             detector, rotations=args.rotations, scale_factors=args.scales, flip=args.flip,

@@ -36,3 +36,36 @@ def test_chebyshev_order_is_configurable():
     assert small.output.lins.__len__() == 2
     with pytest.raises(ValueError, match="one width per level"):
         MeshDecoder(channels=(16, 8))
+
+
+def test_gathered_chebyshev_propagation_matches_torch_geometric(decoder):
+    from retinaface.mesh.decoder import chebyshev_conv
+
+    torch.manual_seed(1)
+    fine, coarse = torch.randn(3, 468, 16), torch.randn(3, 122, 64)
+    assert torch.allclose(chebyshev_conv(decoder.output, decoder._operator(1), fine), decoder.output(fine, decoder.edges_1), atol=1e-5)
+    assert torch.allclose(chebyshev_conv(decoder.convs[0], decoder._operator(0), coarse), decoder.convs[0](coarse, decoder.edges_0), atol=1e-5)
+
+
+def test_prior_decoder_reproduces_held_out_prior_faces():
+    from retinaface.mesh.decoder import load_prior_decoder, prior_reconstruction_error
+    from retinaface.mesh.prior import load_prior
+
+    prior = load_prior()
+    trained = load_prior_decoder(MeshDecoder()).eval()
+    with torch.no_grad():
+        assert torch.equal(trained(torch.zeros(1, 128)).vertices[0], prior.mean)  # zero latent = the mean face
+    error = prior_reconstruction_error(trained, prior, count=64, seed=777)  # the script trains with seed 0
+    untrained = prior_reconstruction_error(MeshDecoder(), prior, count=64, seed=777)
+    assert error["mean_percent_of_face"] < 0.6 and error["p95_percent_of_face"] < 1.5
+    assert error["mean"] < 0.5 * untrained["mean"]
+
+
+def test_released_weights_get_the_prior_decoder():
+    from retinaface.mesh.decoder import load_prior_decoder
+    from retinaface.weights import load_model
+
+    model = load_model("mobilenet0.25", mesh=True)
+    expected = load_prior_decoder(MeshDecoder()).state_dict()
+    for key, value in model.mesh_branch.decoder.state_dict().items():
+        assert torch.equal(value, expected[key]), key

@@ -243,6 +243,7 @@ def test_mesh_overlay_and_json(tmp_path):
     x1, y1, x2, y2 = face["box"]
     assert changed.sum() > 500  # the mesh is drawn ...
     assert xs.min() >= x1 - 1 and xs.max() <= x2 + 1 and ys.min() >= y1 - 1 and ys.max() <= y2 + 1  # ... inside the box
+    assert set(face["mesh_residual"]) == {"pixel_l1", "landmark_px"} and face["mesh_residual"]["landmark_px"] < 3
     bad = run(ASTRONAUT, "--mesh", "--backend", "onnxruntime", cwd=tmp_path)
     assert bad.returncode == 2 and "PyTorch backend" in bad.stderr
 
@@ -266,3 +267,5 @@ def test_json_carries_head_pose_and_video_faces_keep_their_track_ids(tmp_path, s
         assert all(f["pose"] is None or set(f["pose"]) == {"yaw", "pitch", "roll"} for f in record["faces"])
     # the two large moving faces each keep one id for the whole clip, and the ids differ
     assert all(len(ids) == 1 for ids in ids_per_face.values()) and ids_per_face[0] != ids_per_face[1]
+    no_mesh = run(ASTRONAUT, "--mesh-steps", "3", cwd=tmp_path)
+    assert no_mesh.returncode == 2 and "--mesh-steps needs --mesh" in no_mesh.stderr
