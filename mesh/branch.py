@@ -3,35 +3,17 @@
 from __future__ import annotations
 
 import warnings
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
+from .coefficients import MeshCoefficients, split_coefficients
 from .decoder import DecodedMesh, MeshDecoder
 from .hierarchy import face_edges
 from .renderer import RenderedFaces, render, sanitize
 from .template import FaceTemplate, load_template
-
-LATENT, CAMERA, ILLUMINATION = 128, 7, 9
-
-
-class MeshCoefficients(NamedTuple):
-    """``latent`` ``Tensor[K, 128]``, ``camera`` ``Tensor[K, 7]``, ``illumination`` ``Tensor[K, 9]``."""
-
-    latent: Tensor
-    camera: Tensor
-    illumination: Tensor
-
-
-def split_coefficients(coefficients: Tensor) -> MeshCoefficients:
-    """Split ``Tensor[K, 144]`` into its three groups (order of the RetinaFace paper)."""
-    if coefficients.shape[-1] != LATENT + CAMERA + ILLUMINATION:
-        raise ValueError(f"expected {LATENT + CAMERA + ILLUMINATION} mesh coefficients, got {coefficients.shape[-1]}")
-    latent, camera, illumination = coefficients.split([LATENT, CAMERA, ILLUMINATION], dim=-1)
-    return MeshCoefficients(latent, camera, illumination)
 
 
 def uniform_laplacian(num_vertices: int, edge_index: Tensor) -> Tensor:

@@ -16,20 +16,13 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence, TypeVar
 
+from .mesh.coefficients import MESH_COEFFICIENT_LAYOUT, NUM_MESH_COEFFICIENTS
+
 
 class ConfigError(ValueError):
     """Raised for an unknown preset, an unknown key or a value of the wrong type."""
 
 
-# Layout of the 144 mesh coefficients predicted per anchor (RetinaFace paper, Sec. 3.2):
-# joint shape+texture latent, camera (location xyz, pose xyz, focal), illumination
-# (point-light location xyz, light colour rgb, ambient colour rgb).
-MESH_COEFFICIENT_LAYOUT: tuple[tuple[str, int], ...] = (
-    ("shape_texture", 128),
-    ("camera", 7),
-    ("illumination", 9),
-)
-NUM_MESH_COEFFICIENTS = sum(n for _, n in MESH_COEFFICIENT_LAYOUT)
 
 
 @dataclass(frozen=True)
