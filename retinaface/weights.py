@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 
 from .io import atomic_write
 from .resources import package_path
-from .config import InferenceConfig, ModelConfig, config_from_dict, config_to_dict
+from .config import InferenceConfig, LossConfig, ModelConfig, config_from_dict, config_to_dict
 from .model import RetinaFace, build_retinaface
 
 WEIGHTS_DIR_ENV = "RETINAFACE_WEIGHTS_DIR"
@@ -85,6 +85,7 @@ def load_model(
     name_or_path: str | os.PathLike,
     *,
     inference: InferenceConfig | None = None,
+    loss: LossConfig | None = None,
     device: str | torch.device = "cpu",
     mesh: bool = True,
 ) -> RetinaFace:
@@ -103,7 +104,7 @@ def load_model(
         checkpoint = read_checkpoint(path)
         state, config_dict = checkpoint["model"], checkpoint["model_config"]
     config = config_from_dict(ModelConfig, config_dict)
-    model = build_retinaface(config, inference, mesh=mesh)
+    model = build_retinaface(config, inference, loss=loss, mesh=mesh)
     if not mesh:
         state = {key: value for key, value in state.items() if not key.startswith("mesh_branch.")}
     missing, unexpected = model.load_state_dict(state, strict=False)
