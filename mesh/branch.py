@@ -29,7 +29,9 @@ class MeshBranch(nn.Module):
 
     ``forward(coefficients, aspect=None)`` returns the decoded mesh and its rendering into the face's
     square crop. Non-finite coefficients are replaced (NaN -> 0, +-inf -> +-10) and counted in
-    :attr:`sanitized_faces`, with a warning, instead of propagating NaN.
+    :attr:`sanitized_faces`, with a warning, instead of propagating NaN. For training the branch owns its
+    self-supervised loss (``pixel_loss``, a :class:`MeshPixelLoss`; ``None`` for inference only), which
+    :meth:`pixel_loss` evaluates.
     """
 
     def __init__(
@@ -143,13 +145,13 @@ class MeshPixelLoss(nn.Module):
         """Pixel loss of ``branch`` for ``coefficients`` ``Tensor[K, 144]`` of positive anchors, ``images_rgb``
         ``Tensor[N, 3, H, W]`` in [0, 1], their ground-truth ``boxes`` ``Tensor[K, 4]`` (x1 y1 x2 y2, pixels
         of ``images_rgb``) and ``image_index`` ``Tensor[K]``. Returns the scalar loss (0 when ``K == 0``).
-        The subset beyond ``max_faces`` is drawn from ``generator`` (a CPU generator; default: the global one)."""
+        The subset beyond ``max_faces`` is drawn from ``generator`` (a CPU generator; default: the global CPU one)."""
         widths, heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
         usable = torch.isfinite(boxes).all(dim=1) & (widths >= 1) & (heights >= 1)
         picked = torch.nonzero(usable).squeeze(1)
         if picked.numel() > self.max_faces:
-            order = torch.randperm(picked.numel(), generator=generator) if generator is not None else torch.randperm(picked.numel(), device=picked.device)
-            picked = picked[order.to(picked.device)[: self.max_faces]]
+            order = torch.randperm(picked.numel(), generator=generator).to(picked.device)
+            picked = picked[order[: self.max_faces]]
         if picked.numel() == 0:
             return coefficients.sum() * 0.0
         boxes, coefficients = boxes[picked].float(), coefficients[picked].float()
