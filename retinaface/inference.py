@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import contextlib
+from typing import Iterator, NamedTuple
 
+import torch
 from torch import Tensor, nn
 
 from .anchors import AnchorGenerator
@@ -44,6 +46,20 @@ def build_detection_stages(config: ModelConfig, inference: InferenceConfig) -> D
     )
 
 
+@contextlib.contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """Run the body with ``count`` PyTorch intra-op threads (``None``: as they are), then restore the caller's."""
+    previous = torch.get_num_threads()
+    if count is None or count == previous:
+        yield
+        return
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def image_list(images: ImageBatch) -> list[Tensor]:
     """``Tensor[N, 3, H, W]`` or a sequence of ``Tensor[3, H, W]`` as a list of images."""
     return list(images.unbind(0)) if isinstance(images, Tensor) else list(images)
@@ -62,6 +78,10 @@ class DetectionModel(nn.Module):
     preprocessor: ImagePreprocessor
     anchor_generator: AnchorGenerator
     postprocessor: DetectionPostProcessor
+    pipeline_threads: int | None = None
+    """PyTorch threads for :meth:`detect` (``None``: the caller's). A backend whose network runs outside
+    PyTorch sets 1: pre- and post-processing are small, and PyTorch's parallel regions would wait for
+    cores the network's own threads hold."""
 
     def run_network(self, batch: Tensor) -> tuple[HeadOutputs, Tensor]:
         """Raw outputs for a preprocessed ``Tensor[N, 3, H, W]`` and its anchors ``Tensor[A, 4]`` (cx, cy, w, h)."""
@@ -73,6 +93,7 @@ class DetectionModel(nn.Module):
         if not images:
             return []
         original_sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
-        batch, _, scales, _ = self.preprocessor(images)
-        outputs, anchors = self.run_network(batch)
-        return self.preprocessor.map_back(self.postprocessor(outputs, anchors), scales, original_sizes)
+        with torch_threads(self.pipeline_threads):
+            batch, _, scales, _ = self.preprocessor(images)
+            outputs, anchors = self.run_network(batch)
+            return self.preprocessor.map_back(self.postprocessor(outputs, anchors), scales, original_sizes)

@@ -120,6 +120,10 @@ class OnnxRetinaFace(DetectionModel):
     threads (default: its own choice).
     """
 
+    # Measured on 2 busy cores, 640x480: preprocessing 50 ms with 2 PyTorch threads, 1 ms with one;
+    # decode and NMS 45 ms vs 0.9 ms.
+    pipeline_threads = 1
+
     def __init__(self, onnx_model: bytes, *, inference: InferenceConfig | None = None, threads: int | None = None) -> None:
         super().__init__()
         import onnx
