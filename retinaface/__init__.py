@@ -1,6 +1,6 @@
 """RetinaFace: single-stage face detection with five landmarks and 3D mesh coefficients."""
 
-from .config import InferenceConfig, ModelConfig, apply_overrides, model_preset
+from .config import InferenceConfig, LossConfig, ModelConfig, apply_overrides, model_preset
 from .detector import Detector, Face
 from .io import InputError
 from .model import RetinaFace, build_retinaface
@@ -13,6 +13,7 @@ __all__ = [
     "Face",
     "InferenceConfig",
     "InputError",
+    "LossConfig",
     "ModelConfig",
     "RetinaFace",
     "WeightsError",
