@@ -25,6 +25,9 @@ import cv2
 import numpy as np
 import torch
 
+from ..mesh.coefficients import CoefficientSpread, random_coefficients
+from ..rng import seeded
+
 EVENTS = ("0--Synthetic", "1--Synthetic")
 
 
@@ -55,19 +58,18 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def _random_coefficients(rng: np.random.Generator) -> np.ndarray:
-    latent = rng.normal(0, 0.6, 128)
-    camera = np.concatenate([
-        rng.normal(0, 0.1, 2),  # small shift inside the square
-        rng.normal(0, 0.1, 1),  # distance
-        [rng.normal(0, 0.15), rng.normal(0, 0.35), rng.normal(0, 0.1)],  # pitch, yaw, roll
-        rng.normal(0, 0.1, 1),  # focal
-    ])
-    # light and ambient colours: mostly grey, slightly tinted (faces stay skin-coloured)
-    light = rng.normal(0.2, 0.4) + rng.normal(0, 0.08, 3)
-    ambient = rng.normal(-0.2, 0.4) + rng.normal(0, 0.08, 3)
-    illumination = np.concatenate([rng.normal(0, 0.8, 3), light, ambient])
-    return np.concatenate([latent, camera, illumination]).astype(np.float32)
+# Synthetic faces: a wider shape/texture spread than fitting tests use, yaw wider than pitch and roll, and
+# light/ambient colours that are mostly grey shifts with a slight tint (faces stay skin-coloured).
+FACE_SPREAD = CoefficientSpread(
+    latent=0.6, shift=0.1, distance=0.1, pose=(0.15, 0.35, 0.1), focal=0.1, light_location=0.8,
+    colour_mean=(0.2, -0.2), colour_shared_std=0.4, colour_tint_std=0.08,
+)
+
+
+def random_face(rng: np.random.Generator) -> np.ndarray:
+    """Coefficients ``ndarray[144]`` (float32) of one random synthetic face, drawn with a seed taken from ``rng``."""
+    generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    return random_coefficients(1, generator, FACE_SPREAD)[0].numpy()
 
 
 class SyntheticFaceRenderer:
@@ -76,8 +78,8 @@ class SyntheticFaceRenderer:
     def __init__(self, seed: int = 0) -> None:
         from ..mesh.branch import MeshBranch
 
-        torch.manual_seed(seed)
-        self.branch = MeshBranch().eval()
+        with seeded(seed):  # fixes the (untrained) decoder
+            self.branch = MeshBranch().eval()
 
     def paste(self, canvas: np.ndarray, coefficients: np.ndarray, x: int, y: int, side: int) -> tuple[np.ndarray, np.ndarray] | None:
         """Render one face into the ``side`` square at (x, y) of ``canvas`` (BGR, in place); returns its tight
@@ -113,7 +115,7 @@ def render_image(renderer: SyntheticFaceRenderer, rng: np.random.Generator, heig
         side = int(math.exp(rng.uniform(math.log(12), math.log(min(300, min(height, width) - 1) * 1.15))))
         x = int(rng.integers(-side // 8, width - side + side // 8 + 1))
         y = int(rng.integers(-side // 8, height - side + side // 8 + 1))
-        coefficients = _random_coefficients(rng)
+        coefficients = random_face(rng)
         placed = renderer.paste(canvas, coefficients, x, y, side)
         if placed is None:
             continue

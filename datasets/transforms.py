@@ -8,7 +8,9 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from ..tta import FLIPPED_LANDMARK_ORDER
+from ..config import ModelConfig
+from ..landmarks import FLIPPED_LANDMARK_ORDER
+from ..rng import seeded
 
 
 class TrainAugmentation:
@@ -34,7 +36,7 @@ class TrainAugmentation:
         max_tries: int = 250,
         flip_probability: float = 0.5,
         photometric: bool = True,
-        pixel_mean_bgr: tuple[float, float, float] = (104.0, 117.0, 123.0),
+        pixel_mean_bgr: tuple[float, float, float] = ModelConfig.pixel_mean_bgr,
     ) -> None:
         self.size = size
         self.crop_scales = crop_scales
@@ -45,8 +47,7 @@ class TrainAugmentation:
         self.pixel_mean = torch.tensor(pixel_mean_bgr).round().to(torch.uint8).view(3, 1, 1)
 
     def __call__(self, image: Tensor, target: dict[str, Tensor], seed: int) -> tuple[Tensor, dict[str, Tensor]]:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)  # torchvision's random transforms draw from the global generator
+        with seeded(seed):  # torchvision's random transforms draw from the global generator
             return self._augment(image, target)
 
     def _augment(self, image: Tensor, target: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:

@@ -3,35 +3,18 @@
 from __future__ import annotations
 
 import warnings
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
+from ..config import LossConfig
+from .coefficients import MeshCoefficients, split_coefficients
 from .decoder import DecodedMesh, MeshDecoder
 from .hierarchy import face_edges
 from .renderer import RenderedFaces, render, sanitize
 from .template import FaceTemplate, load_template
-
-LATENT, CAMERA, ILLUMINATION = 128, 7, 9
-
-
-class MeshCoefficients(NamedTuple):
-    """``latent`` ``Tensor[K, 128]``, ``camera`` ``Tensor[K, 7]``, ``illumination`` ``Tensor[K, 9]``."""
-
-    latent: Tensor
-    camera: Tensor
-    illumination: Tensor
-
-
-def split_coefficients(coefficients: Tensor) -> MeshCoefficients:
-    """Split ``Tensor[K, 144]`` into its three groups (order of the RetinaFace paper)."""
-    if coefficients.shape[-1] != LATENT + CAMERA + ILLUMINATION:
-        raise ValueError(f"expected {LATENT + CAMERA + ILLUMINATION} mesh coefficients, got {coefficients.shape[-1]}")
-    latent, camera, illumination = coefficients.split([LATENT, CAMERA, ILLUMINATION], dim=-1)
-    return MeshCoefficients(latent, camera, illumination)
 
 
 def uniform_laplacian(num_vertices: int, edge_index: Tensor) -> Tensor:
@@ -46,7 +29,9 @@ class MeshBranch(nn.Module):
 
     ``forward(coefficients, aspect=None)`` returns the decoded mesh and its rendering into the face's
     square crop. Non-finite coefficients are replaced (NaN -> 0, +-inf -> +-10) and counted in
-    :attr:`sanitized_faces`, with a warning, instead of propagating NaN.
+    :attr:`sanitized_faces`, with a warning, instead of propagating NaN. For training the branch owns its
+    self-supervised loss (``pixel_loss``, a :class:`MeshPixelLoss`; ``None`` for inference only), which
+    :meth:`pixel_loss` evaluates.
     """
 
     def __init__(
@@ -55,13 +40,24 @@ class MeshBranch(nn.Module):
         template: FaceTemplate | None = None,
         decoder: MeshDecoder | None = None,
         image_size: int = 112,
+        pixel_loss: MeshPixelLoss | None = None,
     ) -> None:
         super().__init__()
         self.template = template or load_template()
         self.decoder = decoder or MeshDecoder(template=self.template)
         self.image_size = image_size
+        self.pixel_criterion = pixel_loss
         self.register_buffer("render_faces", self.template.render_faces.clone(), persistent=False)
         self.sanitized_faces = 0
+
+    def pixel_loss(
+        self, coefficients: Tensor, images_rgb: Tensor, boxes: Tensor, image_index: Tensor, *, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """This branch's self-supervised pixel loss (:class:`MeshPixelLoss`, given at construction) for
+        ``coefficients`` ``Tensor[K, 144]`` of faces at ``boxes`` ``Tensor[K, 4]`` in images ``image_index``."""
+        if self.pixel_criterion is None:
+            raise RuntimeError("this mesh branch was built without a pixel loss")
+        return self.pixel_criterion(self, coefficients, images_rgb, boxes, image_index, generator=generator)
 
     def clean(self, coefficients: Tensor) -> MeshCoefficients:
         cleaned, bad = sanitize(coefficients)
@@ -122,10 +118,10 @@ class MeshPixelLoss(nn.Module):
         self,
         *,
         template: FaceTemplate | None = None,
-        crop_size: int = 112,
-        max_faces: int = 16,
-        latent_weight: float = 1e-3,
-        smoothness_weight: float = 1.0,
+        crop_size: int = LossConfig.mesh_crop_size,
+        max_faces: int = LossConfig.max_mesh_faces,
+        latent_weight: float = LossConfig.mesh_latent_weight,
+        smoothness_weight: float = LossConfig.mesh_smoothness_weight,
     ) -> None:
         super().__init__()
         template = template or load_template()
@@ -136,15 +132,26 @@ class MeshPixelLoss(nn.Module):
         laplacian = uniform_laplacian(template.num_vertices, face_edges(template.faces))
         self.register_buffer("laplacian", laplacian, persistent=False)
 
-    def forward(self, branch: MeshBranch, coefficients: Tensor, images_rgb: Tensor, boxes: Tensor, image_index: Tensor) -> Tensor:
+    def forward(
+        self,
+        branch: MeshBranch,
+        coefficients: Tensor,
+        images_rgb: Tensor,
+        boxes: Tensor,
+        image_index: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
         """Pixel loss of ``branch`` for ``coefficients`` ``Tensor[K, 144]`` of positive anchors, ``images_rgb``
         ``Tensor[N, 3, H, W]`` in [0, 1], their ground-truth ``boxes`` ``Tensor[K, 4]`` (x1 y1 x2 y2, pixels
-        of ``images_rgb``) and ``image_index`` ``Tensor[K]``. Returns the scalar loss (0 when ``K == 0``)."""
+        of ``images_rgb``) and ``image_index`` ``Tensor[K]``. Returns the scalar loss (0 when ``K == 0``).
+        The subset beyond ``max_faces`` is drawn from ``generator`` (a CPU generator; default: the global CPU one)."""
         widths, heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
         usable = torch.isfinite(boxes).all(dim=1) & (widths >= 1) & (heights >= 1)
         picked = torch.nonzero(usable).squeeze(1)
         if picked.numel() > self.max_faces:
-            picked = picked[torch.randperm(picked.numel(), device=picked.device)[: self.max_faces]]
+            order = torch.randperm(picked.numel(), generator=generator).to(picked.device)
+            picked = picked[order[: self.max_faces]]
         if picked.numel() == 0:
             return coefficients.sum() * 0.0
         boxes, coefficients = boxes[picked].float(), coefficients[picked].float()

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.nn import ChebConv
 
+from .coefficients import LATENT_DIM
 from .hierarchy import MeshHierarchy, load_hierarchy
 from .template import FaceTemplate, load_template
 
@@ -68,7 +69,7 @@ class MeshDecoder(nn.Module):
         *,
         template: FaceTemplate | None = None,
         hierarchy: MeshHierarchy | None = None,
-        latent_dim: int = 128,
+        latent_dim: int = LATENT_DIM,
         channels: tuple[int, ...] = (64, 32, 16),
         chebyshev_order: int = 6,
         offset_scale: float = 0.1,

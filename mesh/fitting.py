@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from pytorch3d.transforms import so3_exp_map
 from torch import Tensor
 
-from .branch import MeshBranch, split_coefficients
-from .renderer import lights_from_params
+from .branch import MeshBranch
+from .coefficients import random_coefficients, split_coefficients
+from .renderer import face_rotation, lights_from_params
+
+__all__ = ["FitResult", "fit_to_renders", "light_error_degrees", "multiscale_l1", "random_coefficients", "rotation_error_degrees"]
 
 
 def multiscale_l1(image: Tensor, target: Tensor, levels: int = 4) -> Tensor:
@@ -25,8 +26,7 @@ def multiscale_l1(image: Tensor, target: Tensor, levels: int = 4) -> Tensor:
 
 def rotation_error_degrees(camera_a: Tensor, camera_b: Tensor) -> Tensor:
     """Angle ``Tensor[K]`` between the face rotations of two camera parameter sets ``Tensor[K, 7]``."""
-    ra = so3_exp_map((math.pi / 2) * torch.tanh(camera_a[:, 3:6]))
-    rb = so3_exp_map((math.pi / 2) * torch.tanh(camera_b[:, 3:6]))
+    ra, rb = face_rotation(camera_a), face_rotation(camera_b)
     cosine = ((ra.transpose(1, 2) @ rb).diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2
     return torch.rad2deg(torch.acos(cosine.clamp(-1.0, 1.0)))
 
@@ -36,22 +36,6 @@ def light_error_degrees(illumination_a: Tensor, illumination_b: Tensor) -> Tenso
     a = F.normalize(lights_from_params(illumination_a).location, dim=-1)
     b = F.normalize(lights_from_params(illumination_b).location, dim=-1)
     return torch.rad2deg(torch.acos((a * b).sum(-1).clamp(-1.0, 1.0)))
-
-
-def random_coefficients(count: int, generator: torch.Generator, *, pose_std: float = 0.25, light_std: float = 0.8) -> Tensor:
-    """Plausible random ``Tensor[count, 144]``: shape/texture, pose up to ~40 degrees, moved lights."""
-    latent = torch.randn(count, 128, generator=generator) * 0.5
-    camera = torch.cat(
-        [
-            torch.randn(count, 2, generator=generator) * 0.15,
-            torch.randn(count, 1, generator=generator) * 0.1,
-            torch.randn(count, 3, generator=generator) * pose_std,
-            torch.randn(count, 1, generator=generator) * 0.1,
-        ],
-        dim=1,
-    )
-    illumination = torch.cat([torch.randn(count, 3, generator=generator) * light_std, torch.randn(count, 6, generator=generator) * 0.3], dim=1)
-    return torch.cat([latent, camera, illumination], dim=1)
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 from .align import align_face, paste_back
 from .anonymize import anonymize
-from .config import InferenceConfig, ModelConfig, apply_overrides, model_preset
+from .config import InferenceConfig, LossConfig, ModelConfig, apply_overrides, model_preset
 from .detector import Detector, Face
 from .io import InputError
 from .model import RetinaFace, build_retinaface
@@ -18,6 +18,7 @@ __all__ = [
     "FaceWorkflow",
     "InferenceConfig",
     "InputError",
+    "LossConfig",
     "ModelConfig",
     "MultiViewDetector",
     "RetinaFace",

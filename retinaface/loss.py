@@ -1,4 +1,5 @@
-"""Multi-task detection loss: classification with hard negative mining, box and landmark regression."""
+"""Multi-task detection loss over a batch: classification with hard negative mining, box and landmark
+regression, and the mesh branch's pixel loss."""
 
 from __future__ import annotations
 
@@ -7,55 +8,56 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import box_convert, box_iou
 
-from .box_coder import BoxCoder
 from .heads import HeadOutputs, SparseMeshCoefficients
-from .matcher import AnchorMatcher
+from .targets import AnchorTargets, TargetAssigner
 
 if TYPE_CHECKING:
-    from .mesh.branch import MeshBranch, MeshPixelLoss
+    from .mesh.branch import MeshBranch
+
+
+def hard_negatives(per_anchor_loss: Tensor, negative: Tensor, count: Tensor) -> Tensor:
+    """Online hard example mining per image: ``Tensor[N, A]`` bool marking, in each row, the ``count[n]``
+    anchors of ``negative`` ``Tensor[N, A]`` with the highest ``per_anchor_loss`` ``Tensor[N, A]`` (all rows at
+    once: each anchor's rank within its row comes from one sort)."""
+    mining = per_anchor_loss.detach().masked_fill(~negative, -1.0)  # the ranking carries no gradient
+    order = mining.argsort(dim=1, descending=True)
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
+    return rank < count[:, None]
 
 
 class MultiTaskLoss(nn.Module):
     """``L = cls_weight L_cls + box_weight L_box + landmark_weight L_pts + pixel_weight L_pixel``
-    (paper: 1, 0.25, 0.1, 0.01).
+    (see :class:`~retinaface.config.LossConfig`).
 
     ``forward`` returns the weighted terms as a dict ``{"loss_cls", "loss_box", "loss_landmarks", "loss_pixel"}``
-    (``loss_pixel`` when a ``pixel_loss`` is configured and images and a mesh branch are passed),
-    so the training objective is the sum of its values. Per image, negatives are the
-    ``negative_ratio x num_positives`` background anchors with the highest classification loss
-    (online hard example mining), at least ``min_negatives`` so images without faces still teach
-    background. Classification and box terms are normalised by the number of positives in the batch,
-    the landmark term by the number of positives whose face has landmarks.
-
-    Targets per image: ``boxes`` ``Tensor[G, 4]`` x1 y1 x2 y2 in network-input pixels, optional
-    ``landmarks`` ``Tensor[G, 5, 2]`` and ``landmarks_valid`` ``Tensor[G]`` (bool; default: all valid
-    when ``landmarks`` is given).
+    (``loss_pixel`` when ``pixel_weight > 0`` and images and a mesh branch are passed), so the training
+    objective is the sum of its values. Targets come from the ``assigner``
+    (:class:`~retinaface.targets.TargetAssigner`; per image ``boxes``, optional ``landmarks`` and
+    ``landmarks_valid``). Per image, negatives are the ``negative_ratio x num_positives`` background anchors
+    with the highest classification loss, at least ``min_negatives``. Classification and box terms are
+    normalised by the number of positives in the batch, the landmark term by the number of positives whose
+    face has landmarks.
     """
 
     def __init__(
         self,
         *,
-        matcher: AnchorMatcher,
-        box_coder: BoxCoder,
-        negative_ratio: float = 3.0,
-        min_negatives: int = 16,
-        cls_weight: float = 1.0,
-        box_weight: float = 0.25,
-        landmark_weight: float = 0.1,
-        pixel_loss: MeshPixelLoss | None = None,
-        pixel_weight: float = 0.01,
+        assigner: TargetAssigner,
+        negative_ratio: float,
+        min_negatives: int,
+        cls_weight: float,
+        box_weight: float,
+        landmark_weight: float,
+        pixel_weight: float,
     ) -> None:
         super().__init__()
-        self.matcher = matcher
-        self.box_coder = box_coder
+        self.assigner = assigner
         self.negative_ratio = negative_ratio
         self.min_negatives = min_negatives
         self.cls_weight = cls_weight
         self.box_weight = box_weight
         self.landmark_weight = landmark_weight
-        self.pixel_loss = pixel_loss
         self.pixel_weight = pixel_weight
 
     def forward(
@@ -66,72 +68,49 @@ class MultiTaskLoss(nn.Module):
         *,
         images_rgb: Tensor | None = None,
         mesh_branch: MeshBranch | None = None,
+        generator: torch.Generator | None = None,
     ) -> dict[str, Tensor]:
         """``images_rgb`` ``Tensor[N, 3, H, W]`` in [0, 1] (the network input, same pixel frame as the targets)
-        and ``mesh_branch`` are needed for the pixel term."""
-        anchor_boxes = box_convert(anchors, "cxcywh", "xyxy")
-        cls_terms, box_terms, landmark_terms = [], [], []
-        num_positives = 0
-        num_landmark_positives = 0
-        mesh_rows: list[Tensor] = []
-        mesh_boxes: list[Tensor] = []
-        mesh_images: list[Tensor] = []
-        for index, target in enumerate(targets):
-            boxes = target["boxes"].to(anchors)
-            matches = self.matcher(box_iou(boxes, anchor_boxes))
-            positive = matches >= 0
-            negative = matches == AnchorMatcher.NEGATIVE
+        and ``mesh_branch`` are needed for the pixel term; ``generator`` draws its subset of faces."""
+        assigned = self.assigner(anchors, targets)
+        losses = self.detection_losses(outputs, assigned)
+        if self.pixel_weight > 0 and mesh_branch is not None and images_rgb is not None:
+            losses["loss_pixel"] = self.pixel_weight * self.pixel_term(outputs, assigned, images_rgb, mesh_branch, generator)
+        return losses
 
-            labels = positive.long()
-            per_anchor_cls = F.cross_entropy(outputs.class_logits[index].float(), labels, reduction="none")
-            num_pos = int(positive.sum())
-            num_neg = min(int(negative.sum()), max(int(self.negative_ratio * num_pos), self.min_negatives))
-            # Hard negatives: rank background anchors by their loss, without letting the ranking carry gradient.
-            mining_loss = per_anchor_cls.detach().masked_fill(~negative, -1.0)
-            hard_negatives = mining_loss.topk(num_neg).indices if num_neg > 0 else mining_loss.new_empty(0).long()
-            cls_terms.append(per_anchor_cls[positive].sum() + per_anchor_cls[hard_negatives].sum())
-            num_positives += num_pos
-
-            matched = matches[positive]
-            pos_anchors = anchors[positive]
-            box_targets = self.box_coder.encode_boxes(boxes[matched], pos_anchors)
-            box_terms.append(F.smooth_l1_loss(outputs.box_deltas[index][positive].float(), box_targets, reduction="sum"))
-            if self.pixel_loss is not None and images_rgb is not None:
-                positive_ids = torch.nonzero(positive).squeeze(1)
-                mesh_rows.append(outputs.mesh_coefficients[torch.full_like(positive_ids, index), positive_ids])
-                mesh_boxes.append(boxes[matched])
-                mesh_images.append(torch.full_like(matched, index))
-
-            if "landmarks" in target:
-                valid = target.get("landmarks_valid")
-                if valid is None:
-                    valid = torch.ones(boxes.shape[0], dtype=torch.bool, device=boxes.device)
-                with_landmarks = valid.to(boxes.device)[matched]
-                landmark_targets = self.box_coder.encode_landmarks(
-                    target["landmarks"].to(anchors)[matched][with_landmarks], pos_anchors[with_landmarks]
-                )
-                predicted = outputs.landmark_deltas[index][positive][with_landmarks].float()
-                landmark_terms.append(F.smooth_l1_loss(predicted, landmark_targets, reduction="sum"))
-                num_landmark_positives += int(with_landmarks.sum())
-
-        zero = outputs.class_logits.sum() * 0.0  # keeps the graph connected when a term is empty
-        cls_loss = torch.stack(cls_terms).sum() / max(num_positives, 1)
-        box_loss = torch.stack(box_terms).sum() / max(num_positives, 1)
-        landmark_loss = (
-            torch.stack(landmark_terms).sum() / max(num_landmark_positives, 1) if landmark_terms else zero
-        )
-        # Landmark and mesh heads get a zero-valued term so DDP sees every parameter used.
+    def detection_losses(self, outputs: HeadOutputs, assigned: AnchorTargets) -> dict[str, Tensor]:
+        """Weighted classification, box and landmark terms over the whole batch."""
+        positive, negative = assigned.positive, assigned.negative
+        logits = outputs.class_logits.float()
+        per_anchor_cls = F.cross_entropy(logits.flatten(0, 1), positive.long().flatten(), reduction="none").view(positive.shape)
+        num_pos = positive.sum(dim=1)
+        wanted = (self.negative_ratio * num_pos).long().clamp(min=self.min_negatives)
+        hard = hard_negatives(per_anchor_cls, negative, torch.minimum(wanted, negative.sum(dim=1)))
+        total_pos = max(int(num_pos.sum()), 1)
+        cls_loss = per_anchor_cls[positive | hard].sum() / total_pos
+        box_loss = F.smooth_l1_loss(outputs.box_deltas[positive].float(), assigned.box_targets[positive], reduction="sum") / total_pos
+        with_points = assigned.landmarks_valid
+        landmark_loss = F.smooth_l1_loss(
+            outputs.landmark_deltas[with_points].float(), assigned.landmark_targets[with_points], reduction="sum"
+        ) / max(int(with_points.sum()), 1)
+        # Every head takes part in the graph even when a term is empty, so DDP sees each parameter used.
         mesh = outputs.mesh_coefficients
         mesh_terms = (mesh.weight, mesh.bias, mesh.features) if isinstance(mesh, SparseMeshCoefficients) else (mesh,)
         unused = outputs.landmark_deltas.sum() * 0.0 + sum(t.sum() * 0.0 for t in mesh_terms)
-        losses = {
-            "loss_cls": self.cls_weight * cls_loss + zero,
-            "loss_box": self.box_weight * box_loss + zero,
+        return {
+            "loss_cls": self.cls_weight * cls_loss,
+            "loss_box": self.box_weight * box_loss,
             "loss_landmarks": self.landmark_weight * landmark_loss + unused,
         }
-        if mesh_rows and mesh_branch is not None:
-            pixel = self.pixel_loss(mesh_branch, torch.cat(mesh_rows), images_rgb, torch.cat(mesh_boxes), torch.cat(mesh_images))
-            # every decoder parameter takes part in the graph even when no face is sampled (DDP)
-            unused_mesh = sum(p.sum() * 0.0 for p in mesh_branch.parameters())
-            losses["loss_pixel"] = self.pixel_weight * pixel + unused_mesh
-        return losses
+
+    @staticmethod
+    def pixel_term(
+        outputs: HeadOutputs, assigned: AnchorTargets, images_rgb: Tensor, mesh_branch: MeshBranch, generator: torch.Generator | None
+    ) -> Tensor:
+        """The mesh branch's (unweighted) pixel loss for the positives' coefficients, at their faces' boxes."""
+        image_ids, anchor_ids = torch.nonzero(assigned.positive, as_tuple=True)  # image-major
+        coefficients = outputs.mesh_coefficients[image_ids, anchor_ids]
+        boxes = assigned.matched_boxes[image_ids, anchor_ids]
+        pixel = mesh_branch.pixel_loss(coefficients, images_rgb, boxes, image_ids, generator=generator)
+        # every decoder parameter takes part in the graph even when no face is sampled (DDP)
+        return pixel + sum(p.sum() * 0.0 for p in mesh_branch.parameters())

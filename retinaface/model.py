@@ -12,29 +12,29 @@ from torchvision.ops.misc import Conv2dNormActivation
 
 from .anchors import AnchorGenerator
 from .backbones import build_backbone
-from .box_coder import BoxCoder
-from .config import InferenceConfig, ModelConfig
+from .config import InferenceConfig, LossConfig, ModelConfig
 from .heads import FusedRetinaFaceHeads, HeadOutputs, RetinaFaceHeads
+from .inference import DetectionModel, ImageBatch, box_coder_for, build_detection_stages, image_list
 from .loss import MultiTaskLoss
 from .matcher import AnchorMatcher
 from .neck import FeaturePyramid, SSHContext
 from .postprocess import DetectionPostProcessor
+from .targets import TargetAssigner
 from .transform import ImagePreprocessor
 
 if TYPE_CHECKING:  # the mesh branch needs pytorch3d and torch-geometric; detection alone does not
     from .mesh.branch import MeshBranch
 
-ImageBatch = list[Tensor] | Tensor
 
-
-class RetinaFace(nn.Module):
+class RetinaFace(DetectionModel):
     """Single-stage face detector: backbone -> FPN -> SSH per level -> score/box/landmark/mesh heads.
 
     ``forward(images, targets=None)``:
 
     - ``images``: list of ``Tensor[3, H, W]`` BGR 0-255 images (sizes may differ), or ``Tensor[N, 3, H, W]``.
-    - with ``targets`` (one dict per image, see :class:`~retinaface.loss.MultiTaskLoss`, coordinates in
-      original-image pixels): returns a dict of weighted losses whose sum is the training objective.
+    - with ``targets`` (one dict per image, see :class:`~retinaface.targets.TargetAssigner`, coordinates in
+      original-image pixels): returns a dict of weighted losses whose sum is the training objective;
+      ``generator`` (keyword) draws the faces the mesh pixel loss renders.
     - without: returns one dict per image with ``boxes`` ``Tensor[K, 4]`` (x1 y1 x2 y2, original-image
       pixels, clipped), ``scores`` ``Tensor[K]``, ``landmarks`` ``Tensor[K, 5, 2]`` (x, y, original pixels;
       order: left eye, right eye, nose, left mouth corner, right mouth corner as seen in the image)
@@ -110,71 +110,97 @@ class RetinaFace(nn.Module):
         self.fused = True
         return self.to(memory_format=torch.channels_last)
 
-    def forward(
-        self, images: ImageBatch, targets: list[dict[str, Tensor]] | None = None
-    ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
-        image_list = list(images.unbind(0)) if isinstance(images, Tensor) else list(images)
-        if not image_list:
-            return {} if targets is not None else []
-        if targets is not None and self.fused:
-            raise RuntimeError("this model was fused for inference (BatchNorm folded) and cannot compute training losses")
-        original_sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in image_list]
-        batch, _, scales, scaled_targets = self.preprocessor(image_list, targets)
+    def run_network(self, batch: Tensor) -> tuple[HeadOutputs, Tensor]:
+        """Inference form of :meth:`head_outputs`: channels-last when fused; mesh coefficients evaluated lazily
+        (they are only needed at kept detections)."""
         if self.fused:
             batch = batch.contiguous(memory_format=torch.channels_last)
-        # mesh coefficients are only needed at kept detections / sampled positives: evaluate them sparsely
+        return self.head_outputs(batch, dense_mesh=False)
+
+    def forward(
+        self, images: ImageBatch, targets: list[dict[str, Tensor]] | None = None, *, generator: torch.Generator | None = None
+    ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
+        if targets is None:
+            return self.detect(images)
+        return self.losses(images, targets, generator=generator)
+
+    def losses(
+        self, images: ImageBatch, targets: list[dict[str, Tensor]], *, generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
+        """Weighted training losses for ``images`` and their ``targets`` (see :class:`RetinaFace`)."""
+        images = image_list(images)
+        if not images:
+            return {}
+        if self.fused:
+            raise RuntimeError("this model was fused for inference (BatchNorm folded) and cannot compute training losses")
+        if len(targets) != len(images):
+            raise ValueError(f"got {len(images)} images but {len(targets)} targets")
+        batch, _, _, scaled_targets = self.preprocessor(images, targets)
+        # mesh coefficients are only needed at sampled positives: evaluate them sparsely
         outputs, anchors = self.head_outputs(batch, dense_mesh=False)
-        if scaled_targets is not None:
-            if len(scaled_targets) != len(image_list):
-                raise ValueError(f"got {len(image_list)} images but {len(scaled_targets)} targets")
-            mean = self.preprocessor.pixel_mean
-            images_rgb = ((batch + mean) / 255.0).flip(1)  # network input back to RGB in [0, 1] for the pixel loss
-            return self.loss(outputs, anchors, scaled_targets, images_rgb=images_rgb, mesh_branch=self.mesh_branch)
-        detections = self.postprocessor(outputs, anchors)
-        return self.preprocessor.map_back(detections, scales, original_sizes)
+        images_rgb = ((batch + self.preprocessor.pixel_mean) / 255.0).flip(1)  # back to RGB in [0, 1] for the pixel loss
+        return self.loss(outputs, anchors, scaled_targets, images_rgb=images_rgb, mesh_branch=self.mesh_branch, generator=generator)
 
 
 def build_retinaface(
     config: ModelConfig,
     inference: InferenceConfig | None = None,
     *,
+    loss: LossConfig | None = None,
     imagenet_weights: str | Path | None = None,
     mesh: bool = True,
 ) -> RetinaFace:
-    """Assemble a :class:`RetinaFace` from its configs (weights randomly initialised).
+    """Assemble a :class:`RetinaFace` from its configs (weights randomly initialised; defaults: the configs' own).
 
     ``mesh=False`` leaves out the mesh branch (decoder, renderer, pixel loss), which needs pytorch3d and
     torch-geometric; the heads still predict mesh coefficients.
     """
     inference = inference or InferenceConfig()
+    loss = loss or LossConfig()
     # Creation order fixes the random initialisation (backbone, mesh decoder, then FPN and heads), which the
     # released weights' untrained mesh tensors were drawn with.
     backbone = build_backbone(config.backbone, imagenet_weights=imagenet_weights)
-    pixel_loss = mesh_branch = None
-    if mesh:
-        try:
-            from .mesh.branch import MeshBranch, MeshPixelLoss
-            from .mesh.decoder import MeshDecoder
-        except ImportError as exc:
-            raise ImportError(f"the mesh branch needs pytorch3d and torch-geometric, which are not importable ({exc})") from None
-
-        pixel_loss = MeshPixelLoss()
-        mesh_branch = MeshBranch(
-            decoder=MeshDecoder(channels=config.mesh_decoder_channels, chebyshev_order=config.mesh_chebyshev_order)
-        )
-    box_coder = BoxCoder(center_variance=config.box_variances[0], size_variance=config.box_variances[1])
+    mesh_branch = build_mesh_branch(config, loss) if mesh else None
+    stages = build_detection_stages(config, inference)
     return RetinaFace(
         config=config,
         backbone=backbone,
-        preprocessor=ImagePreprocessor(pixel_mean_bgr=config.pixel_mean_bgr, max_size=inference.max_size),
-        anchor_generator=AnchorGenerator(sizes_per_level=config.anchor_sizes, strides=config.anchor_strides),
-        postprocessor=DetectionPostProcessor(
-            box_coder=box_coder,
-            score_threshold=inference.score_threshold,
-            nms_threshold=inference.nms_threshold,
-            pre_nms_top_k=inference.pre_nms_top_k,
-            max_detections=inference.max_detections,
+        preprocessor=stages.preprocessor,
+        anchor_generator=stages.anchor_generator,
+        postprocessor=stages.postprocessor,
+        loss=MultiTaskLoss(
+            assigner=TargetAssigner(
+                matcher=AnchorMatcher(positive_iou=loss.positive_iou, negative_iou=loss.negative_iou), box_coder=box_coder_for(config)
+            ),
+            negative_ratio=loss.negative_ratio,
+            min_negatives=loss.min_negatives,
+            cls_weight=loss.cls_weight,
+            box_weight=loss.box_weight,
+            landmark_weight=loss.landmark_weight,
+            pixel_weight=loss.pixel_weight,
         ),
-        loss=MultiTaskLoss(matcher=AnchorMatcher(), box_coder=box_coder, pixel_loss=pixel_loss),
         mesh_branch=mesh_branch,
     )
+
+
+def build_mesh_branch(config: ModelConfig, loss: LossConfig) -> MeshBranch:
+    """The mesh decoder and renderer of ``config``, with the pixel loss of ``loss`` when its weight is not 0."""
+    try:
+        from .mesh.branch import MeshBranch, MeshPixelLoss
+        from .mesh.decoder import MeshDecoder
+        from .mesh.template import load_template
+    except ImportError as exc:
+        raise ImportError(f"the mesh branch needs pytorch3d and torch-geometric, which are not importable ({exc})") from None
+
+    template = load_template()
+    pixel_loss = None
+    if loss.pixel_weight > 0:
+        pixel_loss = MeshPixelLoss(
+            template=template,
+            crop_size=loss.mesh_crop_size,
+            max_faces=loss.max_mesh_faces,
+            latent_weight=loss.mesh_latent_weight,
+            smoothness_weight=loss.mesh_smoothness_weight,
+        )
+    decoder = MeshDecoder(template=template, channels=config.mesh_decoder_channels, chebyshev_order=config.mesh_chebyshev_order)
+    return MeshBranch(template=template, decoder=decoder, pixel_loss=pixel_loss)

@@ -1,13 +1,18 @@
 """Training: configuration presets, deterministic sampling, checkpoints with exact resume, the loop.
 
 Works on CPU, one GPU (AMP) and several processes under ``torchrun`` (DistributedDataParallel; gloo on
-CPU, NCCL on GPU). Data order and augmentation depend only on (seed, epoch, index), and checkpoints hold
-the model, optimiser, scheduler, position and RNG state, so a run resumed from a checkpoint continues
-exactly as if it had never stopped.
+CPU, NCCL on GPU). Data order and augmentation depend only on (seed, epoch, index); the loss draws from
+its own generator; checkpoints hold the model, optimiser, scheduler, position and that generator's
+state, so a run resumed from a checkpoint continues exactly as if it had never stopped.
+
+:func:`train` strings together :func:`setup_training` (model, data, optimiser), :func:`resume_training`
+(state from a checkpoint), :func:`train_epoch` (one pass, checkpointing on the way), :func:`validate_epoch`
+and :func:`finish_training` (final weights).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -22,9 +27,21 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Sampler
 
-from .config import MODEL_PRESETS, ConfigError, apply_overrides, check_fields, config_from_dict, config_to_dict, model_preset
+from .config import (
+    ConfigError,
+    InferenceConfig,
+    MODEL_PRESETS,
+    LossConfig,
+    apply_overrides,
+    check_fields,
+    config_from_dict,
+    config_to_dict,
+    model_preset,
+    replace_config,
+)
 from .io import atomic_write
 from .model import RetinaFace, build_retinaface
+from .rng import seeded
 
 
 @dataclass(frozen=True)
@@ -64,12 +81,13 @@ class TrainConfig:
     are folded into the convolutions (identity statistics that batch statistics would wreck)."""
     clip_grad_norm: float = 0.0
     """Clip the gradient norm to this (0: no clipping); useful when fine-tuning folded weights."""
-    cls_weight: float = 1.0
-    box_weight: float = 0.25
-    landmark_weight: float = 0.1
-    pixel_weight: float = 0.01
-    negative_ratio: float = 3.0
-    max_mesh_faces: int = 16
+    # the loss settings a run may change (defaults: LossConfig's); see :meth:`loss_config`
+    cls_weight: float = LossConfig.cls_weight
+    box_weight: float = LossConfig.box_weight
+    landmark_weight: float = LossConfig.landmark_weight
+    pixel_weight: float = LossConfig.pixel_weight
+    negative_ratio: float = LossConfig.negative_ratio
+    max_mesh_faces: int = LossConfig.max_mesh_faces
     min_face_size: float = 2.0
     seed: int = 0
     output: str = "runs/train"
@@ -86,6 +104,10 @@ class TrainConfig:
         if bool(self.val_images) != bool(self.val_gt_dir):
             raise ConfigError("validation needs both val_images and val_gt_dir (or neither)")
 
+    def loss_config(self) -> LossConfig:
+        """The :class:`LossConfig` this run trains with (its fields of the same names, the rest default)."""
+        names = {f.name for f in dataclasses.fields(LossConfig)}
+        return replace_config(LossConfig(), {k: v for k, v in config_to_dict(self).items() if k in names})
 
 def _at_least(minimum: float):
     return lambda value: value >= minimum
@@ -221,22 +243,18 @@ def init_distributed() -> Distributed:
 
 
 def build_model_for_training(config: TrainConfig) -> RetinaFace:
-    """The model with its loss configured by ``config`` and weights from ``config.init``."""
-    from .mesh.branch import MeshPixelLoss
-
+    """The model with the loss of ``config`` and weights from ``config.init`` (random ones fixed by ``config.seed``)."""
     from .weights import load_model
 
-    torch.manual_seed(config.seed)
     if config.init == "scratch":
-        model = build_retinaface(model_preset(config.model), imagenet_weights=config.imagenet_weights or None)
-    else:
-        model = load_model(config.init)
-        if model.config != model_preset(config.model):
-            raise ConfigError(f"--init {config.init} is a {model.config.backbone} model but the config trains {config.model}")
-    loss = model.loss
-    loss.cls_weight, loss.box_weight, loss.landmark_weight = config.cls_weight, config.box_weight, config.landmark_weight
-    loss.pixel_weight, loss.negative_ratio = config.pixel_weight, config.negative_ratio
-    loss.pixel_loss = MeshPixelLoss(max_faces=config.max_mesh_faces) if config.pixel_weight > 0 else None
+        with seeded(config.seed):
+            return set_train_mode(
+                build_retinaface(model_preset(config.model), loss=config.loss_config(), imagenet_weights=config.imagenet_weights or None),
+                config,
+            )
+    model = load_model(config.init, loss=config.loss_config())
+    if model.config != model_preset(config.model):
+        raise ConfigError(f"--init {config.init} is a {model.config.backbone} model but the config trains {config.model}")
     return set_train_mode(model, config)
 
 
@@ -258,21 +276,61 @@ def set_train_mode(model: nn.Module, config: TrainConfig) -> nn.Module:
     return model
 
 
-def save_checkpoint(path: Path, *, model: nn.Module, optimizer, scheduler, scaler, config: TrainConfig, epoch: int, step_in_epoch: int, global_step: int) -> None:
+def loss_generator(config: TrainConfig) -> torch.Generator:
+    """The CPU generator the loss draws from (which faces the mesh pixel loss renders); checkpointed."""
+    return torch.Generator().manual_seed(config.seed * 7_919 + 1)
+
+
+@dataclass
+class Position:
+    """Where a run stands: the epoch in progress, optimiser steps done in it and in total."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+
+
+@dataclass
+class TrainingRun:
+    """Everything :func:`setup_training` builds; the loop functions read and advance it."""
+
+    config: TrainConfig
+    info: Distributed
+    device: torch.device
+    model: RetinaFace
+    trained: nn.Module
+    """``model``, wrapped in DistributedDataParallel when several processes train."""
+    dataset: Any
+    sampler: EpochSampler
+    steps_per_epoch: int
+    parameters: list[nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler | None
+    generator: torch.Generator
+    output: Path
+    position: Position = field(default_factory=Position)
+    writer: Any = None
+    """TensorBoard ``SummaryWriter`` on the main process when TensorBoard is installed."""
+
+    @property
+    def use_amp(self) -> bool:
+        return self.scaler is not None
+
+
+def save_checkpoint(path: Path, run: TrainingRun, *, epoch: int, step_in_epoch: int) -> None:
     """Atomically write everything needed to resume (``torch.load(weights_only=True)`` can read it)."""
-    bare = model.module if hasattr(model, "module") else model
     state = {
-        "model": bare.state_dict(),
-        "model_config": config_to_dict(bare.config),
-        "train_config": config_to_dict(config),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict() if scaler is not None else {},
+        "model": run.model.state_dict(),
+        "model_config": config_to_dict(run.model.config),
+        "train_config": config_to_dict(run.config),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "scaler": run.scaler.state_dict() if run.scaler is not None else {},
         "epoch": epoch,
         "step_in_epoch": step_in_epoch,
-        "global_step": global_step,
-        "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "global_step": run.position.global_step,
+        "loss_rng": run.generator.get_state(),
     }
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
@@ -290,177 +348,225 @@ def _to(target: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
     return {k: v.to(device) for k, v in target.items()}
 
 
-def train(config: TrainConfig, *, resume: str | None = None, progress: bool = True, device: str = "auto") -> TrainResult:
-    """Run training, or continue it from the ``resume`` checkpoint (model, optimiser, scheduler, position and
-    RNG state; build ``config`` with :func:`train_config` so it starts from the stored one). Returns the
-    step count and the logged history. See :class:`TrainConfig`."""
-    from tqdm import tqdm
-
+def setup_training(config: TrainConfig, *, device: str = "auto") -> TrainingRun:
+    """Join the process group (under ``torchrun``) and build the model, data, optimiser and schedule of ``config``."""
     from .datasets.transforms import TrainAugmentation
-    from .datasets.wider import WiderFaceDataset, collate
-
-    from .weights import read_checkpoint
+    from .datasets.wider import WiderFaceDataset
 
     info = init_distributed()
     if device == "auto":
         device = f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu"
     device_t = torch.device(device)
-    start_epoch, start_step, global_step = 0, 0, 0
-    checkpoint = None
-    if resume:
-        checkpoint = read_checkpoint(resume)
-        start_epoch, start_step, global_step = checkpoint["epoch"], checkpoint["step_in_epoch"], checkpoint["global_step"]
-
-    output = Path(config.output)
     model = build_model_for_training(config).to(device_t)
-    if checkpoint is not None:
-        from .run_dir import resume_error
-
-        with resume_error(resume):
-            model.load_state_dict(checkpoint["model"])
+    augmentation = TrainAugmentation(size=config.image_size, min_face_size=config.min_face_size, pixel_mean_bgr=model.config.pixel_mean_bgr)
     dataset = WiderFaceDataset(
         config.train_labels, config.train_images or None, annotation_format=config.annotation_format, on_error=config.on_error,
-        transform=TrainAugmentation(size=config.image_size, min_face_size=config.min_face_size), seed=config.seed,
+        transform=augmentation, seed=config.seed,
     )
     if len(dataset) == 0:
         raise ConfigError(f"{config.train_labels} lists no usable images")
     sampler = EpochSampler(len(dataset), seed=config.seed, rank=info.rank, world_size=info.world_size)
     steps_per_epoch = max(1, math.ceil(len(sampler) / config.batch_size))
-
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda step: lr_factor(step, steps_per_epoch=steps_per_epoch, warmup_epochs=config.warmup_epochs, decay_epochs=config.decay_epochs, gamma=config.gamma),
+    schedule = dict(steps_per_epoch=steps_per_epoch, warmup_epochs=config.warmup_epochs, decay_epochs=config.decay_epochs, gamma=config.gamma)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, **schedule))
+    scaler = torch.amp.GradScaler("cuda") if config.amp and device_t.type == "cuda" else None
+    trained = model
+    if info.enabled:
+        trained = nn.parallel.DistributedDataParallel(model, device_ids=[info.local_rank] if device_t.type == "cuda" else None)
+    return TrainingRun(
+        config=config, info=info, device=device_t, model=model, trained=trained, dataset=dataset, sampler=sampler,
+        steps_per_epoch=steps_per_epoch, parameters=parameters, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+        generator=loss_generator(config), output=Path(config.output),
     )
-    use_amp = config.amp and device_t.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda") if use_amp else None
-    if checkpoint is not None:
-        with resume_error(resume):
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            scheduler.load_state_dict(checkpoint["scheduler"])
-            if scaler is not None and checkpoint["scaler"]:
-                scaler.load_state_dict(checkpoint["scaler"])
-            torch.set_rng_state(checkpoint["torch_rng"])
-            if torch.cuda.is_available() and checkpoint["cuda_rng"]:
-                torch.cuda.set_rng_state_all(checkpoint["cuda_rng"])
-    trained = nn.parallel.DistributedDataParallel(model, device_ids=[info.local_rank] if device_t.type == "cuda" else None) if info.enabled else model
 
-    writer = None
-    if info.main:
-        output.mkdir(parents=True, exist_ok=True)
-        (output / "config.json").write_text(json.dumps(config_to_dict(config), indent=2) + "\n")
-        try:
-            from torch.utils.tensorboard import SummaryWriter
 
-            writer = SummaryWriter(str(output / "tensorboard"))
-        except ImportError:  # TensorBoard is optional; metrics.jsonl has the same numbers
-            writer = None
-    result = TrainResult(global_step=global_step, epochs_done=start_epoch, output=output)
-    metrics_path = output / "metrics.jsonl"
+def resume_training(run: TrainingRun, checkpoint_path: str) -> None:
+    """Load model, optimiser, scheduler, scaler, loss generator and position from a :func:`save_checkpoint` file."""
+    from .run_dir import resume_error
+    from .weights import read_checkpoint
 
-    def checkpoint_now(epoch: int, step_in_epoch: int) -> None:
-        if info.main:
-            save_checkpoint(output / "last.pt", model=trained, optimizer=optimizer, scheduler=scheduler, scaler=scaler, config=config, epoch=epoch, step_in_epoch=step_in_epoch, global_step=global_step)
+    checkpoint = read_checkpoint(checkpoint_path)
+    with resume_error(checkpoint_path):  # another model, or missing/malformed state: one sentence
+        run.model.load_state_dict(checkpoint["model"])
+        run.optimizer.load_state_dict(checkpoint["optimizer"])
+        run.scheduler.load_state_dict(checkpoint["scheduler"])
+        if run.scaler is not None and checkpoint["scaler"]:
+            run.scaler.load_state_dict(checkpoint["scaler"])
+        if "loss_rng" in checkpoint:  # checkpoints of earlier versions drew from the global generator
+            run.generator.set_state(checkpoint["loss_rng"])
+        run.position = Position(checkpoint["epoch"], checkpoint["step_in_epoch"], checkpoint["global_step"])
 
-    stop = False
-    for epoch in range(start_epoch, config.epochs):
-        dataset.epoch = sampler.epoch = epoch
-        sampler.skip = start_step * config.batch_size if epoch == start_epoch else 0
-        # its own generator: creating an iterator must not draw from the global RNG, or a resumed run
-        # (which creates one mid-epoch) would diverge from an uninterrupted one
-        loader = DataLoader(
-            dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers, collate_fn=collate,
-            drop_last=False, generator=torch.Generator().manual_seed(config.seed * 1_000 + epoch),
-        )
-        step_in_epoch = start_step if epoch == start_epoch else 0
-        bar = tqdm(loader, total=steps_per_epoch, initial=step_in_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not (progress and info.main), file=sys.stderr, unit="step")
-        tick, images_seen = time.perf_counter(), 0
-        for images, targets in bar:
-            images = [im.to(device_t, non_blocking=True) for im in images]
-            targets = [_to(t, device_t) for t in targets]
-            with torch.autocast(device_type=device_t.type, enabled=use_amp):
-                losses = trained(images, targets)
-            total = sum(losses.values())
-            if not torch.isfinite(total):
-                raise FloatingPointError(f"non-finite loss at step {global_step}: { {k: v.item() for k, v in losses.items()} }")
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(total).backward()
-                if config.clip_grad_norm:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(parameters, config.clip_grad_norm)
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                total.backward()
-                if config.clip_grad_norm:
-                    nn.utils.clip_grad_norm_(parameters, config.clip_grad_norm)
-                optimizer.step()
-            scheduler.step()
-            global_step += 1
-            step_in_epoch += 1
-            images_seen += len(images) * info.world_size
-            if info.main and (global_step % config.log_every == 0 or step_in_epoch == steps_per_epoch):
-                rate = images_seen / max(time.perf_counter() - tick, 1e-9)
-                record = {"step": global_step, "epoch": epoch + step_in_epoch / steps_per_epoch, "lr": optimizer.param_groups[0]["lr"], "loss": total.item(), "images_per_s": rate, **{k: v.item() for k, v in losses.items()}}
-                result.history.append(record)
-                with open(metrics_path, "a") as handle:
-                    handle.write(json.dumps(record) + "\n")
-                if writer is not None:
-                    for key, value in record.items():
-                        if key not in ("step", "epoch"):
-                            writer.add_scalar(f"train/{key}", value, global_step)
-                bar.set_postfix({"loss": f"{record['loss']:.3f}", **{k[5:]: f"{record[k]:.3f}" for k in losses}, "img/s": f"{rate:.1f}"})
-            if config.checkpoint_every and global_step % config.checkpoint_every == 0 and step_in_epoch < steps_per_epoch:
-                checkpoint_now(epoch, step_in_epoch)
-            if config.max_steps and global_step >= config.max_steps:
-                stop = True
-                break
-        bar.close()
-        start_step = 0
-        finished_epoch = step_in_epoch >= steps_per_epoch
-        checkpoint_now(epoch + 1 if finished_epoch else epoch, 0 if finished_epoch else step_in_epoch)
-        result.epochs_done = epoch + 1 if finished_epoch else epoch
-        last_epoch = stop or epoch + 1 == config.epochs
-        if info.main and config.val_images and config.val_gt_dir and ((epoch + 1) % config.val_every == 0 or last_epoch):
-            record = validate(model, config, epoch=epoch + 1, step=global_step, progress=progress)
-            result.validation.append(record)
-            with open(output / "validation.jsonl", "a") as handle:
-                handle.write(json.dumps(record) + "\n")
-            if writer is not None:
-                for key in ("easy", "medium", "hard"):
-                    writer.add_scalar(f"val/AP_{key}", record[key], global_step)
-            set_train_mode(model, config)
-        if stop:
+
+def open_logs(run: TrainingRun) -> None:
+    """Main process: create the output folder, write ``config.json`` and open TensorBoard (when installed)."""
+    if not run.info.main:
+        return
+    run.output.mkdir(parents=True, exist_ok=True)
+    (run.output / "config.json").write_text(json.dumps(config_to_dict(run.config), indent=2) + "\n")
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+
+        run.writer = SummaryWriter(str(run.output / "tensorboard"))
+    except ImportError:  # TensorBoard is optional; metrics.jsonl has the same numbers
+        run.writer = None
+
+
+def optimisation_step(run: TrainingRun, images: list[Tensor], targets: list[dict[str, Tensor]]) -> tuple[Tensor, dict[str, Tensor]]:
+    """Forward, backward (scaled under AMP, clipped when configured) and one optimiser and scheduler step.
+    Returns the total loss and its weighted terms."""
+    config = run.config
+    with torch.autocast(device_type=run.device.type, enabled=run.use_amp):
+        losses = run.trained(images, targets, generator=run.generator)
+    total = sum(losses.values())
+    if not torch.isfinite(total):
+        raise FloatingPointError(f"non-finite loss at step {run.position.global_step}: { {k: v.item() for k, v in losses.items()} }")
+    run.optimizer.zero_grad(set_to_none=True)
+    if run.scaler is not None:
+        run.scaler.scale(total).backward()
+        if config.clip_grad_norm:
+            run.scaler.unscale_(run.optimizer)
+            nn.utils.clip_grad_norm_(run.parameters, config.clip_grad_norm)
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+    else:
+        total.backward()
+        if config.clip_grad_norm:
+            nn.utils.clip_grad_norm_(run.parameters, config.clip_grad_norm)
+        run.optimizer.step()
+    run.scheduler.step()
+    return total, losses
+
+
+def log_step(run: TrainingRun, result: TrainResult, record: dict[str, float]) -> None:
+    """Append a training record to the history, ``metrics.jsonl`` and TensorBoard."""
+    result.history.append(record)
+    with open(run.output / "metrics.jsonl", "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+    if run.writer is not None:
+        for key, value in record.items():
+            if key not in ("step", "epoch"):
+                run.writer.add_scalar(f"train/{key}", value, record["step"])
+
+
+def train_epoch(run: TrainingRun, result: TrainResult, *, progress: bool = True) -> bool:
+    """Train the epoch at ``run.position`` from its step there to its end, or until ``max_steps``; checkpoint
+    every ``checkpoint_every`` steps and at the end. Returns ``True`` when ``max_steps`` stopped it."""
+    from tqdm import tqdm
+
+    from .datasets.wider import collate
+
+    config, position, info = run.config, run.position, run.info
+    epoch = position.epoch
+    run.dataset.epoch = run.sampler.epoch = epoch
+    run.sampler.skip = position.step_in_epoch * config.batch_size
+    # its own generator: creating an iterator must not draw from the global RNG, or a resumed run
+    # (which creates one mid-epoch) would diverge from an uninterrupted one
+    loader = DataLoader(
+        run.dataset, batch_size=config.batch_size, sampler=run.sampler, num_workers=config.workers, collate_fn=collate,
+        drop_last=False, generator=torch.Generator().manual_seed(config.seed * 1_000 + epoch),
+    )
+    bar = tqdm(
+        loader, total=run.steps_per_epoch, initial=position.step_in_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
+        disable=not (progress and info.main), file=sys.stderr, unit="step",
+    )
+    tick, images_seen, stop = time.perf_counter(), 0, False
+    for images, targets in bar:
+        images = [im.to(run.device, non_blocking=True) for im in images]
+        total, losses = optimisation_step(run, images, [_to(t, run.device) for t in targets])
+        position.global_step += 1
+        position.step_in_epoch += 1
+        images_seen += len(images) * info.world_size
+        end_of_epoch = position.step_in_epoch == run.steps_per_epoch
+        if info.main and (position.global_step % config.log_every == 0 or end_of_epoch):
+            rate = images_seen / max(time.perf_counter() - tick, 1e-9)
+            record = {
+                "step": position.global_step, "epoch": epoch + position.step_in_epoch / run.steps_per_epoch,
+                "lr": run.optimizer.param_groups[0]["lr"], "loss": total.item(), "images_per_s": rate,
+                **{k: v.item() for k, v in losses.items()},
+            }
+            log_step(run, result, record)
+            bar.set_postfix({"loss": f"{record['loss']:.3f}", **{k[5:]: f"{record[k]:.3f}" for k in losses}, "img/s": f"{rate:.1f}"})
+        if config.checkpoint_every and position.global_step % config.checkpoint_every == 0 and not end_of_epoch:
+            checkpoint(run, epoch=epoch, step_in_epoch=position.step_in_epoch)
+        if config.max_steps and position.global_step >= config.max_steps:
+            stop = True
             break
-    result.global_step = global_step
-    if writer is not None:
-        writer.close()
-    if info.main:
-        bare = trained.module if hasattr(trained, "module") else trained
+    bar.close()
+    if position.step_in_epoch >= run.steps_per_epoch:
+        position.epoch, position.step_in_epoch = epoch + 1, 0
+    checkpoint(run, epoch=position.epoch, step_in_epoch=position.step_in_epoch)
+    result.epochs_done = position.epoch
+    return stop
+
+
+def checkpoint(run: TrainingRun, *, epoch: int, step_in_epoch: int) -> None:
+    """``last.pt`` in the output folder (main process only)."""
+    if run.info.main:
+        save_checkpoint(run.output / "last.pt", run, epoch=epoch, step_in_epoch=step_in_epoch)
+
+
+def validate_epoch(run: TrainingRun, result: TrainResult, *, epoch: int, progress: bool = False) -> None:
+    """Validation AP after ``epoch`` epochs, logged to ``validation.jsonl`` and TensorBoard (main process)."""
+    record = validate(run.model, run.config, epoch=epoch, step=run.position.global_step, progress=progress)
+    result.validation.append(record)
+    with open(run.output / "validation.jsonl", "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+    if run.writer is not None:
+        for key in ("easy", "medium", "hard"):
+            run.writer.add_scalar(f"val/AP_{key}", record[key], run.position.global_step)
+
+
+def finish_training(run: TrainingRun) -> None:
+    """Write ``final.safetensors`` (main process), close the logs and leave the process group."""
+    if run.writer is not None:
+        run.writer.close()
+    if run.info.main:
         from .weights import save_safetensors
 
-        save_safetensors(bare, output / "final.safetensors")
-    if info.enabled:
+        save_safetensors(run.model, run.output / "final.safetensors")
+    if run.info.enabled:
         dist.barrier()
         dist.destroy_process_group()
+
+
+def train(config: TrainConfig, *, resume: str | None = None, progress: bool = True, device: str = "auto") -> TrainResult:
+    """Run training, or continue it from the ``resume`` checkpoint (model, optimiser, scheduler, position and
+    loss generator; build ``config`` with :func:`train_config` so it starts from the stored one). Returns the
+    step count and the logged history. See :class:`TrainConfig`."""
+    run = setup_training(config, device=device)
+    if resume:
+        resume_training(run, resume)
+    open_logs(run)
+    result = TrainResult(global_step=run.position.global_step, epochs_done=run.position.epoch, output=run.output)
+    while run.position.epoch < config.epochs:
+        epoch = run.position.epoch
+        stop = train_epoch(run, result, progress=progress)
+        last_epoch = stop or epoch + 1 == config.epochs
+        if run.info.main and config.val_images and config.val_gt_dir and ((epoch + 1) % config.val_every == 0 or last_epoch):
+            validate_epoch(run, result, epoch=epoch + 1, progress=progress)
+        if stop:
+            break
+    result.global_step = run.position.global_step
+    finish_training(run)
     return result
 
 
 def validate(model: RetinaFace, config: TrainConfig, *, epoch: int, step: int, progress: bool = False) -> dict[str, Any]:
-    """WIDER-protocol AP of the current weights on the validation set (original image size, score >= 0.02)."""
-    import copy
+    """WIDER-protocol AP of the current weights on the validation set (original image size, scores down to ``WIDER_SCORE_THRESHOLD``)."""
     import tempfile
 
     from .detector import Detector
     from .tta import TestTimeAugmentation
-    from .wider_benchmark import predict_wider
+    from .wider_benchmark import WIDER_SCORE_THRESHOLD, predict_wider
     from .wider_eval import evaluate_folder, load_ground_truth
 
-    evaluation_model = copy.deepcopy(model).eval()
-    evaluation_model.postprocessor.score_threshold = 0.02
-    detector = Detector(evaluation_model)
+    # a separate inference model (no mesh branch) with the protocol's score threshold, the same weights
+    with seeded(config.seed):
+        evaluation_model = build_retinaface(model.config, InferenceConfig(score_threshold=WIDER_SCORE_THRESHOLD), mesh=False)
+    evaluation_model.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("mesh_branch.")})
+    detector = Detector(evaluation_model.to(next(model.parameters()).device))
     gt = load_ground_truth(config.val_gt_dir)
     with tempfile.TemporaryDirectory() as folder:
         predict_wider(TestTimeAugmentation(detector), config.val_images, gt, folder, progress=False)

@@ -12,9 +12,7 @@ from torchvision.ops import batched_nms
 
 from .detector import Detector, Face
 from .pose import estimate_poses
-
-# Landmark order after a horizontal flip: eyes swap, nose stays, mouth corners swap.
-FLIPPED_LANDMARK_ORDER = [1, 0, 2, 4, 3]
+from .landmarks import FLIPPED_LANDMARK_ORDER
 SCALE_MODES = ("original", "mxnet")
 
 

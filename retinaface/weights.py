@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 
 from .io import atomic_write
 from .resources import package_path
-from .config import ConfigError, InferenceConfig, ModelConfig, config_from_dict, config_to_dict
+from .config import ConfigError, InferenceConfig, LossConfig, ModelConfig, config_from_dict, config_to_dict
 from .model import RetinaFace, build_retinaface
 
 WEIGHTS_DIR_ENV = "RETINAFACE_WEIGHTS_DIR"
@@ -108,6 +108,7 @@ def load_model(
     name_or_path: str | os.PathLike,
     *,
     inference: InferenceConfig | None = None,
+    loss: LossConfig | None = None,
     device: str | torch.device = "cpu",
     mesh: bool = True,
 ) -> RetinaFace:
@@ -127,7 +128,7 @@ def load_model(
         state, config_dict = checkpoint["model"], checkpoint["model_config"]
     config = _model_config(config_dict, path)
     try:
-        model = build_retinaface(config, inference, mesh=mesh)
+        model = build_retinaface(config, inference, loss=loss, mesh=mesh)
     except (ConfigError, ValueError, TypeError, RuntimeError) as exc:
         raise WeightsError(f"{path} has a model config this version cannot build ({str(exc).splitlines()[0]})") from None
     if not mesh:

@@ -15,6 +15,9 @@ from .io import InputError, atomic_write, read_image
 from .tta import TestTimeAugmentation
 from .wider_eval import SETTINGS, WiderGroundTruth, WiderResult, write_prediction_file
 
+WIDER_SCORE_THRESHOLD = 0.02
+"""Detections down to this score are written for WIDER evaluation (they shape the precision-recall curve)."""
+
 
 @dataclass
 class PredictionRun:

@@ -24,7 +24,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     from retinaface.mesh.branch import MeshBranch, MeshPixelLoss
-    from retinaface.mesh.fitting import random_coefficients
+    from retinaface.mesh.coefficients import random_coefficients, split_coefficients
     from retinaface.mesh.renderer import camera_from_params, project, rasterize_pytorch3d, rasterize_zbuffer
     from retinaface.timing import median_seconds
 
@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     total = median_seconds(step, runs=args.runs)
     with torch.no_grad():
         mesh = branch.decode(base)
-        ndc = project(mesh.vertices, camera_from_params(base[:, 128:135]))
+        ndc = project(mesh.vertices, camera_from_params(split_coefficients(base).camera))
     ours = median_seconds(lambda: rasterize_zbuffer(ndc, branch.render_faces, args.size), runs=args.runs)
     theirs = median_seconds(lambda: rasterize_pytorch3d(ndc, branch.render_faces, args.size), runs=3, warmup=1)
     result = {

@@ -25,8 +25,9 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from retinaface.mesh.branch import MeshPixelLoss
     from retinaface import build_retinaface, model_preset
+    from retinaface.config import LossConfig
+    from retinaface.rng import seeded
     from retinaface.timing import median_seconds
 
     generator = torch.Generator().manual_seed(0)
@@ -39,21 +40,23 @@ def main(argv=None) -> int:
         landmarks = corners[:, None, :] + sides[:, None, None] * torch.tensor([[0.3, 0.4], [0.7, 0.4], [0.5, 0.6], [0.35, 0.8], [0.65, 0.8]])
         targets.append({"boxes": boxes, "landmarks": landmarks})
 
-    torch.manual_seed(0)
-    model = build_retinaface(model_preset(args.model)).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
+    def training_step(loss: LossConfig):
+        with seeded(0):
+            model = build_retinaface(model_preset(args.model), loss=loss).train()
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
 
-    def step() -> None:
-        losses = model(images, targets)
-        optimizer.zero_grad()
-        sum(losses.values()).backward()
-        optimizer.step()
+        def step() -> None:
+            losses = model(images, targets)
+            optimizer.zero_grad()
+            sum(losses.values()).backward()
+            optimizer.step()
 
-    with_mesh = median_seconds(step, runs=args.runs, warmup=2)
-    model.loss.pixel_loss = None
-    without_mesh = median_seconds(step, runs=args.runs, warmup=2)
-    model.loss.pixel_loss = MeshPixelLoss()
-    with_mesh_again = median_seconds(step, runs=args.runs, warmup=2)  # interleaved, so drift on a noisy machine shows
+        return step
+
+    step_with_mesh, step_without_mesh = training_step(LossConfig()), training_step(LossConfig(pixel_weight=0.0))
+    with_mesh = median_seconds(step_with_mesh, runs=args.runs, warmup=2)
+    without_mesh = median_seconds(step_without_mesh, runs=args.runs, warmup=2)
+    with_mesh_again = median_seconds(step_with_mesh, runs=args.runs, warmup=2)  # interleaved, so drift on a noisy machine shows
     with_mesh = min(with_mesh, with_mesh_again)
     print(json.dumps({
         "model": args.model, "size": args.size, "batch": args.batch, "threads": args.threads,

@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 
 from . import common
+from ..config import InferenceConfig
+from ..wider_benchmark import WIDER_SCORE_THRESHOLD
 
 
 def parse_args(argv):
@@ -35,8 +37,8 @@ def parse_args(argv):
     parser.add_argument("--scale", choices=("original", "mxnet"), default="original", help="original size, or short side 1600 / long side <= 2150 (default: %(default)s)")
     parser.add_argument("--scales", default="1", help="comma-separated multi-scale factors on top of --scale, e.g. 0.5,1,1.5 (default: %(default)s)")
     parser.add_argument("--flip", action="store_true", help="also detect on the mirrored image and merge")
-    parser.add_argument("--score-threshold", type=common.float_in(0.0, 1.0), default=0.02, help="keep detections above this score (default: %(default)s)")
-    parser.add_argument("--nms-threshold", type=common.float_in(0.0, 1.0, low_open=True), default=0.4, help="(default: %(default)s)")
+    parser.add_argument("--score-threshold", type=common.float_in(0.0, 1.0), default=WIDER_SCORE_THRESHOLD, help="keep detections above this score (default: %(default)s)")
+    parser.add_argument("--nms-threshold", type=common.float_in(0.0, 1.0, low_open=True), default=InferenceConfig.nms_threshold, help="(default: %(default)s)")
     parser.add_argument("--device", type=common.device, default="auto", help="cpu, cuda, ... (default: auto)")
     parser.add_argument("--overwrite", action="store_true", help="redo images whose prediction file already exists")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")

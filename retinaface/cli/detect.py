@@ -30,6 +30,7 @@ import sys
 from pathlib import Path
 
 from . import common
+from ..config import InferenceConfig
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -41,8 +42,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", "-o", type=Path, help="annotated image/video/folder (default: ./<name>_faces.<ext>); never one of the inputs")
     parser.add_argument("--json", type=Path, help="JSON Lines output (default: next to --output, .jsonl)")
     parser.add_argument("--weights", default="mobilenet0.25", help="released weights name or .safetensors/.pt path (default: %(default)s)")
-    parser.add_argument("--score-threshold", type=common.float_in(0.0, 1.0), default=0.5, help="minimum face score (default: %(default)s)")
-    parser.add_argument("--nms-threshold", type=common.float_in(0.0, 1.0, low_open=True), default=0.4, help="NMS IoU threshold (default: %(default)s)")
+    parser.add_argument("--score-threshold", type=common.float_in(0.0, 1.0), default=InferenceConfig.score_threshold, help="minimum face score (default: %(default)s)")
+    parser.add_argument("--nms-threshold", type=common.float_in(0.0, 1.0, low_open=True), default=InferenceConfig.nms_threshold, help="NMS IoU threshold (default: %(default)s)")
     parser.add_argument("--max-size", type=common.int_at_least(0, 100_000), default=None, help="downscale so the long side is at most this many pixels for detection; results stay in original pixels; 0 = original size (default: 640 for videos and cameras, original size for images)")
     parser.add_argument("--device", type=common.device, default="auto", help="cpu, cuda, cuda:1, ... (default: auto = CUDA if available)")
     parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch", help="inference engine (default: %(default)s; onnxruntime runs on the CPU)")

@@ -1,6 +1,6 @@
 import torch
 
-from retinaface.config import model_preset
+from retinaface.config import InferenceConfig, model_preset
 from retinaface.model import build_retinaface
 
 
@@ -59,6 +59,32 @@ def test_targets_are_scaled_with_the_image_when_resizing():
     small = torch.nn.functional.interpolate(big[None], size=(64, 64), mode="bilinear", antialias=True)[0]
     small_target = {"boxes": torch.tensor([[10.0, 10.0, 40.0, 44.0]])}
     small_loss = model([small], [small_target])
-    model.preprocessor.max_size = 64  # the 128x128 image is downscaled to 64x64 inside the model
-    big_loss = model([big], [{"boxes": small_target["boxes"] * 2}])
+    torch.manual_seed(0)
+    resizing = build_retinaface(model_preset("mobilenet0.25"), InferenceConfig(max_size=64)).eval()  # 128x128 -> 64x64 inside
+    big_loss = resizing([big], [{"boxes": small_target["boxes"] * 2}])
     assert torch.allclose(small_loss["loss_box"], big_loss["loss_box"], atol=1e-4)
+
+
+def test_loss_config_reaches_the_loss_and_mesh_branch():
+    from retinaface.config import LossConfig
+
+    torch.manual_seed(0)
+    model = build_retinaface(model_preset("mobilenet0.25"), loss=LossConfig(box_weight=0.5, pixel_weight=0.0, max_mesh_faces=3)).train()
+    assert model.loss.box_weight == 0.5 and model.mesh_branch.pixel_criterion is None
+    target = {"boxes": torch.tensor([[20.0, 20.0, 60.0, 70.0]])}
+    losses = model([_image()], [target])
+    assert "loss_pixel" not in losses  # weight 0: the branch is not run
+    default = build_retinaface(model_preset("mobilenet0.25"))
+    assert default.mesh_branch.pixel_criterion.max_faces == LossConfig.max_mesh_faces
+    assert default.loss.box_weight == LossConfig.box_weight
+
+
+def test_a_batch_of_two_copies_gives_the_single_image_losses():
+    """Terms are normalised by the positives of the whole batch, and OHEM works per image."""
+    model = _model()
+    image = _image()
+    target = {"boxes": torch.tensor([[20.0, 20.0, 60.0, 70.0]]), "landmarks": torch.rand(1, 5, 2) * 40 + 20}
+    single = model([image], [target], generator=torch.Generator().manual_seed(0))
+    double = model([image, image], [target, target], generator=torch.Generator().manual_seed(0))
+    for key in ("loss_cls", "loss_box", "loss_landmarks"):
+        assert torch.allclose(single[key], double[key], rtol=1e-5), key

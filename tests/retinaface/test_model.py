@@ -3,7 +3,7 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
-from retinaface.config import model_preset
+from retinaface.config import InferenceConfig, model_preset
 from retinaface.model import build_retinaface
 
 
@@ -24,8 +24,7 @@ def test_head_output_shapes_match_anchors(backbone, size):
 
 
 def test_forward_returns_per_image_detections_for_mixed_sizes():
-    model = build_retinaface(model_preset("mobilenet0.25")).eval()
-    model.postprocessor.score_threshold = 0.0
+    model = build_retinaface(model_preset("mobilenet0.25"), InferenceConfig(score_threshold=0.0)).eval()
     with torch.no_grad():
         dets = model([torch.rand(3, 50, 70) * 255, torch.rand(3, 90, 40) * 255])
     assert len(dets) == 2
@@ -79,8 +78,7 @@ def test_tiny_overfit_model_learns(astronaut_image):
         total.backward()
         optimiser.step()
     assert total.item() < first / 5
-    model.eval()
-    model.postprocessor.score_threshold = 0.5
+    model.eval()  # the default score threshold, 0.5
     with torch.no_grad():
         det = model([image])[0]
     assert len(det["boxes"]) >= 1

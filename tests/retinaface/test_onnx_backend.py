@@ -106,3 +106,14 @@ def test_repeated_shapes_get_a_specialised_session_with_the_same_results(astrona
         ort_detector(crop)
     assert len(model._fixed_sessions) == model.MAX_FIXED_SESSIONS
     assert (1, 64 + 8 * (model.MAX_FIXED_SESSIONS + 1), 64 + 8 * (model.MAX_FIXED_SESSIONS + 1)) in model._fixed_sessions
+
+
+def test_onnxruntime_detection_restores_the_callers_thread_count(astronaut_image):
+    ort_detector = Detector.from_pretrained(backend="onnxruntime")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert len(ort_detector(astronaut_image)) == 1
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
