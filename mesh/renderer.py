@@ -53,6 +53,11 @@ def sanitize(params: Tensor, limit: float = 10.0) -> tuple[Tensor, int]:
     return torch.nan_to_num(params, nan=0.0, posinf=limit, neginf=-limit).clamp(-limit, limit), bad_rows
 
 
+def rotation_from_params(camera: Tensor) -> Tensor:
+    """Face rotation ``Tensor[B, 3, 3]`` (template space, column vectors) of ``camera`` ``Tensor[B, 7]``."""
+    return so3_exp_map((math.pi / 2) * torch.tanh(camera[:, 3:6]))
+
+
 def camera_from_params(camera: Tensor, aspect: Tensor | None = None) -> PerspectiveCameras:
     """PyTorch3D cameras (NDC, square image) for ``camera`` ``Tensor[B, 7]`` (see the module docstring).
 
@@ -65,7 +70,7 @@ def camera_from_params(camera: Tensor, aspect: Tensor | None = None) -> Perspect
     """
     translation_xy = 0.5 * torch.tanh(camera[:, 0:2])
     distance = DEFAULT_DISTANCE * torch.exp(camera[:, 2].clamp(-_LOG_RANGE, _LOG_RANGE))
-    rotation = so3_exp_map((math.pi / 2) * torch.tanh(camera[:, 3:6]))  # column-vector convention
+    rotation = rotation_from_params(camera)  # column-vector convention
     focal = DEFAULT_FOCAL * torch.exp(camera[:, 6].clamp(-_LOG_RANGE, _LOG_RANGE))
     flip = torch.diag(torch.tensor([-1.0, 1.0, -1.0], device=camera.device, dtype=camera.dtype))
     # PyTorch3D maps row vectors: X_view = X_world @ R + T
