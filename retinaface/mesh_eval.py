@@ -99,10 +99,13 @@ class MeshHeadErrors:
     light_baseline: list[float] = field(default_factory=list)
     pixel_l1: list[float] = field(default_factory=list)
     pixel_l1_baseline: list[float] = field(default_factory=list)
+    coverage: list[float] = field(default_factory=list)
+    """fraction of the crop the render covers (uncovered pixels cost nothing in the training pixel term)"""
+    coverage_baseline: list[float] = field(default_factory=list)
 
     def extend(self, other: "MeshHeadErrors") -> None:
         self.faces += other.faces
-        for name in ("rotation", "rotation_baseline", "light", "light_baseline", "pixel_l1", "pixel_l1_baseline"):
+        for name in ("rotation", "rotation_baseline", "light", "light_baseline", "pixel_l1", "pixel_l1_baseline", "coverage", "coverage_baseline"):
             getattr(self, name).extend(getattr(other, name))
 
     def summary(self) -> dict[str, float]:
@@ -119,6 +122,8 @@ class MeshHeadErrors:
             "mesh_light_deg_zero": median(self.light_baseline),
             "mesh_pixel_l1": median(self.pixel_l1),
             "mesh_pixel_l1_zero": median(self.pixel_l1_baseline),
+            "mesh_coverage": median(self.coverage),
+            "mesh_coverage_zero": median(self.coverage_baseline),
         }
 
 
@@ -145,11 +150,14 @@ def face_errors(
         rois = torch.cat([boxes.new_zeros(len(boxes), 1), boxes], dim=1)
         crops = roi_align(image_rgb[None].float().to(device), rois, output_size=crop_size, sampling_ratio=2, aligned=True)
         aspect = (boxes[:, 2] - boxes[:, 0]).clamp(min=1e-3) / (boxes[:, 3] - boxes[:, 1]).clamp(min=1e-3)
-        for coefficients, target in ((predicted, errors.pixel_l1), (zero, errors.pixel_l1_baseline)):
+        for coefficients, target, coverage in (
+            (predicted, errors.pixel_l1, errors.coverage), (zero, errors.pixel_l1_baseline, errors.coverage_baseline)
+        ):
             _, rendered = branch(coefficients.to(device), aspect=aspect, image_size=crop_size)
-            covered = rendered.mask.sum(dim=(1, 2, 3)).clamp(min=1)
-            l1 = (rendered.mask * (rendered.image - crops)).abs().sum(dim=(1, 2, 3)) / covered
+            covered = rendered.mask.sum(dim=(1, 2, 3))
+            l1 = (rendered.mask * (rendered.image - crops)).abs().sum(dim=(1, 2, 3)) / covered.clamp(min=1)
             target.extend(l1.tolist())
+            coverage.extend((covered / crop_size**2).tolist())
     return errors
 
 
@@ -249,7 +257,8 @@ def format_summary(summary: dict[str, float]) -> str:
         f"mesh head on {summary['mesh_matched']}/{summary['mesh_faces']} faces (median, head vs zero): "
         f"rotation {summary['mesh_rotation_deg']:.2f} vs {summary['mesh_rotation_deg_zero']:.2f} deg, "
         f"light {summary['mesh_light_deg']:.2f} vs {summary['mesh_light_deg_zero']:.2f} deg, "
-        f"pixel L1 {summary['mesh_pixel_l1']:.4f} vs {summary['mesh_pixel_l1_zero']:.4f}"
+        f"pixel L1 {summary['mesh_pixel_l1']:.4f} vs {summary['mesh_pixel_l1_zero']:.4f}, "
+        f"coverage {summary['mesh_coverage']:.2f} vs {summary['mesh_coverage_zero']:.2f}"
     )
 
 
