@@ -58,7 +58,7 @@ def main(argv=None) -> int:
         for key, colour in (("mesh_rotation_deg", "C0"), ("mesh_light_deg", "C1")):
             epochs_mesh = [v["epoch"] for v in rows_mesh]
             mesh.plot(epochs_mesh, [v[key] for v in rows_mesh], marker="o", color=colour, label=key[5:].replace("_deg", " (head)"))
-            mesh.plot(epochs_mesh, [v[f"{key}_zero"] for v in rows_mesh], ls="--", color=colour, label=key[5:].replace("_deg", " (zero coefficients)"))
+            mesh.plot(epochs_mesh, [v[f"{key}_zero"] for v in rows_mesh], ls="--", marker="x", color=colour, label=key[5:].replace("_deg", " (zero coefficients)"))
         mesh.set_ylim(bottom=0)
         mesh.set_xlabel("epoch")
         mesh.set_ylabel("median error (degrees)")
