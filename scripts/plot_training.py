@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Plot a training run: loss terms per step and validation AP per epoch (from metrics.jsonl / validation.jsonl).
+"""Plot a training run: loss terms per step, validation AP per epoch and, on synthetic sets, the mesh head's
+errors against the true render parameters per epoch (from metrics.jsonl / validation.jsonl).
 
   python scripts/plot_training.py runs/synthetic-train --output runs/synthetic-train/curves.png
 """
@@ -32,7 +33,9 @@ def main(argv=None) -> int:
     rows = [json.loads(line) for line in metrics.read_text().splitlines()]
     validation_file = args.run / "validation.jsonl"
     validation = [json.loads(line) for line in validation_file.read_text().splitlines()] if validation_file.is_file() else []
-    figure, (losses, aps) = plt.subplots(1, 2, figsize=(12, 4.2))
+    with_mesh = any("mesh_rotation_deg" in v for v in validation)
+    figure, axes = plt.subplots(1, 3 if with_mesh else 2, figsize=(18 if with_mesh else 12, 4.2))
+    losses, aps = axes[0], axes[1]
     epochs = [r["epoch"] for r in rows]
     for key in ("loss", "loss_cls", "loss_box", "loss_landmarks", "loss_pixel"):
         if key in rows[0]:
@@ -49,6 +52,19 @@ def main(argv=None) -> int:
     aps.set_title("validation AP (WIDER protocol)")
     aps.legend()
     aps.grid(alpha=0.3)
+    if with_mesh:
+        mesh = axes[2]
+        rows_mesh = [v for v in validation if "mesh_rotation_deg" in v]
+        for key, colour in (("mesh_rotation_deg", "C0"), ("mesh_light_deg", "C1")):
+            epochs_mesh = [v["epoch"] for v in rows_mesh]
+            mesh.plot(epochs_mesh, [v[key] for v in rows_mesh], marker="o", color=colour, label=key[5:].replace("_deg", " (head)"))
+            mesh.plot(epochs_mesh, [v[f"{key}_zero"] for v in rows_mesh], ls="--", marker="x", color=colour, label=key[5:].replace("_deg", " (zero coefficients)"))
+        mesh.set_ylim(bottom=0)
+        mesh.set_xlabel("epoch")
+        mesh.set_ylabel("median error (degrees)")
+        mesh.set_title("mesh head vs synthetic truth (val detections)")
+        mesh.legend()
+        mesh.grid(alpha=0.3)
     figure.suptitle(args.title or str(args.run))
     figure.tight_layout()
     output = args.output or args.run / "curves.png"

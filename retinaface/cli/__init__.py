@@ -1,6 +1,6 @@
 """Command-line entry points, installed as the ``retinaface`` console command.
 
-``retinaface detect|train|benchmark|export [options]``; each subcommand's ``--help`` lists its options.
+``retinaface detect|train|benchmark|export|eval-mesh [options]``; each subcommand's ``--help`` lists its options.
 The files in the repository's ``scripts/`` folder call the same ``main`` functions.
 """
 
@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("retinaface.cli.train", "train on WIDER FACE or a synthetic WIDER-format set (one device or torchrun)"),
     "benchmark": ("retinaface.cli.benchmark", "WIDER FACE val average precision with the official protocol"),
     "export": ("retinaface.cli.export", "export weights to ONNX for the onnxruntime backend"),
+    "eval-mesh": ("retinaface.cli.eval_mesh", "mesh head errors against the true render parameters of a synthetic set"),
 }
 
 

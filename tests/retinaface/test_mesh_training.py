@@ -1,0 +1,59 @@
+"""The pixel term trains the mesh head inside detector training: a short seeded run on synthetic faces whose
+true render parameters are known, measured with retinaface.mesh_eval at the true boxes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from retinaface.mesh_eval import evaluate_at_boxes
+from retinaface.training import parameter_groups, train, train_config
+from retinaface.weights import load_model
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    from retinaface.datasets.synthetic import generate
+
+    root = tmp_path_factory.mktemp("synthetic")
+    generate(root, num_train=6, num_val=1, seed=1, height=120, width=160, progress=False)
+    return root
+
+
+def _config(root, output, **extra):
+    overrides = [
+        f"--train_labels={root / 'train' / 'label.txt'}", f"--output={output}", "--workers=0", "--image_size=160",
+        "--batch_size=6", "--epochs=40", "--warmup_epochs=1", "--decay_epochs=(1000,)", "--checkpoint_every=0",
+    ] + [f"--{k}={v}" for k, v in extra.items()]
+    return train_config("mobilenet0.25-synthetic", overrides)
+
+
+def test_mesh_parameters_get_their_own_learning_rate(tmp_path):
+    from retinaface.training import build_model_for_training
+
+    config = train_config("mobilenet0.25-synthetic", ["--train_labels=x", "--mesh_lr_scale=10"])
+    model = build_model_for_training(config)
+    rest, mesh = parameter_groups(model, config)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert rest["lr"] == config.lr and mesh["lr"] == pytest.approx(10 * config.lr)
+    assert {names[id(p)].split(".")[0] for p in mesh["params"]} == {"heads", "mesh_branch"}
+    assert all(names[id(p)].startswith("heads.mesh.") for p in mesh["params"] if names[id(p)].startswith("heads"))
+    assert not any(names[id(p)].startswith(("heads.mesh.", "mesh_branch.")) for p in rest["params"])
+    assert len(rest["params"]) + len(mesh["params"]) == len(list(model.parameters()))
+
+
+def test_pixel_term_teaches_the_mesh_head(tiny_data, tmp_path):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # deterministic
+    try:
+        result = train(_config(tiny_data, tmp_path / "run", mesh_lr_scale=10), progress=False, device="cpu")
+    finally:
+        torch.set_num_threads(threads)
+    assert result.global_step == 40
+    model = load_model(tmp_path / "run" / "final.safetensors")
+    assert any(p.abs().sum() > 0 for n, p in model.named_parameters() if n.startswith("heads.mesh."))
+    summary = evaluate_at_boxes(model, tiny_data / "train").summary()
+    assert summary["mesh_matched"] == summary["mesh_faces"] > 10
+    # the zero-initialised head moved and its renders fit the training faces' pixels clearly better than the
+    # template's (measured here: 0.516 vs 0.587 per covered pixel)
+    assert summary["mesh_pixel_l1"] < 0.95 * summary["mesh_pixel_l1_zero"]
