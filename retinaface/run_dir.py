@@ -59,13 +59,14 @@ def check_resume_state(checkpoint: dict[str, Any], config: Any, path: str | os.P
         ("epoch", _is_int, "an epoch number"),
         ("step_in_epoch", _is_int, "a step number"),
         ("global_step", _is_int, "a step number"),
-        ("torch_rng", lambda v: isinstance(v, torch.Tensor) and v.dtype == torch.uint8 and v.dim() == 1, "a CPU RNG state"),
-        ("cuda_rng", lambda v: isinstance(v, (list, tuple)), "a list of CUDA RNG states"),
     ):
         if key not in checkpoint:
             raise ConfigError(f"{path} has no '{key}' entry ({expected}); it cannot be resumed")
         if not test(checkpoint[key]):
             raise ConfigError(f"{path} has a malformed '{key}' entry (expected {expected}); it cannot be resumed")
+    rng = checkpoint.get("loss_rng")  # absent in checkpoints of earlier versions (they start a fresh generator)
+    if rng is not None and not (isinstance(rng, torch.Tensor) and rng.dtype == torch.uint8 and rng.dim() == 1):
+        raise ConfigError(f"{path} has a malformed 'loss_rng' entry (expected a generator state); it cannot be resumed")
     if checkpoint["epoch"] >= config.epochs and checkpoint["step_in_epoch"] == 0:
         raise ConfigError(
             f"{path} has already trained {checkpoint['epoch']} of {config.epochs} epochs; give --epochs=N with N > {checkpoint['epoch']} to train more"

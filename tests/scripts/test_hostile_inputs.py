@@ -301,7 +301,7 @@ def test_resume_with_a_foreign_or_broken_checkpoint_is_one_sentence(tmp_path, ti
     state = torch.load(tiny_run / "run" / "last.pt", weights_only=True)
     broken = {
         "no_optimizer": {k: v for k, v in state.items() if k != "optimizer"},
-        "bad_rng": {**state, "torch_rng": torch.zeros(4)},
+        "bad_rng": {**state, "loss_rng": torch.zeros(4)},
         "other_model": {**state, "model_config": {**state["model_config"], "backbone": "resnet50", "fpn_channels": 256}},
         "bad_optimizer": {**state, "optimizer": {"state": {}, "param_groups": [{"params": [0], "lr": 0.1}]}},
         "finished": state,  # 1 of 1 epochs done: --resume without --epochs has nothing to train
