@@ -4,7 +4,8 @@
 Generates --count real-size JPEGs (once, into --folder) from the shipped astronaut photo and, when present,
 ../shared/data/images/crowd.jpg, at several sizes from 640x480 to 1920x1080, then times in alternating order:
   sequential   run_detect(..., decode_workers=0): read an image, detect, next (how folders ran before)
-  prefetch     run_detect(..., decode_workers=2): images decoded ahead in threads, batches of similar sizes
+  prefetch     run_detect(..., decode_workers=2): images decoded ahead in threads, batch size 1
+  prefetch_batched   the same with --batch-size images of similar sizes per forward pass
 and, to show where the time goes, decoding alone (read_image over the folder) and detection alone (the
 detector over the already decoded images). Writes JSON (--json). No drawing: the JSON Lines only.
 """
@@ -66,13 +67,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         runs = {
             "sequential": dict(decode_workers=0, batch_size=1),
-            "prefetch": dict(decode_workers=2, batch_size=args.batch_size),
+            "prefetch": dict(decode_workers=2, batch_size=1),
+            "prefetch_batched": dict(decode_workers=2, batch_size=args.batch_size),
         }
         for name, options in runs.items():
             summary = run_detect(detector, str(args.folder), json_path=Path(tmp) / f"{name}.jsonl", draw=False,
                                  progress=False, **options)
             results[f"{name}_images_per_s"] = summary.frames / summary.seconds
-            print(f"{name:>11}: {summary.frames / summary.seconds:6.1f} images/s ({summary.frames} images, {summary.faces} faces)")
+            print(f"{name:>16}: {summary.frames / summary.seconds:6.1f} images/s ({summary.frames} images, {summary.faces} faces)")
         start = time.perf_counter()
         images = [read_image(path) for path in paths[: min(len(paths), 200)]]
         decode = (time.perf_counter() - start) / len(images)
