@@ -166,10 +166,10 @@ def template_vertices_in_boxes(boxes: np.ndarray) -> np.ndarray:
     branch, whose decoder maps zero coefficients to exactly the template whatever the released decoder is."""
     import torch
 
-    from .mesh.branch import CAMERA, ILLUMINATION, LATENT
+    from .mesh.coefficients import NUM_MESH_COEFFICIENTS
 
     with torch.inference_mode():
-        zeros = torch.zeros(len(boxes), LATENT + CAMERA + ILLUMINATION)
+        zeros = torch.zeros(len(boxes), NUM_MESH_COEFFICIENTS)
         placed, _ = _template_branch().image_vertices(zeros, torch.as_tensor(np.asarray(boxes), dtype=torch.float32))
     return placed.numpy()
 
