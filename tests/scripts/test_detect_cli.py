@@ -178,6 +178,9 @@ def test_ctrl_c_closes_outputs_with_frames_done(tmp_path):
     process = subprocess.Popen(
         [sys.executable, str(SCRIPT), str(long_video), "--output", str(out), "--json", str(records)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        # a shell's background jobs (CI, nohup ... &) start with SIGINT ignored, which Python keeps;
+        # restore the default so the child reacts to Ctrl+C as in a terminal
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     # Wait until the progress bar reports a few frames, then interrupt like a user pressing Ctrl+C.
     seen = b""
