@@ -191,7 +191,9 @@ def evaluate_photos(
 
     from .io import read_image
 
-    template = np.load(_template_path())["vertices"]
+    from .pose import head_model_vertices
+
+    template = head_model_vertices()  # the reference pose is measured in the same head frame as ours
     rows: list[FaceAccuracy] = []
     counts: dict = {"detected": 0, "large": 0, "no_reference": 0, "detector_seconds": 0.0}
     per_image = []
@@ -246,9 +248,3 @@ def summarize(rows: Sequence[FaceAccuracy]) -> dict[str, float | int | None]:
         "median_pose_angle_error": median(r.pose_angle_error for r in rows),
         "median_pose_mean_abs_error": median(r.pose_mean_abs_error for r in rows),
     }
-
-
-def _template_path() -> Path:
-    from .resources import package_path
-
-    return package_path("retinaface.mesh", "assets/face_template.npz")

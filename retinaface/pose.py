@@ -76,10 +76,20 @@ class HeadPose:
 
 
 @lru_cache(maxsize=1)
+def head_model_vertices() -> np.ndarray:
+    """The head that defines pose zero, ``ndarray[468, 3]`` (template vertex order and model frame): the
+    upright mean face of the face-shape prior. The template itself is one person's head, pitched about
+    14 degrees; as the pose model it made frontal faces read as looking up."""
+    with np.load(package_path("retinaface.mesh", "assets/face_prior.npz")) as data:
+        return data["mean"].astype(np.float64)
+
+
+@lru_cache(maxsize=1)
 def template_landmarks() -> np.ndarray:
-    """The template's five landmarks in its model frame, ``ndarray[5, 3]`` (detector order)."""
+    """The head model's five landmarks in its model frame, ``ndarray[5, 3]`` (detector order), through the
+    template's landmark weights."""
     with np.load(package_path("retinaface.mesh", "assets/face_template.npz")) as data:
-        return (data["landmark_weights"].astype(np.float64) @ data["vertices"].astype(np.float64))
+        return data["landmark_weights"].astype(np.float64) @ head_model_vertices()
 
 
 def camera_matrix(width: int, height: int, centre: tuple[float, float] | None = None) -> np.ndarray:
