@@ -11,9 +11,9 @@ from scipy.spatial.transform import Rotation
 
 from retinaface import mesh_accuracy
 from retinaface.mesh_accuracy import mediapipe_references, nme, reference_rotation, rotation_angle, similarity_procrustes
-from retinaface.pose import estimate_pose, euler_from_rotation, template_landmarks
+from retinaface.pose import estimate_pose, euler_from_rotation, head_model_vertices, template_landmarks
 
-TEMPLATE = np.load(mesh_accuracy._template_path())["vertices"].astype(np.float64)
+TEMPLATE = head_model_vertices()  # the head frame both poses are measured in
 
 
 def test_nme_of_a_known_offset() -> None:
