@@ -67,6 +67,20 @@ class InferenceConfig:
 
 
 @dataclass(frozen=True)
+class RefineConfig:
+    """Second look at each detected face for steadier landmarks (:class:`~retinaface.refine.LandmarkRefiner`)."""
+
+    face_size: int = 160
+    """Pixels the face box's longer side is resampled to in its crop (small faces are enlarged)."""
+    context: float = 2.0
+    """Crop side as a multiple of the box's longer side (the detector needs some surroundings)."""
+    flip: bool = True
+    """Also look at the mirrored crop."""
+    min_iou: float = 0.3
+    """A crop's detection counts as the same face if its box overlaps the expected box at least this much."""
+
+
+@dataclass(frozen=True)
 class LossConfig:
     """Training objective ``L = cls_weight L_cls + box_weight L_box + landmark_weight L_pts + pixel_weight L_pixel``
     (weights of the RetinaFace paper) and how its targets are chosen."""

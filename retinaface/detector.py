@@ -9,11 +9,12 @@ from typing import Any, Sequence, overload
 import numpy as np
 import torch
 
-from .config import InferenceConfig
+from .config import InferenceConfig, RefineConfig
 from .io import as_bgr_uint8
 from .model import RetinaFace
 from .onnx_backend import OnnxRetinaFace, export_onnx
 from .pose import HeadPose, estimate_poses
+from .refine import LandmarkRefiner
 from .tracking import IouTracker
 from .weights import WeightsError, load_model, resolve_weights
 
@@ -126,7 +127,10 @@ class Detector:
     BACKENDS = ("torch", "onnxruntime")
     MESH_NEEDS_TORCH = "decoding meshes needs the PyTorch backend (the onnxruntime model has no mesh decoder)"
 
-    def __init__(self, model: RetinaFace | OnnxRetinaFace, *, mesh: bool = False, mesh_steps: int | None = None) -> None:
+    def __init__(
+        self, model: RetinaFace | OnnxRetinaFace, *, mesh: bool = False, mesh_steps: int | None = None,
+        refine_landmarks: bool | None = None, refine: RefineConfig = RefineConfig(),
+    ) -> None:
         self.model = model.eval()
         if mesh and getattr(model, "mesh_branch", None) is None:
             raise WeightsError(self.MESH_NEEDS_TORCH)
@@ -134,6 +138,13 @@ class Detector:
             raise WeightsError("mesh_steps must be 0 or more")
         self.decode_mesh = mesh
         self.mesh_steps = mesh_steps
+        self.landmark_refiner = None
+        if mesh if refine_landmarks is None else refine_landmarks:
+            self.landmark_refiner = LandmarkRefiner(
+                self._detect_crops, face_size=refine.face_size, context=refine.context, flip=refine.flip, min_iou=refine.min_iou)
+
+    def _detect_crops(self, crops: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        return self.model([crop.to(self.device) for crop in crops])
 
     @classmethod
     def from_pretrained(
@@ -148,6 +159,7 @@ class Detector:
         optimize: bool = True,
         mesh: bool = False,
         mesh_steps: int | None = None,
+        refine_landmarks: bool | None = None,
     ) -> "Detector":
         """Load released weights by name, a ``.safetensors`` / checkpoint file, or (onnxruntime) an ``.onnx`` file.
 
@@ -156,6 +168,8 @@ class Detector:
         exporting the weights on the fly unless an exported ``.onnx`` file is given. ``mesh=True`` also fits
         each face's 3D mesh (PyTorch backend only; :meth:`fit_meshes`) with ``mesh_steps`` optimisation steps
         (default: ``FitConfig.steps``; 0 = the PnP pose of the five landmarks with the prior's mean face).
+        ``refine_landmarks`` (default: on with ``mesh``) takes a second, closer look at each face
+        (:mod:`retinaface.refine`) and replaces its landmarks and pose by the steadier refined ones.
         """
         inference = InferenceConfig(score_threshold=score_threshold, nms_threshold=nms_threshold, max_size=max_size)
         if backend not in cls.BACKENDS:
@@ -169,13 +183,13 @@ class Detector:
             else:
                 onnx_model = export_onnx(load_model(name_or_path, mesh=False))
             try:
-                return cls(OnnxRetinaFace(onnx_model, inference=inference, threads=torch.get_num_threads()))
+                return cls(OnnxRetinaFace(onnx_model, inference=inference, threads=torch.get_num_threads()), refine_landmarks=refine_landmarks)
             except Exception as exc:  # onnx/onnxruntime raise their own types for unusable files
                 raise WeightsError(f"cannot load {name_or_path} into onnxruntime ({str(exc).splitlines()[0]})") from None
         if str(name_or_path).endswith(".onnx"):
             raise WeightsError("an .onnx file needs backend='onnxruntime' (--backend onnxruntime)")
         model = load_model(name_or_path, inference=inference, device=resolve_device(device), mesh=mesh)
-        return cls(model.fuse_for_inference() if optimize else model, mesh=mesh, mesh_steps=mesh_steps)
+        return cls(model.fuse_for_inference() if optimize else model, mesh=mesh, mesh_steps=mesh_steps, refine_landmarks=refine_landmarks)
 
     @property
     def device(self) -> torch.device:
@@ -242,6 +256,8 @@ class Detector:
         frames) and, with ``mesh=True``, mesh fits warm-started from the same track's previous fit."""
         # a face's previous result must exist before its next frame is meshed
         for image, faces in zip(images, results):
+            if self.landmark_refiner is not None and faces:
+                self.refine_landmarks(image, faces)
             previous: list[Face | None] = [None] * len(faces)
             if tracker is not None:
                 for face, track_id in zip(faces, tracker.update(np.stack([f.box for f in faces]) if faces else np.zeros((0, 4)))):
@@ -252,6 +268,16 @@ class Detector:
             if tracker is not None:
                 tracker.state.update((face.track_id, face) for face in faces)
         return results
+
+    def refine_landmarks(self, image: np.ndarray, faces: list[Face]) -> list[Face]:
+        """Replace the faces' landmarks by the refiner's (:mod:`retinaface.refine`) and their poses by the
+        refined landmarks' poses, in place."""
+        image = as_bgr_uint8(image)
+        refined = self.landmark_refiner(image, np.stack([f.box for f in faces]), np.stack([f.landmarks for f in faces]))
+        poses, reasons = estimate_poses(refined, np.stack([f.box for f in faces]), image.shape[1], image.shape[0])
+        for face, points, pose, reason in zip(faces, refined, poses, reasons):
+            face.landmarks, face.pose, face.pose_reason = points.astype(np.float32), pose, reason
+        return faces
 
     def fit_meshes(self, image: np.ndarray, faces: list[Face], init: Sequence[Any] | None = None) -> list[Face]:
         """Fit the 3D mesh of every face of ``image`` (as given to the detector) in one batch and fill the

@@ -26,16 +26,26 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("RETINAFACE_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+def default_photos() -> list[Path]:
+    import matplotlib.cbook
+
+    return [SHARED_DATA / "images" / "crowd.jpg", REPO / "datasets" / "samples" / "astronaut.jpg",
+            Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("photos", nargs="*", type=Path,
-                        default=[SHARED_DATA / "images" / "crowd.jpg", REPO / "datasets" / "samples" / "astronaut.jpg"])
+    parser.add_argument("photos", nargs="*", type=Path, default=default_photos(),
+                        help="photos to score (default: crowd.jpg from the shared data, the astronaut sample and "
+                             "matplotlib's grace_hopper.jpg, a public-domain U.S. Navy portrait shipped in its wheel)")
     parser.add_argument("--mediapipe-python", default="/tmp/mpenv/bin/python", help="interpreter of the throwaway mediapipe environment")
     parser.add_argument("--cache", type=Path, default=REPO / "runs" / "mesh_accuracy_reference.json")
     parser.add_argument("--json", type=Path, default=REPO / "runs" / "bench_mesh_accuracy.json")
     parser.add_argument("--min-size", type=float, default=60.0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--mesh-steps", type=int, default=None, help="fitting steps (default: the Detector's)")
+    parser.add_argument("--no-refine", action="store_true", help="fit to the detector's first landmarks, without the closer look")
     args = parser.parse_args(argv)
     missing = [str(p) for p in args.photos if not p.is_file()]
     if missing:
@@ -48,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     from retinaface import Detector
     from retinaface.mesh_accuracy import evaluate_photos, summarize
 
-    detector = Detector.from_pretrained("mobilenet0.25", device="cpu", mesh=True)
+    detector = Detector.from_pretrained("mobilenet0.25", device="cpu", mesh=True, mesh_steps=args.mesh_steps,
+                                        refine_landmarks=False if args.no_refine else None)
     start = time.perf_counter()
     try:
         rows, counts = evaluate_photos(detector, args.photos, python=args.mediapipe_python, cache=args.cache, min_size=args.min_size)
