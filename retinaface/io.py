@@ -307,7 +307,32 @@ def count_video_frames(path: str | os.PathLike) -> int:
             capture.release()
 
 
-class AtomicVideoWriter:
+class TempFileOutput:
+    """An output that is written to a temp file beside ``path`` and moved into place only once complete.
+
+    Subclasses implement ``finish`` (complete, check and flush the temp file; on failure remove it and raise
+    :class:`OutputError`) and ``discard`` (remove the temp file, keeping any previous ``path``)."""
+
+    path: Path
+    _tmp: Path
+
+    def finish(self) -> None:
+        raise NotImplementedError
+
+    def discard(self) -> None:
+        raise NotImplementedError
+
+    def publish(self) -> None:
+        """Finish the temp file and move it into place."""
+        self.finish()
+        _publish(self._tmp, self.path)
+
+    def close(self) -> None:
+        """Finish, check and move the file into place (:class:`OutputError` if it cannot be completed)."""
+        self.publish()
+
+
+class AtomicVideoWriter(TempFileOutput):
     """Video writer that only shows the file under its final name once closed.
 
     ``.avi`` is written as Motion-JPEG, everything else as MPEG-4 Part 2 (``mp4v``) - the encoders
@@ -360,15 +385,6 @@ class AtomicVideoWriter:
                 "the previous file, if any, is unchanged"
             )
 
-    def publish(self) -> None:
-        """Move the finished file into place."""
-        self.finish()
-        _publish(self._tmp, self.path)
-
-    def close(self) -> None:
-        """Finish the file, check it and move it into place (:class:`OutputError` if it is incomplete)."""
-        self.publish()
-
     def discard(self) -> None:
         if not self._finished:
             self._writer.release()
@@ -376,7 +392,7 @@ class AtomicVideoWriter:
         _drop_temp(self._tmp)
 
 
-class AtomicJsonLines:
+class AtomicJsonLines(TempFileOutput):
     """JSON Lines writer: records stream to a temp file that replaces ``path`` on :meth:`close`."""
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -405,21 +421,13 @@ class AtomicJsonLines:
             self.discard()
             raise _write_failed(self.path, exc) from None
 
-    def publish(self) -> None:
-        self.finish()
-        _publish(self._tmp, self.path)
-
-    def close(self) -> None:
-        """Flush, then move the file into place."""
-        self.publish()
-
     def discard(self) -> None:
         with contextlib.suppress(OSError):  # the unwritten buffer of a full disk fails again here
             self._handle.close()
         _drop_temp(self._tmp)
 
 
-def publish_together(*writers: AtomicVideoWriter | AtomicJsonLines | None) -> None:
+def publish_together(*writers: TempFileOutput | None) -> None:
     """Finish every writer, then publish them all - or, if any fails, none (each old file is kept)."""
     active = [w for w in writers if w is not None]
     try:

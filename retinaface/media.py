@@ -18,7 +18,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from .io import OutputError, _drop_temp, _publish, _sync, _temp_path_for, _write_failed
+from .io import OutputError, TempFileOutput, _drop_temp, _sync, _temp_path_for, _write_failed
 
 EXIF_ORIENTATION_TAG = 0x0112
 PILLOW_EXTENSIONS = {".gif", ".heic", ".heif", ".avif"}
@@ -163,7 +163,7 @@ def h264_available() -> bool:
     return True
 
 
-class H264VideoWriter:
+class H264VideoWriter(TempFileOutput):
     """Write BGR frames as H.264 (``yuv420p``, browser-playable) and copy the audio of ``audio_from``.
 
     The file appears under its final name only on :meth:`close`. Audio packets are muxed as video
@@ -317,15 +317,6 @@ class H264VideoWriter:
             if self._audio_in is not None:
                 self._audio_in.close()
                 self._audio_in = None
-
-    def publish(self) -> None:
-        """Move the finished file into place."""
-        self.finish()
-        _publish(self._tmp, self.path)
-
-    def close(self) -> None:
-        """Finish the file and move it into place."""
-        self.publish()
 
     def discard(self) -> None:
         for container in (getattr(self, "_out", None), getattr(self, "_audio_in", None)):
