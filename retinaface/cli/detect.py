@@ -6,8 +6,9 @@ Writes an annotated copy and a JSON Lines file with one record per image or fram
 Poses: yaw > 0 face turned to the image's right, pitch > 0 looking up, roll > 0 clockwise in the image;
 null (with "pose_reason") for faces too small, cut off or degenerate. "roll" is the eye line's angle in the
 image (any angle). Videos add "track_id" per face; --crops adds a "crop" with its transform.
-With --mesh each face's 3D mesh is fitted (PnP start from the five landmarks, then --mesh-steps steps of
-analysis by synthesis against the photo with a face-shape prior) and each face also gets "mesh_coefficients"
+With --mesh the landmarks are refined by a second look at each face (enlarged crop and its mirror image;
+--refine-landmarks alone does just that), then each face's 3D mesh is fitted (PnP start from the five
+landmarks, then --mesh-steps steps of analysis by synthesis against the photo with a face-shape prior) and each face also gets "mesh_coefficients"
 (144), "mesh_vertices" ([x, y, depth] x 468, image pixels, mediapipe face-mesh vertex order) and
 "mesh_residual" ({"pixel_l1", "landmark_px"}: how well the fit explains the photo; null when not fitted).
 
