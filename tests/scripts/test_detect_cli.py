@@ -249,6 +249,13 @@ def test_mesh_overlay_and_json(tmp_path):
     assert set(face["mesh_residual"]) == {"pixel_l1", "landmark_px"} and face["mesh_residual"]["landmark_px"] < 3
     bad = run(ASTRONAUT, "--mesh", "--backend", "onnxruntime", cwd=tmp_path)
     assert bad.returncode == 2 and "PyTorch backend" in bad.stderr
+    # --mesh fits to the refined landmarks, which --refine-landmarks alone also reports
+    assert run(ASTRONAUT, "--refine-landmarks", "--no-draw", "--json", tmp_path / "r.jsonl").returncode == 0
+    (refined,) = read_jsonl(tmp_path / "r.jsonl")[0]["faces"]
+    (plain_face,) = read_jsonl(tmp_path / "p.jsonl")[0]["faces"]
+    np.testing.assert_allclose(face["landmarks"], refined["landmarks"], atol=1e-3)
+    assert np.abs(np.array(refined["landmarks"]) - np.array(plain_face["landmarks"])).max() > 0.05
+    assert refined["pose"] != plain_face["pose"]
 
 
 def test_json_carries_head_pose_and_video_faces_keep_their_track_ids(tmp_path, short_video):
