@@ -12,7 +12,8 @@ The camera is a pinhole whose focal length is the renderer's default (3.6 NDC un
 ``3.6 * sqrt(w h) / 2`` pixels) with the principal point at the box centre, so a fit converts exactly into
 the detector's 144 mesh coefficients (:func:`renderer_coefficients`). It starts from a PnP pose of the five
 landmarks against the prior's mean face (or from ``init``, a previous fit of the same face, e.g. the
-previous video frame), then runs Adam for ``steps`` iterations.
+previous video frame: its shape and light, posed again by PnP on this frame's landmarks), then runs Adam
+for ``steps`` iterations.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class FitConfig:
     """
 
     steps: int = 20
-    warm_steps: int = 6
+    warm_steps: int = 2
     crop_size: int = 64
     crop_scale: float = 1.25
     lr: float = 0.03
@@ -158,14 +159,21 @@ def _pnp_start(model_landmarks: np.ndarray, landmarks: np.ndarray, box: np.ndarr
     return axis_angle, centre, focal / tvec[2, 0]
 
 
-def initial_state(prior: FacePrior, template: FaceTemplate, boxes: Tensor, landmarks: Tensor, focal: float = DEFAULT_FOCAL) -> FitState:
-    """PnP start (see :func:`_pnp_start`) for every face: mean shape, default light."""
-    model_landmarks = template.landmarks(prior.mean).double().numpy()
+def initial_state(
+    prior: FacePrior, template: FaceTemplate, boxes: Tensor, landmarks: Tensor, focal: float = DEFAULT_FOCAL,
+    coefficients: Tensor | None = None,
+) -> FitState:
+    """PnP start (see :func:`_pnp_start`) for every face, default light: the pose of the shape given by the
+    prior ``coefficients`` ``Tensor[K, I + E]`` (default: zeros, the mean face)."""
+    k = boxes.shape[0]
+    if coefficients is None:
+        coefficients = torch.zeros(k, prior.num_coefficients)
+    shapes = prior.shapes(coefficients.float()) if k else prior.mean[None].expand(0, -1, -1)
+    model_landmarks = template.landmarks(shapes).double().numpy()
     focal = focal_pixels(boxes, focal).double().numpy()
-    starts = [_pnp_start(model_landmarks, lm, box, f) for lm, box, f in zip(landmarks.double().numpy(), boxes.double().numpy(), focal)]
-    k = len(starts)
+    starts = [_pnp_start(model, lm, box, f) for model, lm, box, f in zip(model_landmarks, landmarks.double().numpy(), boxes.double().numpy(), focal)]
     return FitState(
-        coefficients=torch.zeros(k, prior.num_coefficients),
+        coefficients=coefficients.float().clone(),
         rotation=torch.tensor(np.array([s[0] for s in starts]).reshape(k, 3), dtype=torch.float32),
         centre=torch.tensor(np.array([s[1] for s in starts]).reshape(k, 2), dtype=torch.float32),
         scale=torch.tensor([s[2] for s in starts], dtype=torch.float32),
@@ -196,8 +204,9 @@ def fit_faces(
 
     - ``image_rgb``: ``Tensor[3, H, W]`` RGB in [0, 1]
     - ``boxes``: ``Tensor[K, 4]`` x1 y1 x2 y2 pixels; ``landmarks``: ``Tensor[K, 5, 2]`` (detector order)
-    - ``init``: :class:`FitState` for the same ``K`` faces (e.g. the previous frame's fit); its rows with
-      non-finite values start from PnP instead. ``steps`` overrides ``config.steps`` / ``config.warm_steps``.
+    - ``init``: :class:`FitState` for the same ``K`` faces (e.g. the previous frame's fit): their shape and
+      light are kept and their pose is solved again by PnP of ``landmarks`` with that shape; its rows with
+      non-finite values start from the mean face instead. ``steps`` overrides ``config.steps`` / ``config.warm_steps``.
     """
     prior = prior or load_prior()
     template = template or load_template()
@@ -211,11 +220,16 @@ def fit_faces(
     if rows.numel() == 0:
         return fits
     boxes_v, landmarks_v = boxes[rows], landmarks[rows]
-    state = initial_state(prior, template, boxes_v, landmarks_v, config.focal)
-    if init is not None:
+    if init is None:
+        state = initial_state(prior, template, boxes_v, landmarks_v, config.focal)
+    else:
+        # shape and light carry over from the previous fit; the pose is solved again from this frame's
+        # landmarks (with the previous shape), so the mesh follows a moving face at once
         warm = init.index(rows)
         usable = torch.stack([torch.isfinite(t.flatten(1) if t.dim() > 1 else t[:, None]).all(1) for t in warm]).all(0)
-        state = FitState(*(torch.where(usable.view(-1, *[1] * (w.dim() - 1)), w.float(), s) for w, s in zip(warm, state)))
+        coefficients = torch.where(usable[:, None], warm.coefficients.float(), 0.0)
+        state = initial_state(prior, template, boxes_v, landmarks_v, config.focal, coefficients=coefficients)
+        state = state._replace(illumination=torch.where(usable[:, None], warm.illumination.float(), state.illumination))
     steps = steps if steps is not None else (config.warm_steps if init is not None else config.steps)
     lr = config.lr * (config.warm_lr_scale if init is not None else 1.0)
     result = _optimise(image_rgb, boxes_v, landmarks_v, state, steps, config, prior, template, lr)

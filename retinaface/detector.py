@@ -160,6 +160,7 @@ class Detector:
         mesh: bool = False,
         mesh_steps: int | None = None,
         refine_landmarks: bool | None = None,
+        refine: RefineConfig = RefineConfig(),
     ) -> "Detector":
         """Load released weights by name, a ``.safetensors`` / checkpoint file, or (onnxruntime) an ``.onnx`` file.
 
@@ -169,7 +170,8 @@ class Detector:
         each face's 3D mesh (PyTorch backend only; :meth:`fit_meshes`) with ``mesh_steps`` optimisation steps
         (default: ``FitConfig.steps``; 0 = the PnP pose of the five landmarks with the prior's mean face).
         ``refine_landmarks`` (default: on with ``mesh``) takes a second, closer look at each face
-        (:mod:`retinaface.refine`) and replaces its landmarks and pose by the steadier refined ones.
+        (:mod:`retinaface.refine`, settings ``refine``, e.g. ``REFINE_PRESETS["video"]``) and replaces its
+        landmarks and pose by the steadier refined ones.
         """
         inference = InferenceConfig(score_threshold=score_threshold, nms_threshold=nms_threshold, max_size=max_size)
         if backend not in cls.BACKENDS:
@@ -183,13 +185,13 @@ class Detector:
             else:
                 onnx_model = export_onnx(load_model(name_or_path, mesh=False))
             try:
-                return cls(OnnxRetinaFace(onnx_model, inference=inference, threads=torch.get_num_threads()), refine_landmarks=refine_landmarks)
+                return cls(OnnxRetinaFace(onnx_model, inference=inference, threads=torch.get_num_threads()), refine_landmarks=refine_landmarks, refine=refine)
             except Exception as exc:  # onnx/onnxruntime raise their own types for unusable files
                 raise WeightsError(f"cannot load {name_or_path} into onnxruntime ({str(exc).splitlines()[0]})") from None
         if str(name_or_path).endswith(".onnx"):
             raise WeightsError("an .onnx file needs backend='onnxruntime' (--backend onnxruntime)")
         model = load_model(name_or_path, inference=inference, device=resolve_device(device), mesh=mesh)
-        return cls(model.fuse_for_inference() if optimize else model, mesh=mesh, mesh_steps=mesh_steps, refine_landmarks=refine_landmarks)
+        return cls(model.fuse_for_inference() if optimize else model, mesh=mesh, mesh_steps=mesh_steps, refine_landmarks=refine_landmarks, refine=refine)
 
     @property
     def device(self) -> torch.device:

@@ -113,19 +113,22 @@ def _detect(args: argparse.Namespace, interruption) -> int:
     from retinaface.pipeline import VIDEO_MAX_SIZE, classify_source
     from retinaface.distributed import current_shard, end_process_group, shard_device, start_process_group
     from retinaface.views import MultiViewDetector
+    from retinaface.config import REFINE_PRESETS
     from retinaface.workflow import FaceWorkflow, WorkflowConfig
 
     try:
         shard = current_shard()
         device = shard_device(shard, args.device)
         start_process_group(shard, device)
+        moving = classify_source(args.input) in ("video", "camera")
         max_size = args.max_size
         if max_size is None:
-            max_size = VIDEO_MAX_SIZE if classify_source(args.input) in ("video", "camera") else 0
+            max_size = VIDEO_MAX_SIZE if moving else 0
         detector = Detector.from_pretrained(
             args.weights, device=device, score_threshold=args.score_threshold,
             nms_threshold=args.nms_threshold, max_size=max_size or None, backend=args.backend, mesh=args.mesh,
             mesh_steps=args.mesh_steps, refine_landmarks=args.refine_landmarks,
+            refine=REFINE_PRESETS["video" if moving else "photo"],
         )
         views = MultiViewDetector(
             detector, rotations=args.rotations, scale_factors=args.scales, flip=args.flip,
