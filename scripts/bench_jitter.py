@@ -2,7 +2,7 @@
 """Frame-to-frame jitter on a still face: landmarks, meshes and head pose.
 
 A photo repeated as a video with fresh sensor-like noise in every frame (default: the astronaut sample,
-60 frames, noise sigma 2 grey levels), run through Detector(mesh=True) with the IoU tracker as detect.py
+60 frames, noise sigma 2 grey levels), run through Detector(mesh=True) (video refiner preset) with the IoU tracker as detect.py
 does on videos. Reports median and 95th-percentile frame-to-frame motion (mean over points) in pixels and
 relative to sqrt(box area), and the standard deviation of yaw, pitch and roll. Writes runs/bench_jitter.json.
 """
@@ -43,7 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    detector = Detector.from_pretrained("mobilenet0.25", device="cpu", mesh=not args.no_mesh)
+    from retinaface.config import REFINE_PRESETS
+
+    # the landmark refiner as detect.py runs it on videos (on with meshes)
+    detector = Detector.from_pretrained("mobilenet0.25", device="cpu", mesh=not args.no_mesh, refine=REFINE_PRESETS["video"])
     start = time.perf_counter()
     report = measure_jitter(detector, still_face_clip(image, frames=args.frames, noise=args.noise))
     report.update(photo=str(args.photo), noise=args.noise, seconds=round(time.perf_counter() - start, 2))
