@@ -83,6 +83,11 @@ class DetectionModel(nn.Module):
     PyTorch sets 1: pre- and post-processing are small, and PyTorch's parallel regions would wait for
     cores the network's own threads hold."""
 
+    @property
+    def input_memory_format(self) -> torch.memory_format:
+        """Memory format :meth:`detect` builds the network input in (the network's own, to skip a conversion)."""
+        return torch.contiguous_format
+
     def run_network(self, batch: Tensor) -> tuple[HeadOutputs, Tensor]:
         """Raw outputs for a preprocessed ``Tensor[N, 3, H, W]`` and its anchors ``Tensor[A, 4]`` (cx, cy, w, h)."""
         raise NotImplementedError
@@ -94,6 +99,6 @@ class DetectionModel(nn.Module):
             return []
         original_sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
         with torch_threads(self.pipeline_threads):
-            batch, _, scales, _ = self.preprocessor(images)
+            batch, _, scales, _ = self.preprocessor(images, memory_format=self.input_memory_format)
             outputs, anchors = self.run_network(batch)
             return self.preprocessor.map_back(self.postprocessor(outputs, anchors), scales, original_sizes)
