@@ -88,10 +88,10 @@ class ImagePreprocessor(nn.Module):
         mapped = []
         for detection, scale, (height, width) in zip(detections, scales, original_sizes):
             out = dict(detection)
-            boxes = detection["boxes"] / scale
-            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
-            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
-            out["boxes"] = boxes
-            out["landmarks"] = detection["landmarks"] / scale
+            boxes = detection["boxes"]
+            # One clamp against per-column limits; no division at scale 1 (each op costs more than its arithmetic).
+            limits = torch.tensor([width, height, width, height], dtype=boxes.dtype, device=boxes.device)
+            out["boxes"] = (boxes if scale == 1.0 else boxes / scale).clamp(min=torch.zeros_like(limits), max=limits)
+            out["landmarks"] = detection["landmarks"] if scale == 1.0 else detection["landmarks"] / scale
             mapped.append(out)
         return mapped
