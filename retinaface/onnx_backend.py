@@ -1,5 +1,5 @@
-"""ONNX export of the detector (8-bit images in, decoded candidates out) and an onnxruntime backend sharing the
-PyTorch resizing, NMS and mapping back."""
+"""ONNX export of the whole detector (8-bit images in, final detections out) and the onnxruntime backend that
+runs it, sharing the PyTorch resizing and mapping back."""
 
 from __future__ import annotations
 
@@ -259,6 +259,16 @@ def _session(onnx_model: bytes | str, threads: int | None, fixed_shape: tuple[in
     return ort.InferenceSession(onnx_model, options, providers=["CPUExecutionProvider"])
 
 
+def setting_inputs(postprocessor: DetectionPostProcessor) -> dict[str, np.ndarray]:
+    """The exported graph's four setting inputs (0-d arrays) holding ``postprocessor``'s settings."""
+    return {
+        "score_threshold": np.array(postprocessor.score_threshold, np.float32),
+        "nms_threshold": np.array(postprocessor.nms_threshold, np.float32),
+        "pre_nms_top_k": np.array(postprocessor.pre_nms_top_k, np.int64),
+        "max_detections": np.array(postprocessor.max_detections, np.int64),
+    }
+
+
 class OnnxRetinaFace(DetectionModel):
     """Inference-only stand-in for :class:`RetinaFace` running an :func:`export_onnx` graph in onnxruntime.
 
@@ -336,13 +346,7 @@ class OnnxRetinaFace(DetectionModel):
 
     def settings(self) -> dict[str, np.ndarray]:
         """The graph's setting inputs from the postprocessor (whose thresholds :class:`Detector` may change)."""
-        post = self.postprocessor
-        return {
-            "score_threshold": np.array(post.score_threshold, np.float32),
-            "nms_threshold": np.array(post.nms_threshold, np.float32),
-            "pre_nms_top_k": np.array(post.pre_nms_top_k, np.int64),
-            "max_detections": np.array(post.max_detections, np.int64),
-        }
+        return setting_inputs(self.postprocessor)
 
     def run_graph(self, batch: np.ndarray) -> dict[str, Tensor]:
         """The graph's outputs (see :func:`export_onnx`) for a ``uint8[N, H, W, 3]`` batch at the postprocessor's settings."""
@@ -386,8 +390,7 @@ def verify_export(model: RetinaFace, onnx_model: bytes, image_bgr: np.ndarray, *
     post = model.postprocessor
     reference = DetectionPostProcessor(box_coder=box_coder_for(model.config), score_threshold=score_threshold,
                                        nms_threshold=post.nms_threshold, pre_nms_top_k=post.pre_nms_top_k, max_detections=post.max_detections)
-    feed_settings = {"score_threshold": np.array(score_threshold, np.float32), "nms_threshold": np.array(post.nms_threshold, np.float32),
-                     "pre_nms_top_k": np.array(post.pre_nms_top_k, np.int64), "max_detections": np.array(post.max_detections, np.int64)}
+    feed_settings = setting_inputs(reference)
     errors = {"count": 0.0, **{name: 0.0 for name in OUTPUT_NAMES[1:]}}
     for images in inputs:
         batch = model.preprocessor(list(images.permute(0, 3, 1, 2)))[0]
