@@ -66,10 +66,11 @@ def image_list(images: ImageBatch) -> list[Tensor]:
 
 
 class DetectionModel(nn.Module):
-    """A face detector whose backends differ only in :meth:`run_network`.
+    """A face detector with the pipeline preprocess -> :meth:`run_network` -> postprocess -> map back.
 
     Subclasses set ``preprocessor``, ``anchor_generator`` and ``postprocessor`` (from
-    :func:`build_detection_stages`) and implement ``run_network(batch) -> (HeadOutputs, anchors)``.
+    :func:`build_detection_stages`) and implement ``run_network(batch) -> (HeadOutputs, anchors)``, or
+    override :meth:`detect` as a whole (the onnxruntime backend, whose graph also post-processes).
     :meth:`detect` returns one dict per image with ``boxes`` ``Tensor[K, 4]`` (x1 y1 x2 y2, original-image
     pixels, clipped), ``scores`` ``Tensor[K]``, ``landmarks`` ``Tensor[K, 5, 2]`` (original pixels) and
     ``mesh_coefficients`` ``Tensor[K, M]``, sorted by descending score.
