@@ -73,7 +73,19 @@ def start_process_group(shard: Shard, device: str, *, timeout_minutes: float = 1
     if not shard.distributed or torch.distributed.is_initialized():
         return
     backend = "nccl" if device.startswith("cuda") else "gloo"
+    if backend == "nccl":  # NCCL collectives (barrier, gathers) run on the current device: this process's own
+        torch.cuda.set_device(torch.device(device))
     torch.distributed.init_process_group(backend=backend, timeout=timedelta(minutes=timeout_minutes))
+
+
+def gather_to_main(shard: Shard, value: T) -> list[T] | None:
+    """Every process's ``value`` (picklable), in rank order, on rank 0; ``None`` on the others. Also a
+    barrier. One process: ``[value]``."""
+    if not (shard.distributed and torch.distributed.is_initialized()):
+        return [value]
+    values: list[Any] = [None] * shard.world_size
+    torch.distributed.all_gather_object(values, value)
+    return values if shard.is_main else None
 
 
 def wait_for_all(shard: Shard) -> None:

@@ -66,10 +66,11 @@ def image_list(images: ImageBatch) -> list[Tensor]:
 
 
 class DetectionModel(nn.Module):
-    """A face detector whose backends differ only in :meth:`run_network`.
+    """A face detector with the pipeline preprocess -> :meth:`run_network` -> postprocess -> map back.
 
     Subclasses set ``preprocessor``, ``anchor_generator`` and ``postprocessor`` (from
-    :func:`build_detection_stages`) and implement ``run_network(batch) -> (HeadOutputs, anchors)``.
+    :func:`build_detection_stages`) and implement ``run_network(batch) -> (HeadOutputs, anchors)``, or
+    override :meth:`detect` as a whole (the onnxruntime backend, whose graph also post-processes).
     :meth:`detect` returns one dict per image with ``boxes`` ``Tensor[K, 4]`` (x1 y1 x2 y2, original-image
     pixels, clipped), ``scores`` ``Tensor[K]``, ``landmarks`` ``Tensor[K, 5, 2]`` (original pixels) and
     ``mesh_coefficients`` ``Tensor[K, M]``, sorted by descending score.
@@ -83,6 +84,11 @@ class DetectionModel(nn.Module):
     PyTorch sets 1: pre- and post-processing are small, and PyTorch's parallel regions would wait for
     cores the network's own threads hold."""
 
+    @property
+    def input_memory_format(self) -> torch.memory_format:
+        """Memory format :meth:`detect` builds the network input in (the network's own, to skip a conversion)."""
+        return torch.contiguous_format
+
     def run_network(self, batch: Tensor) -> tuple[HeadOutputs, Tensor]:
         """Raw outputs for a preprocessed ``Tensor[N, 3, H, W]`` and its anchors ``Tensor[A, 4]`` (cx, cy, w, h)."""
         raise NotImplementedError
@@ -94,6 +100,6 @@ class DetectionModel(nn.Module):
             return []
         original_sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
         with torch_threads(self.pipeline_threads):
-            batch, _, scales, _ = self.preprocessor(images)
+            batch, _, scales, _ = self.preprocessor(images, memory_format=self.input_memory_format)
             outputs, anchors = self.run_network(batch)
             return self.preprocessor.map_back(self.postprocessor(outputs, anchors), scales, original_sizes)

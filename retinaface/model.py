@@ -110,6 +110,10 @@ class RetinaFace(DetectionModel):
         self.fused = True
         return self.to(memory_format=torch.channels_last)
 
+    @property
+    def input_memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.fused else torch.contiguous_format
+
     def run_network(self, batch: Tensor) -> tuple[HeadOutputs, Tensor]:
         """Inference form of :meth:`head_outputs`: channels-last when fused; mesh coefficients evaluated lazily
         (they are only needed at kept detections)."""

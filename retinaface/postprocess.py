@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import Tensor, nn
 from torchvision.ops import batched_nms, nms
@@ -46,41 +48,59 @@ class DetectionPostProcessor(nn.Module):
         # Few tensor ops, each on few rows: at batch 1 this runs right after the network, with cold caches,
         # and its cost is per-op dispatch far more than arithmetic.
         scores = face_probability(outputs.class_logits)  # [N, A]
-        batch_size = scores.shape[0]
         image_ids, anchor_ids = torch.nonzero(scores > self.score_threshold, as_tuple=True)  # image-major
-        if len(anchor_ids) > self.pre_nms_top_k:  # only then can one image exceed its cap
-            image_ids, anchor_ids = self._top_k_per_image(scores, image_ids, anchor_ids)
         candidate_scores = scores[image_ids, anchor_ids]
+        capped = self.cap_per_image(image_ids, candidate_scores, scores.shape[0])
+        if capped is not None:
+            image_ids, anchor_ids, candidate_scores = image_ids[capped], anchor_ids[capped], candidate_scores[capped]
         candidate_anchors = anchors[anchor_ids]
         boxes = self.box_coder.decode_boxes(outputs.box_deltas[image_ids, anchor_ids].float(), candidate_anchors)
+        landmarks = self.box_coder.decode_landmarks(outputs.landmark_deltas[image_ids, anchor_ids].float(), candidate_anchors)
+        mesh = outputs.mesh_coefficients
+        return self.suppress(
+            scores.shape[0], image_ids, candidate_scores, boxes, landmarks,
+            lambda keep: mesh[image_ids[keep], anchor_ids[keep]].float(),
+        )
+
+    def suppress(
+        self,
+        batch_size: int,
+        image_ids: Tensor,
+        scores: Tensor,
+        boxes: Tensor,
+        landmarks: Tensor,
+        mesh_at: Callable[[Tensor], Tensor],
+    ) -> list[dict[str, Tensor]]:
+        """NMS per image over decoded candidates, then at most ``max_detections`` per image.
+
+        ``image_ids`` ``Tensor[K]`` (ascending), ``scores`` ``Tensor[K]``, ``boxes`` ``Tensor[K, 4]`` and
+        ``landmarks`` ``Tensor[K, 5, 2]`` (network-input pixels) describe the candidates above the score
+        threshold; ``mesh_at(indices)`` returns the mesh coefficients ``Tensor[k, M]`` of the candidates at
+        ``indices`` (evaluated for the kept ones only).
+        """
         if batch_size == 1:
-            keep = nms(boxes, candidate_scores, self.nms_threshold)  # sorted by score
+            keep = nms(boxes, scores, self.nms_threshold)  # sorted by score
         else:
-            keep = batched_nms(boxes, candidate_scores, image_ids, self.nms_threshold)
-        image_ids, anchor_ids = image_ids[keep], anchor_ids[keep]
-        kept = {
-            "boxes": boxes[keep],
-            "scores": candidate_scores[keep],
-            "landmarks": self.box_coder.decode_landmarks(
-                outputs.landmark_deltas[image_ids, anchor_ids].float(), candidate_anchors[keep]
-            ),
-            "mesh_coefficients": outputs.mesh_coefficients[image_ids, anchor_ids].float(),
-        }
+            keep = batched_nms(boxes, scores, image_ids, self.nms_threshold)
+        kept_images = image_ids[keep]
+        kept = {"boxes": boxes[keep], "scores": scores[keep], "landmarks": landmarks[keep], "mesh_coefficients": mesh_at(keep)}
         if batch_size == 1:
             return [{key: value[: self.max_detections] for key, value in kept.items()}]
         detections = []
         for image in range(batch_size):
-            mine = torch.nonzero(image_ids == image).squeeze(1)[: self.max_detections]
+            mine = torch.nonzero(kept_images == image).squeeze(1)[: self.max_detections]
             detections.append({key: value[mine] for key, value in kept.items()})
         return detections
 
-    def _top_k_per_image(self, scores: Tensor, image_ids: Tensor, anchor_ids: Tensor) -> tuple[Tensor, Tensor]:
-        """Keep each image's ``pre_nms_top_k`` highest-scoring candidates (``image_ids`` sorted ascending)."""
-        kept_images, kept_anchors = [], []
-        for image in range(scores.shape[0]):
-            mine = anchor_ids[image_ids == image]
+    def cap_per_image(self, image_ids: Tensor, scores: Tensor, batch_size: int) -> Tensor | None:
+        """Indices of each image's ``pre_nms_top_k`` highest-scoring candidates (``image_ids`` ``Tensor[K]``
+        ascending, ``scores`` ``Tensor[K]``), in the candidates' order; ``None`` when no image has more."""
+        if len(image_ids) <= self.pre_nms_top_k:  # only then can one image exceed its cap
+            return None
+        kept = []
+        for image in range(batch_size):
+            mine = torch.nonzero(image_ids == image).squeeze(1)
             if len(mine) > self.pre_nms_top_k:
-                mine = mine[scores[image, mine].topk(self.pre_nms_top_k).indices]
-            kept_anchors.append(mine)
-            kept_images.append(torch.full_like(mine, image))
-        return torch.cat(kept_images), torch.cat(kept_anchors)
+                mine = mine[scores[mine].topk(self.pre_nms_top_k).indices].sort().values
+            kept.append(mine)
+        return torch.cat(kept)

@@ -31,9 +31,15 @@ class ImagePreprocessor(nn.Module):
         return self.max_size / max(height, width)
 
     def forward(
-        self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None
+        self,
+        images: list[Tensor],
+        targets: list[dict[str, Tensor]] | None = None,
+        *,
+        memory_format: torch.memory_format = torch.contiguous_format,
     ) -> tuple[Tensor, list[tuple[int, int]], list[float], list[dict[str, Tensor]] | None]:
-        """Returns ``(batch Tensor[N, 3, Hp, Wp], resized (h, w) per image, scale per image, scaled targets)``."""
+        """Returns ``(batch Tensor[N, 3, Hp, Wp], resized (h, w) per image, scale per image, scaled targets)``;
+        the batch in ``memory_format`` (``torch.channels_last`` for a channels-last network: HWC images are
+        then copied without a layout change)."""
         resized, sizes, scales = [], [], []
         for image in images:
             if image.dim() != 3 or image.shape[0] != 3:
@@ -53,7 +59,7 @@ class ImagePreprocessor(nn.Module):
         pad_w = -(-max(w for _, w in sizes) // divisor) * divisor
         # Copy (and convert) every image straight into the batch, then subtract the mean in place: one pass
         # over the pixels for the layout change and one for the mean, and padding stays exactly zero.
-        batch = torch.empty((len(resized), 3, pad_h, pad_w), device=self.pixel_mean.device)
+        batch = torch.empty((len(resized), 3, pad_h, pad_w), device=self.pixel_mean.device, memory_format=memory_format)
         for slot, image in zip(batch, resized):
             height, width = image.shape[-2:]
             slot[:, :height, :width].copy_(image).sub_(self.pixel_mean)
@@ -82,10 +88,10 @@ class ImagePreprocessor(nn.Module):
         mapped = []
         for detection, scale, (height, width) in zip(detections, scales, original_sizes):
             out = dict(detection)
-            boxes = detection["boxes"] / scale
-            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
-            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
-            out["boxes"] = boxes
-            out["landmarks"] = detection["landmarks"] / scale
+            boxes = detection["boxes"]
+            # One clamp against per-column limits; no division at scale 1 (each op costs more than its arithmetic).
+            limits = torch.tensor([width, height, width, height], dtype=boxes.dtype, device=boxes.device)
+            out["boxes"] = (boxes if scale == 1.0 else boxes / scale).clamp(min=torch.zeros_like(limits), max=limits)
+            out["landmarks"] = detection["landmarks"] if scale == 1.0 else detection["landmarks"] / scale
             mapped.append(out)
         return mapped

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from .distributed import Shard
 from .io import InputError, atomic_write, read_image
 from .tta import TestTimeAugmentation
 from .wider_eval import SETTINGS, WiderGroundTruth, WiderResult, write_prediction_file
@@ -30,6 +31,18 @@ class PredictionRun:
     milliseconds: list[float] = field(default_factory=list)
     interrupted: bool = False
 
+    @classmethod
+    def combined(cls, runs: list["PredictionRun"]) -> "PredictionRun":
+        """The bookkeeping of several processes' runs (each over its own images) as one run's."""
+        total = cls(interrupted=any(run.interrupted for run in runs))
+        for run in runs:
+            total.written += run.written
+            total.reused += run.reused
+            total.unreadable += run.unreadable
+            total.missing += run.missing
+            total.milliseconds += run.milliseconds
+        return total
+
     def speed_summary(self) -> dict[str, float]:
         times = np.asarray(self.milliseconds) if self.milliseconds else np.zeros(1)
         return {"images_timed": len(self.milliseconds), "ms_mean": float(times.mean()), "ms_median": float(np.median(times))}
@@ -38,10 +51,11 @@ class PredictionRun:
 SETTINGS_FILE = "settings.json"
 
 
-def claim_prediction_folder(pred_dir: str | os.PathLike, settings: dict, *, overwrite: bool) -> None:
+def claim_prediction_folder(pred_dir: str | os.PathLike, settings: dict, *, overwrite: bool, write: bool = True) -> None:
     """Record the detector ``settings`` in ``<pred_dir>/settings.json``, or ``InputError`` if the folder holds
     predictions made with other settings: reusing them (resume) would silently mix two detectors' results.
-    ``overwrite`` redoes every image, so the folder is then simply taken over."""
+    ``overwrite`` redoes every image, so the folder is then simply taken over. ``write=False`` only checks
+    (the other processes of a torchrun run: rank 0 writes)."""
     import json
 
     pred_dir = Path(pred_dir)
@@ -61,7 +75,8 @@ def claim_prediction_folder(pred_dir: str | os.PathLike, settings: dict, *, over
             f"--predictions {pred_dir} holds predictions of unknown origin (no {SETTINGS_FILE}); "
             "choose another folder, or --overwrite to redo them all"
         )
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(settings, indent=2) + "\n"))
+    if write:
+        atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(settings, indent=2) + "\n"))
 
 
 def find_image(images_root: Path, event: str, name: str) -> Path | None:
@@ -80,9 +95,12 @@ def predict_wider(
     *,
     overwrite: bool = False,
     progress: bool = True,
+    shard: Shard | None = None,
 ) -> PredictionRun:
     """Detect faces in ``<wider_root>/images/<event>/<name>.jpg`` for every ground-truth image and write
     ``<pred_dir>/<event>/<name>.txt``. Existing prediction files are kept unless ``overwrite`` (resumable).
+    ``shard`` (under torchrun) restricts this process to its share of the images in ground-truth order; each
+    image's file is the same whichever process writes it, so the folder equals a single process's.
 
     A missing or unreadable image is recorded and skipped (it then scores as an image without detections).
     Times cover detection only (decode/NMS included, file reading and writing excluded).
@@ -91,35 +109,36 @@ def predict_wider(
     if not images_root.is_dir():
         raise InputError(f"{images_root} not found; --wider-root must contain images/<event>/*.jpg")
     pred_dir = Path(pred_dir)
+    shard = shard or Shard()
+    mine = shard.select([(event, name) for event, names in zip(gt.events, gt.files) for name in names])
     run = PredictionRun()
-    bar = tqdm(total=gt.num_images, unit="img", desc="WIDER val", disable=not progress, file=sys.stderr)
+    bar = tqdm(total=len(mine), unit="img", desc="WIDER val", disable=not progress or not shard.is_main, file=sys.stderr)
     try:
-        for event, names in zip(gt.events, gt.files):
-            for name in names:
-                bar.update(1)
-                target = pred_dir / event / f"{name}.txt"
-                if target.is_file() and not overwrite:
-                    run.reused += 1
-                    continue
-                path = find_image(images_root, event, name)
-                if path is None:
-                    run.missing.append(f"{event}/{name}")
-                    continue
-                try:
-                    image = read_image(path)
-                except InputError as exc:
-                    run.unreadable.append(str(exc))
-                    tqdm.write(f"warning: {exc}", file=sys.stderr)
-                    continue
-                start = time.perf_counter()
-                faces = tta(image)
-                run.milliseconds.append((time.perf_counter() - start) * 1000)
-                rows = np.array(
-                    [[f.box[0], f.box[1], f.box[2] - f.box[0], f.box[3] - f.box[1], f.score] for f in faces]
-                ).reshape(-1, 5)
-                write_prediction_file(target, name, rows)
-                run.written += 1
-                bar.set_postfix(ms=f"{np.median(run.milliseconds):.0f}")
+        for event, name in mine:
+            bar.update(1)
+            target = pred_dir / event / f"{name}.txt"
+            if target.is_file() and not overwrite:
+                run.reused += 1
+                continue
+            path = find_image(images_root, event, name)
+            if path is None:
+                run.missing.append(f"{event}/{name}")
+                continue
+            try:
+                image = read_image(path)
+            except InputError as exc:
+                run.unreadable.append(str(exc))
+                tqdm.write(f"warning: {exc}", file=sys.stderr)
+                continue
+            start = time.perf_counter()
+            faces = tta(image)
+            run.milliseconds.append((time.perf_counter() - start) * 1000)
+            rows = np.array(
+                [[f.box[0], f.box[1], f.box[2] - f.box[0], f.box[3] - f.box[1], f.score] for f in faces]
+            ).reshape(-1, 5)
+            write_prediction_file(target, name, rows)
+            run.written += 1
+            bar.set_postfix(ms=f"{np.median(run.milliseconds):.0f}")
     except KeyboardInterrupt:
         run.interrupted = True
     finally:

@@ -6,6 +6,10 @@ Score an existing prediction folder (any detector, official format: <pred>/<even
 Run our detector over WIDER_val/images/<event>/*.jpg, write predictions, score them and plot PR curves:
   python scripts/benchmark.py --wider-root WIDER_val --gt-dir wider_face_split/ [--scale mxnet --flip]
 
+Several processes, each on its own device, split the images (the prediction folder and the APs equal a
+single process's):
+  torchrun --nproc_per_node=N scripts/benchmark.py --wider-root WIDER_val --gt-dir wider_face_split/
+
 --gt-dir holds wider_face_val.mat and wider_{easy,medium,hard}_val.mat from the official eval tools.
 Prediction runs are resumable: images whose prediction file exists are skipped (--overwrite redoes them);
 the folder's settings.json records the detector settings, and a folder made with other settings is refused.
@@ -59,16 +63,54 @@ def main(argv: list[str] | None = None) -> int:
         return _benchmark(args, interruption)
 
 
+def _predict_distributed(args, gt) -> tuple[object, object, object] | int:
+    """Run the detector over this process's share of WIDER val (all of it without torchrun).
+
+    Returns ``(run, detector, shard)`` with, on rank 0, every process's bookkeeping combined; on the other
+    ranks the exit code once they have reported their share."""
+    from retinaface import Detector
+    from retinaface.distributed import current_shard, gather_to_main, shard_device, start_process_group, wait_for_all
+    from retinaface.tta import TestTimeAugmentation
+    from retinaface.wider_benchmark import PredictionRun, claim_prediction_folder, predict_wider
+
+    shard = current_shard()
+    device = shard_device(shard, str(args.device))
+    start_process_group(shard, device)
+    detector = Detector.from_pretrained(args.weights, device=device, score_threshold=args.score_threshold, nms_threshold=args.nms_threshold)
+    settings = {
+        "weights": str(Path(args.weights).resolve()) if Path(args.weights).is_file() else args.weights,
+        "scale": args.scale, "scales": list(args.scales), "flip": args.flip,
+        "score_threshold": args.score_threshold, "nms_threshold": args.nms_threshold,
+    }
+    # Every process checks the folder (so that all of them stop on a foreign one); rank 0 records the settings
+    # before any process writes a prediction.
+    claim_prediction_folder(args.predictions, settings, overwrite=args.overwrite, write=shard.is_main)
+    wait_for_all(shard)
+    tta = TestTimeAugmentation(detector, scale_mode=args.scale, scale_factors=args.scales, flip=args.flip)
+    run = predict_wider(tta, args.wider_root, gt, args.predictions, overwrite=args.overwrite, progress=not args.no_progress, shard=shard)
+    if run.interrupted:  # the other processes were interrupted too (torchrun forwards the signal): no gathering
+        return run, detector, shard
+    runs = gather_to_main(shard, run)
+    if not shard.is_main:
+        print(f"rank {shard.rank}: predictions: {run.written} written, {run.reused} reused on {detector.device}")
+        return 0
+    return PredictionRun.combined(runs), detector, shard
+
+
 def _benchmark(args, interruption) -> int:
-    from retinaface import Detector, InputError, WeightsError
+    from retinaface import InputError, WeightsError
+    from retinaface.distributed import current_shard, end_process_group
     from retinaface.guards import locked_outputs, refuse_overwriting_inputs
     from retinaface.io import OutputError, atomic_write, check_writable
-    from retinaface.tta import TestTimeAugmentation
-    from retinaface.wider_benchmark import claim_prediction_folder, plot_pr_curves, predict_wider
+    from retinaface.wider_benchmark import plot_pr_curves
     from retinaface.wider_eval import SETTINGS, WiderFormatError, evaluate_folder, load_ground_truth
 
     report: dict = {}
+    shard = None
     try:
+        shard = current_shard()
+        if not shard.is_main and args.wider_root is None:
+            return 0  # scoring a folder is one process's job
         gt = load_ground_truth(args.gt_dir)
         if args.wider_root is not None:
             tag = f"{Path(str(args.weights)).stem}-{args.scale}" + ("-flip" if args.flip else "") + (
@@ -92,18 +134,14 @@ def _benchmark(args, interruption) -> int:
                 check_writable(path)
         if args.wider_root is not None:
             check_writable(args.predictions / ".probe")
-        with locked_outputs(args.json, args.plot, args.predictions if args.wider_root is not None else None):
+        # One lock per run: under torchrun only rank 0 holds them; the others write their own images' files.
+        locks = (args.json, args.plot, args.predictions if args.wider_root is not None else None) if shard.is_main else ()
+        with locked_outputs(*locks):
             if args.wider_root is not None:
-                detector = Detector.from_pretrained(
-                    args.weights, device=args.device, score_threshold=args.score_threshold, nms_threshold=args.nms_threshold
-                )
-                claim_prediction_folder(args.predictions, {
-                    "weights": str(Path(args.weights).resolve()) if Path(args.weights).is_file() else args.weights,
-                    "scale": args.scale, "scales": list(args.scales), "flip": args.flip,
-                    "score_threshold": args.score_threshold, "nms_threshold": args.nms_threshold,
-                }, overwrite=args.overwrite)
-                tta = TestTimeAugmentation(detector, scale_mode=args.scale, scale_factors=args.scales, flip=args.flip)
-                run = predict_wider(tta, args.wider_root, gt, args.predictions, overwrite=args.overwrite, progress=not args.no_progress)
+                predicted = _predict_distributed(args, gt)
+                if isinstance(predicted, int):
+                    return predicted
+                run, detector, _ = predicted
                 speed = run.speed_summary()
                 report["speed"] = {**speed, "device": str(detector.device), "scale": args.scale, "scales": list(args.scales), "flip": args.flip}
                 report["prediction_run"] = {"written": run.written, "reused": run.reused, "missing": len(run.missing), "unreadable": len(run.unreadable)}
@@ -147,6 +185,9 @@ def _benchmark(args, interruption) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return interruption.exit_code
+    finally:
+        if shard is not None:
+            end_process_group(shard)
     return 0
 
 

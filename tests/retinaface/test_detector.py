@@ -122,3 +122,24 @@ def test_drawing_meshes_draws_the_carried_vertices(astronaut_image):
         hook.remove()
     assert np.abs(reused.astype(int) - decoded_again.astype(int)).max() <= 1
     assert (reused != astronaut_image).any()
+
+
+def test_poses_are_estimated_when_first_read_and_equal_the_eager_estimate(detector, astronaut_image, monkeypatch):
+    import retinaface.detector as detector_module
+    from retinaface.pose import estimate_pose
+
+    calls = []
+    monkeypatch.setattr(detector_module, "estimate_pose", lambda *a: calls.append(a) or estimate_pose(*a))
+    faces = detector(astronaut_image)
+    assert len(faces) == 1 and not calls  # detection alone estimates nothing
+    height, width = astronaut_image.shape[:2]
+    eager, reason = estimate_pose(faces[0].landmarks, faces[0].box, width, height)
+    assert faces[0].pose_reason is reason is None and len(calls) == 1
+    assert (faces[0].pose.yaw, faces[0].pose.pitch, faces[0].pose.roll) == (eager.yaw, eager.pitch, eager.roll)
+    assert faces[0].to_dict()["pose"] == eager.to_dict() and len(calls) == 1  # estimated once
+    # given values are kept; a face built without its image size has no pose
+    from retinaface.detector import Face
+
+    given = Face(faces[0].box, 0.9, faces[0].landmarks, faces[0].mesh_coefficients, pose=None, pose_reason="given")
+    bare = Face(faces[0].box, 0.9, faces[0].landmarks, faces[0].mesh_coefficients)
+    assert (given.pose, given.pose_reason, bare.pose, bare.pose_reason) == (None, "given", None, None) and len(calls) == 1

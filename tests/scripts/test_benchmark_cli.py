@@ -100,3 +100,39 @@ def test_bad_arguments_are_one_line_errors(tmp_path, tiny_wider):
     (bad / "0_frame.txt").write_text("0_frame\n1\n1 2 three 4 0.5\n")
     result = run("--predictions", tmp_path / "bad", "--gt-dir", root / "gt")
     assert result.returncode == 2 and "0_frame.txt:3" in result.stderr and "Traceback" not in result.stderr
+
+
+def _folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*.txt"))}
+
+
+def test_torchrun_two_processes_equal_one_process_and_resume(tmp_path, tiny_wider):
+    """Two CPU processes (gloo) split the images: the same prediction files and APs as one process, and a
+    rerun after losing some files redoes only those."""
+    root, _ = tiny_wider
+    common = ["--wider-root", root / "WIDER_val", "--gt-dir", root / "gt", "--device", "cpu"]
+    single = run(*common, "--predictions", tmp_path / "one", "--json", tmp_path / "one.json", "--plot", tmp_path / "one.png")
+    assert single.returncode == 0, single.stderr
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(SCRIPT)]
+
+    def distributed(*args):
+        return subprocess.run([*torchrun, *map(str, args), "--no-progress"], capture_output=True, text=True, timeout=600)
+
+    two = distributed(*common, "--predictions", tmp_path / "two", "--json", tmp_path / "two.json", "--plot", tmp_path / "two.png")
+    assert two.returncode == 0, two.stderr[-3000:]
+    # rank 0 reports the whole run; rank 1 its share (3 of the 6 images, rank-strided)
+    assert "4 written, 0 reused, 1 images missing, 1 unreadable" in two.stdout
+    assert "rank 1: predictions: 2 written, 0 reused" in two.stdout
+    assert _folder_bytes(tmp_path / "two") == _folder_bytes(tmp_path / "one") and len(_folder_bytes(tmp_path / "one")) == 4
+    one_report, two_report = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
+    for report in (one_report, two_report):
+        report.pop("speed")
+    assert two_report == one_report
+
+    lost = [tmp_path / "two" / "0--Parade" / "0_frame.txt", tmp_path / "two" / "1--Handshaking" / "3_frame.txt"]
+    for path in lost:
+        path.unlink()
+    again = distributed(*common, "--predictions", tmp_path / "two", "--json", tmp_path / "two.json")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "2 written, 2 reused" in again.stdout
+    assert _folder_bytes(tmp_path / "two") == _folder_bytes(tmp_path / "one")

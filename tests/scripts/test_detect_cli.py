@@ -212,7 +212,7 @@ def test_onnxruntime_backend_and_exported_file_on_video(tmp_path, short_video):
     onnx_file = tmp_path / "m.onnx"
     export = subprocess.run([sys.executable, str(REPO / "scripts" / "export_onnx.py"), "--output", str(onnx_file)], capture_output=True, text=True)
     assert export.returncode == 0, export.stderr
-    assert "mesh_features" in export.stdout
+    assert "mesh_coefficients" in export.stdout and "detections per image: the same" in export.stdout
     ort_run = run(video, "--no-draw", "--json", tmp_path / "o.jsonl", "--max-size", "0", "--backend", "onnxruntime", "--weights", onnx_file)
     assert torch_run.returncode == 0 and ort_run.returncode == 0, ort_run.stderr
     for a, b in zip(read_jsonl(tmp_path / "t.jsonl"), read_jsonl(tmp_path / "o.jsonl")):
