@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +19,9 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "benchmark.py"
 
 
-def run(*args, cwd=None):
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args), "--no-progress"], capture_output=True, text=True, cwd=cwd, timeout=600)
+def run(*args, cwd=None, env=None):
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args), "--no-progress"], capture_output=True, text=True, cwd=cwd,
+                          timeout=600, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +113,10 @@ def test_torchrun_two_processes_equal_one_process_and_resume(tmp_path, tiny_wide
     rerun after losing some files redoes only those."""
     root, _ = tiny_wider
     common = ["--wider-root", root / "WIDER_val", "--gt-dir", root / "gt", "--device", "cpu"]
-    single = run(*common, "--predictions", tmp_path / "one", "--json", tmp_path / "one.json", "--plot", tmp_path / "one.png")
+    # torchrun gives each worker OMP_NUM_THREADS=1; the reference runs with the same thread count, since float
+    # sums split over another number of threads round differently in the last printed digit
+    single = run(*common, "--predictions", tmp_path / "one", "--json", tmp_path / "one.json", "--plot", tmp_path / "one.png",
+                 env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert single.returncode == 0, single.stderr
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(SCRIPT)]
 
