@@ -107,10 +107,28 @@ class MultiTaskLoss(nn.Module):
     def pixel_term(
         outputs: HeadOutputs, assigned: AnchorTargets, images_rgb: Tensor, mesh_branch: MeshBranch, generator: torch.Generator | None
     ) -> Tensor:
-        """The mesh branch's (unweighted) pixel loss for the positives' coefficients, at their faces' boxes."""
-        image_ids, anchor_ids = torch.nonzero(assigned.positive, as_tuple=True)  # image-major
+        """The mesh branch's (unweighted) pixel loss at one positive anchor per face (drawn at random from
+        ``generator`` among the face's positives), at their faces' boxes. One per face, so the branch's cap
+        (``max_faces``) counts faces: a large face has dozens of positive anchors and would otherwise take
+        most of the sampled places."""
+        image_ids, anchor_ids = face_anchors(assigned, generator)
         coefficients = outputs.mesh_coefficients[image_ids, anchor_ids]
         boxes = assigned.matched_boxes[image_ids, anchor_ids]
         pixel = mesh_branch.pixel_loss(coefficients, images_rgb, boxes, image_ids, generator=generator)
         # every decoder parameter takes part in the graph even when no face is sampled (DDP)
         return pixel + sum(p.sum() * 0.0 for p in mesh_branch.parameters())
+
+
+def face_anchors(assigned: AnchorTargets, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """One positive anchor per ground-truth face: ``(image_ids, anchor_ids)``, ``Tensor[F]`` each, ordered by
+    image, then anchor. Faces are told apart by their image and matched box; among a face's positive
+    anchors one is drawn uniformly from ``generator`` (a CPU generator; default: the global one)."""
+    image_ids, anchor_ids = torch.nonzero(assigned.positive, as_tuple=True)
+    if image_ids.numel() == 0:
+        return image_ids, anchor_ids
+    keys = torch.cat([image_ids[:, None].to(assigned.matched_boxes), assigned.matched_boxes[image_ids, anchor_ids]], dim=1)
+    _, face = torch.unique(keys, dim=0, return_inverse=True)
+    score = torch.rand(image_ids.numel(), generator=generator).to(keys.device)
+    best = torch.full((int(face.max()) + 1,), -1.0, device=keys.device).scatter_reduce(0, face, score, reduce="amax")
+    chosen = score == best[face]
+    return image_ids[chosen], anchor_ids[chosen]

@@ -34,10 +34,37 @@ def test_pixel_loss_is_zero_for_a_perfect_render_and_grows_with_mismatch(branch)
     # an "image" that is exactly the render pasted over grey, face box = the whole image
     canvas = face.mask * face.image + (1 - face.mask) * 0.5
     boxes = torch.tensor([[0.0, 0.0, size, size]] * 2)
-    loss = MeshPixelLoss(crop_size=size, latent_weight=0.0, smoothness_weight=0.0)
-    perfect = loss(branch, truth, canvas, boxes, torch.tensor([0, 1]))
-    wrong = loss(branch, torch.zeros_like(truth), canvas, boxes, torch.tensor([0, 1]))
-    assert perfect < 0.02 and wrong > 5 * perfect
+    for levels in (1, 4):
+        loss = MeshPixelLoss(crop_size=size, latent_weight=0.0, smoothness_weight=0.0, levels=levels, box_weight=0.0)
+        perfect = loss(branch, truth, canvas, boxes, torch.tensor([0, 1]))
+        wrong = loss(branch, torch.zeros_like(truth), canvas, boxes, torch.tensor([0, 1]))
+        assert perfect < 0.02 and wrong > 5 * perfect
+
+
+def test_box_term_makes_a_render_smaller_than_the_face_cost(branch):
+    """Uncovered pixels show the crop and cost nothing, so without the box term a face rendered too small
+    for its box is not penalised for the pixels it leaves out; the box term charges the gap between the
+    render's extent and the box (NDC units: 0 when the projected mesh spans the crop exactly)."""
+    size = 64
+    truth = torch.zeros(1, 144)
+    with torch.no_grad():
+        face = branch(truth, image_size=size)[1]
+    rows, cols = torch.nonzero(face.mask[0, 0], as_tuple=True)
+    tight = torch.tensor([[cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]], dtype=torch.float32)  # the face box
+    image = face.mask * face.image + (1 - face.mask) * 0.5
+    farther = truth.clone()
+    farther[:, 130] = 1.0  # distance 4 e^(2 tanh 0.5): the face shrinks to about 40% of its box
+    only_box = MeshPixelLoss(crop_size=size, latent_weight=0.0, smoothness_weight=0.0, levels=1, box_weight=1.0)
+    no_box = MeshPixelLoss(crop_size=size, latent_weight=0.0, smoothness_weight=0.0, levels=1, box_weight=0.0)
+    index = torch.tensor([0])
+    box_part = only_box(branch, farther, image, tight, index) - no_box(branch, farther, image, tight, index)
+    # projected into the tight box the template at zero spans [-1, 1]; farther, its half-extent shrinks
+    # by the ratio of distances, and the term is the mean distance of the four edges from +-1
+    ratio = 1 / torch.exp(2 * torch.tanh(torch.tensor(0.5)))
+    assert 0.25 < ratio < 0.45
+    assert box_part.item() == pytest.approx(1 - ratio.item(), abs=0.1)  # perspective and pixel edges: not exact
+    at_truth = only_box(branch, truth, image, tight, index) - no_box(branch, truth, image, tight, index)
+    assert at_truth < 0.05
 
 
 def test_pixel_loss_bad_boxes_and_empty_batches(branch):
