@@ -17,9 +17,7 @@ including a freshly initialised one, gives a sane picture; zeros render the temp
 Shading is Lambertian and per vertex (Gouraud): ``rgb = albedo * (ambient + light * max(0, n . l))``.
 Rasterisation (which triangle covers each pixel) is computed without gradients: by PyTorch3D on CUDA and
 by a vectorised bounding-box z-buffer on CPU, where PyTorch3D's rasteriser takes about 0.5 s for 16 faces
-at 112 x 112 (it has no binning on CPU). Back faces are culled: the face mesh is an open surface, and seen
-from behind it looked like a mirrored face, a wrong pose (about 120 degrees off) the pixel loss could
-settle in. Barycentric coordinates are then recomputed differentiably from
+at 112 x 112 (it has no binning on CPU). Barycentric coordinates are then recomputed differentiably from
 the projected vertices, so gradients reach vertices, colours, camera and light. Silhouettes carry no
 gradient (hard rasterisation), as with PyTorch3D's hard shaders.
 """
@@ -136,9 +134,7 @@ def rasterize_zbuffer(ndc: Tensor, faces: Tensor, size: int) -> Tensor:
     extent = (high - low + 1).clamp(min=0)
     first = tri_xy[..., 0, :]
     area = (tri_xy[..., 1, 0] - first[..., 0]) * (tri_xy[..., 2, 1] - first[..., 1]) - (tri_xy[..., 1, 1] - first[..., 1]) * (tri_xy[..., 2, 0] - first[..., 0])
-    # back-face culling: triangles wound clockwise on screen face away from the camera (with this pixel
-    # frame, front faces have negative signed area)
-    usable = (area < -_EPS) & (tri_z > 0).all(-1) & (extent > 0).all(-1)
+    usable = (area.abs() > _EPS) & (tri_z > 0).all(-1) & (extent > 0).all(-1)
     counts = torch.where(usable, extent[..., 0] * extent[..., 1], 0).flatten()
     pix_to_face = torch.full((batch * size * size,), -1, dtype=torch.long, device=ndc.device)
     total = int(counts.sum())
@@ -169,9 +165,7 @@ def rasterize_pytorch3d(ndc: Tensor, faces: Tensor, size: int) -> Tensor:
     from pytorch3d.renderer.mesh.rasterize_meshes import rasterize_meshes
 
     meshes = Meshes(verts=list(ndc), faces=[faces] * len(ndc))
-    pix_to_face, _, _, _ = rasterize_meshes(
-        meshes, image_size=size, blur_radius=0.0, faces_per_pixel=1, perspective_correct=False, cull_backfaces=True
-    )
+    pix_to_face, _, _, _ = rasterize_meshes(meshes, image_size=size, blur_radius=0.0, faces_per_pixel=1, perspective_correct=False)
     pix_to_face = pix_to_face[..., 0]
     start = (torch.arange(len(ndc), device=ndc.device) * faces.shape[0]).view(-1, 1, 1)
     return torch.where(pix_to_face >= 0, pix_to_face - start, -1)

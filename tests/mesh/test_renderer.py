@@ -64,7 +64,7 @@ def test_pixels_and_vertex_gradients_match_pytorch3d_renderer(template):
     renderer = MeshRenderer(
         rasterizer=MeshRasterizer(
             cameras=cameras,
-            raster_settings=RasterizationSettings(image_size=size, blur_radius=0.0, faces_per_pixel=1, perspective_correct=False, cull_backfaces=True),
+            raster_settings=RasterizationSettings(image_size=size, blur_radius=0.0, faces_per_pixel=1, perspective_correct=False),
         ),
         shader=HardGouraudShader(
             cameras=cameras,
@@ -78,7 +78,7 @@ def test_pixels_and_vertex_gradients_match_pytorch3d_renderer(template):
     reference = renderer(meshes)[..., :3].permute(0, 3, 1, 2)
     (reference * weights).sum().backward()
 
-    assert (ours.image - reference).abs().max() < 5e-4  # float rounding of the two interpolations
+    assert (ours.image - reference).abs().max() < 1e-4
     assert ours.mask.mean() > 0.2
     scale = ref_vertices.grad.abs().max()
     assert scale > 0
