@@ -97,7 +97,13 @@ class TrainConfig:
     (README, training); Adam's steps do not depend on the gradient's scale, so the paper's weight is kept
     while the shared trunk still sees the pixel gradient at 0.01 through SGD. Same warm-up and decays."""
     mesh_lr: float = 1e-3
-    """Adam learning rate of the mesh-only parameters (``mesh_optimizer=adam``)."""
+    """Adam learning rate of the mesh-only parameters (``mesh_optimizer=adam``). The head is a 1x1 conv on
+    64 features, so one step moves its output by about ``64 mesh_lr``: at 1e-2 it jumped out of the frontal
+    basin to extreme poses (README, training)."""
+    train_mesh_decoder: bool = False
+    """Train the mesh decoder with the pixel term too (the paper's joint training). Off by default: a
+    decoder free to deform the mesh absorbs pose and shading into shape, and the head's rotation stops
+    meaning the face's (README, training). The decoder stays as built or loaded."""
     mesh_lr_scale: float = 1.0
     """Learning-rate multiplier for the parameters only the pixel term trains (``heads.mesh.*`` and the mesh
     decoder). Under SGD the paper's 0.01 pixel weight also scales the mesh head's own steps by 0.01 (its
@@ -316,8 +322,11 @@ def batchnorm_frozen(config: TrainConfig) -> bool:
 
 
 def set_train_mode(model: nn.Module, config: TrainConfig) -> nn.Module:
-    """``model.train()``, with BatchNorm layers kept in eval mode when they are frozen."""
+    """``model.train()``, with BatchNorm layers kept in eval mode when they are frozen, and the mesh decoder's
+    parameters frozen unless ``train_mesh_decoder``."""
     model.train()
+    if model.mesh_branch is not None and not config.train_mesh_decoder:
+        model.mesh_branch.requires_grad_(False)
     if batchnorm_frozen(config):
         for module in model.modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):

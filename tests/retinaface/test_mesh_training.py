@@ -31,7 +31,9 @@ def _config(root, output, **extra):
 def test_mesh_parameters_get_their_own_learning_rate(tmp_path):
     from retinaface.training import build_model_for_training
 
-    config = train_config("mobilenet0.25-synthetic", ["--train_labels=x", "--mesh_lr_scale=10"])
+    config = train_config(
+        "mobilenet0.25-synthetic", ["--train_labels=x", "--mesh_optimizer=sgd", "--mesh_lr_scale=10", "--train_mesh_decoder=true"]
+    )
     model = build_model_for_training(config)
     rest, mesh = parameter_groups(model, config)
     names = {id(p): n for n, p in model.named_parameters()}
@@ -40,6 +42,20 @@ def test_mesh_parameters_get_their_own_learning_rate(tmp_path):
     assert all(names[id(p)].startswith("heads.mesh.") for p in mesh["params"] if names[id(p)].startswith("heads"))
     assert not any(names[id(p)].startswith(("heads.mesh.", "mesh_branch.")) for p in rest["params"])
     assert len(rest["params"]) + len(mesh["params"]) == len(list(model.parameters()))
+
+
+def test_default_mesh_head_optimiser_is_adam_and_the_decoder_is_frozen():
+    from retinaface.training import build_model_for_training, build_optimizers
+
+    config = train_config("mobilenet0.25-synthetic", ["--train_labels=x"])
+    model = build_model_for_training(config)
+    sgd, adam = build_optimizers(model, config)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert isinstance(adam, torch.optim.Adam) and adam.param_groups[0]["lr"] == config.mesh_lr
+    assert {names[id(p)] for p in adam.param_groups[0]["params"]} == {n for n, _ in model.named_parameters() if n.startswith("heads.mesh.")}
+    in_sgd = {names[id(p)] for g in sgd.param_groups for p in g["params"]}
+    assert not any(n.startswith(("heads.mesh.", "mesh_branch.")) for n in in_sgd)
+    assert not any(p.requires_grad for p in model.mesh_branch.parameters())
 
 
 def test_pixel_term_reaches_the_mesh_head(tiny_data, tmp_path):
