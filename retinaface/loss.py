@@ -76,7 +76,11 @@ class MultiTaskLoss(nn.Module):
         assigned = self.assigner(anchors, targets)
         losses = self.detection_losses(outputs, assigned)
         if self.pixel_weight > 0 and mesh_branch is not None and images_rgb is not None:
-            losses["loss_pixel"] = self.pixel_weight * self.pixel_term(outputs, anchors, assigned, images_rgb, mesh_branch, generator)
+            # horizontally flipped training images are left out: the template's colours (from one photo, with
+            # its lighting) are not left-right symmetric, so a mirrored face is not a pose of the model, and
+            # with flips on the head did not learn rotation (README, training)
+            unmirrored = torch.tensor([not bool(t.get("mirrored", False)) for t in targets], device=anchors.device)
+            losses["loss_pixel"] = self.pixel_weight * self.pixel_term(outputs, anchors, assigned, images_rgb, mesh_branch, generator, unmirrored)
         return losses
 
     def detection_losses(self, outputs: HeadOutputs, assigned: AnchorTargets) -> dict[str, Tensor]:
@@ -112,11 +116,16 @@ class MultiTaskLoss(nn.Module):
         images_rgb: Tensor,
         mesh_branch: MeshBranch,
         generator: torch.Generator | None,
+        images_used: Tensor | None = None,
     ) -> Tensor:
         """The mesh branch's (unweighted) pixel loss at each face's best positive anchor (highest IoU with its
-        box), at the faces' boxes. One per face, so the branch's cap (``max_faces``) counts faces: a large
-        face has dozens of positive anchors and would otherwise take most of the sampled places."""
+        box), at the faces' boxes, for the images where ``images_used`` ``Tensor[N]`` bool (default: all). One
+        per face, so the branch's cap (``max_faces``) counts faces: a large face has dozens of positive
+        anchors and would otherwise take most of the sampled places."""
         image_ids, anchor_ids = face_anchors(assigned, anchors)
+        if images_used is not None:
+            keep = images_used[image_ids]
+            image_ids, anchor_ids = image_ids[keep], anchor_ids[keep]
         coefficients = outputs.mesh_coefficients[image_ids, anchor_ids]
         boxes = assigned.matched_boxes[image_ids, anchor_ids]
         pixel = mesh_branch.pixel_loss(coefficients, images_rgb, boxes, image_ids, generator=generator)
