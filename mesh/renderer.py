@@ -65,6 +65,12 @@ def _soft_bound(value: Tensor) -> Tensor:
     return _LOG_RANGE * torch.tanh(value / _LOG_RANGE)
 
 
+def unbound(log_ratio: Tensor) -> Tensor:
+    """Inverse of :func:`_soft_bound`: the camera parameter giving ``log(distance / 4)`` or
+    ``log(focal / 3.6)`` = ``log_ratio`` (ratios beyond the bound map to its edge)."""
+    return _LOG_RANGE * torch.atanh((log_ratio / _LOG_RANGE).clamp(-0.999, 0.999))
+
+
 def camera_from_params(camera: Tensor, aspect: Tensor | None = None) -> PerspectiveCameras:
     """PyTorch3D cameras (NDC, square image) for ``camera`` ``Tensor[B, 7]`` (see the module docstring).
 
