@@ -59,10 +59,10 @@ def test_default_mesh_head_optimiser_is_adam_and_the_decoder_is_frozen():
 
 
 def test_pixel_term_reaches_the_mesh_head(tiny_data, tmp_path):
-    """Gradients of the pixel term reach the zero-initialised head: after a short seeded run its weights
-    moved and its coefficients differ from zero at the true faces. (Whether they become *better* than the
-    template is not asserted: on the merged code the head's renders are not yet closer to the pixels than
-    the zero baseline; see the README's training section.)"""
+    """Gradients of the pixel term reach the zero-initialised head through ``train``: after a short seeded
+    run from scratch its weights moved and its coefficients differ from zero at the true faces. (From
+    scratch, in 10 steps, the trunk does not see faces yet, so *better* than the template is asserted in
+    the next test, on face features; see the README's training section.)"""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # deterministic
     try:
