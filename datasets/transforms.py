@@ -56,7 +56,8 @@ class TrainAugmentation:
         if self.photometric is not None:
             image = self.photometric(image.flip(0)).flip(0)  # the distortion works in RGB
         height, width = image.shape[-2:]
-        if torch.rand(()) < self.flip_probability:
+        mirrored = bool(torch.rand(()) < self.flip_probability)
+        if mirrored:
             image = TF.horizontal_flip(image)
             boxes = TF.horizontal_flip(tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(height, width))).as_subclass(Tensor)
             # landmarks are continuous coordinates like the boxes (x -> W - x); torchvision's keypoint
@@ -68,7 +69,8 @@ class TrainAugmentation:
         points = points * torch.tensor([scale_x, scale_y])
         sides = torch.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
         keep = sides >= self.min_face_size
-        return image, {"boxes": boxes[keep], "landmarks": points[keep], "landmarks_valid": valid[keep]}
+        # "mirrored": the mesh pixel term skips flipped images (the face template's colours are not symmetric)
+        return image, {"boxes": boxes[keep], "landmarks": points[keep], "landmarks_valid": valid[keep], "mirrored": torch.tensor(mirrored)}
 
     def _crop(self, image, boxes, points, valid):
         height, width = image.shape[-2:]

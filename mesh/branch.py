@@ -24,6 +24,16 @@ def uniform_laplacian(num_vertices: int, edge_index: Tensor) -> Tensor:
     return torch.eye(num_vertices) - adjacency / adjacency.sum(dim=1, keepdim=True).clamp(min=1)
 
 
+def pyramid_l1(image: Tensor, target: Tensor, levels: int = 1) -> Tensor:
+    """L1 between ``image`` and ``target`` ``Tensor[K, C, S, S]``, summed over channels and averaged over pixels
+    and images, averaged over ``levels`` resolutions (full, then average-pooled by 2, 4, ...)."""
+    total = (image - target).abs().sum(dim=1).mean()
+    for level in range(1, levels):
+        size = 2**level
+        total = total + (F.avg_pool2d(image, size) - F.avg_pool2d(target, size)).abs().sum(dim=1).mean()
+    return total / levels
+
+
 class MeshBranch(nn.Module):
     """Decoder + renderer for the per-face mesh coefficients predicted by the detector heads.
 
@@ -109,9 +119,18 @@ class MeshPixelLoss(nn.Module):
     ``I*`` is the face crop at the ground-truth box resampled to ``crop_size`` (``roi_align``); the
     face is rendered into the same frame. Pixels the render does not cover show the crop itself
     (so they cost nothing): the face model only explains the face, not the background. At most
-    ``max_faces`` positives per batch are used (a random subset) to bound the cost. Two light
-    regularisers, absent from the paper, stand in for the 3D supervision we do not have:
-    ``latent_weight * mean(P_ST^2)`` and ``smoothness_weight * mean(|L offsets|^2)`` (uniform Laplacian).
+    ``max_faces`` faces per call are used (a random subset) to bound the cost. Two light regularisers,
+    absent from the paper, stand in for the 3D supervision we do not have: ``latent_weight * mean(P_ST^2)``
+    and ``smoothness_weight * mean(|L offsets|^2)`` (uniform Laplacian).
+
+    Two further departures from the paper make pose learnable (measured in the README's training section):
+
+    - ``levels`` > 1 averages the L1 over a pyramid (the composite and the crop average-pooled by 2, 4, ...):
+      the full-resolution L1 barely changes when the face turns (hard rasterisation gives the silhouette
+      no gradient), while coarse levels see where the face's features are;
+    - ``box_weight`` > 0 adds ``box_weight * mean|extent - box|``: the projected mesh's extent (min/max of its
+      vertices in NDC) against the crop's edges (the face box). Without it, covering less of the crop is free
+      (uncovered pixels cost nothing), and distance and focal length get the largest gradients.
     """
 
     def __init__(
@@ -122,10 +141,16 @@ class MeshPixelLoss(nn.Module):
         max_faces: int = LossConfig.max_mesh_faces,
         latent_weight: float = LossConfig.mesh_latent_weight,
         smoothness_weight: float = LossConfig.mesh_smoothness_weight,
+        levels: int = LossConfig.mesh_pixel_levels,
+        box_weight: float = LossConfig.mesh_box_weight,
     ) -> None:
         super().__init__()
+        if levels < 1 or crop_size % 2 ** (levels - 1):
+            raise ValueError(f"crop_size {crop_size} must be divisible by 2^(levels - 1) = {2 ** (levels - 1)}")
         template = template or load_template()
         self.crop_size = crop_size
+        self.levels = levels
+        self.box_weight = box_weight
         self.max_faces = max_faces
         self.latent_weight = latent_weight
         self.smoothness_weight = smoothness_weight
@@ -158,8 +183,13 @@ class MeshPixelLoss(nn.Module):
         rois = torch.cat([image_index[picked, None].to(boxes), boxes], dim=1)
         crops = roi_align(images_rgb.float(), rois, output_size=self.crop_size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
         mesh, rendered = branch(coefficients, aspect=(boxes[:, 2] - boxes[:, 0]) / (boxes[:, 3] - boxes[:, 1]), image_size=self.crop_size)
-        difference = rendered.mask * (rendered.image - crops)
-        pixel = difference.abs().sum(dim=1).mean()  # L1 over RGB, averaged over W*H pixels and faces
+        composite = rendered.mask * rendered.image + (1 - rendered.mask) * crops
+        pixel = pyramid_l1(composite, crops, self.levels)
+        if self.box_weight > 0:
+            ndc = rendered.ndc[..., :2]
+            extent = torch.stack([ndc.amin(dim=1), ndc.amax(dim=1)], dim=1)  # [K, 2 (min, max), 2 (x, y)]
+            edges = torch.tensor([-1.0, 1.0], device=ndc.device)[None, :, None]
+            pixel = pixel + self.box_weight * (extent - edges).abs().mean()
         latent = split_coefficients(coefficients).latent
         offsets = mesh.vertices - branch.template.vertices.to(mesh.vertices)
         smooth = (self.laplacian @ offsets).square().sum(-1).mean()

@@ -30,7 +30,7 @@ from torch import Tensor
 from torchvision.ops import roi_align
 
 from .prior import FacePrior, load_prior
-from .renderer import DEFAULT_DISTANCE, DEFAULT_FOCAL, interpolate, lights_from_params, rasterize_zbuffer, shade_vertices
+from .renderer import DEFAULT_DISTANCE, DEFAULT_FOCAL, interpolate, lights_from_params, rasterize_zbuffer, shade_vertices, unbound
 from .template import FaceTemplate, load_template
 
 _FLIP = (1.0, -1.0, -1.0)  # model frame (y up, z to the camera) -> OpenCV camera axes (y down, z away)
@@ -349,9 +349,9 @@ def renderer_coefficients(fits: FaceFits, boxes: Tensor, *, focal: float = FitCo
     camera = torch.cat([
         torch.atanh((offset[:, 0:1] / 0.5).clamp(-limit, limit)),
         torch.atanh((-offset[:, 1:2] / 0.5).clamp(-limit, limit)),
-        (distance[:, None] / DEFAULT_DISTANCE).log(),
+        unbound((distance[:, None] / DEFAULT_DISTANCE).log()),
         torch.atanh((matrix_to_axis_angle(fits.rotation) / (math.pi / 2)).clamp(-limit, limit)),
-        torch.full((len(boxes), 1), math.log(focal_ndc / DEFAULT_FOCAL)),
+        unbound(torch.full((len(boxes), 1), math.log(focal_ndc / DEFAULT_FOCAL))),
     ], dim=1)
     latent = F.pad(fits.state.coefficients, (0, latent_dim - fits.state.coefficients.shape[1]))
     return torch.cat([latent, camera, fits.state.illumination], dim=1)

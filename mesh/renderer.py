@@ -6,8 +6,9 @@ including a freshly initialised one, gives a sane picture; zeros render the temp
 - camera ``P_cam`` (7): ``[tx, ty, tz, rx, ry, rz, f]``
   - rotation vector ``(pi / 2) * tanh(r)`` (face pose; at most 90 degrees about each axis),
   - translation ``(0.5 tanh(tx), 0.5 tanh(ty))`` in template units (the template spans [-1, 1]),
-  - distance ``4 exp(clamp(tz, -2, 2))`` from the face centre, so the camera is never behind the face,
-  - focal length ``3.6 exp(clamp(f, -2, 2))`` in NDC units: at the default distance the template's
+  - distance ``4 exp(2 tanh(tz / 2))`` from the face centre, so the camera is never behind the face,
+  - focal length ``3.6 exp(2 tanh(f / 2))`` in NDC units (smooth bounds, not clamps: a clamped value
+    has zero gradient, so a head pushed past it could never come back): at the default distance the template's
     half-width of 0.9 projects to about 0.8 of the crop's half-width.
 - illumination ``P_ill`` (9): point-light location ``(0, 0, 6) + 4 tanh(l)`` in template space (in front
   of the face by default), light colour ``0.5 (1 + tanh(c))`` and ambient colour ``0.5 (1 + tanh(a))``
@@ -59,6 +60,17 @@ def face_rotation(camera: Tensor) -> Tensor:
     return so3_exp_map(pose_rotation_vector(camera))
 
 
+def _soft_bound(value: Tensor) -> Tensor:
+    """``2 tanh(x / 2)``: about ``x`` near 0 (slope 1), within (-2, 2), never a zero gradient."""
+    return _LOG_RANGE * torch.tanh(value / _LOG_RANGE)
+
+
+def unbound(log_ratio: Tensor) -> Tensor:
+    """Inverse of :func:`_soft_bound`: the camera parameter giving ``log(distance / 4)`` or
+    ``log(focal / 3.6)`` = ``log_ratio`` (ratios beyond the bound map to its edge)."""
+    return _LOG_RANGE * torch.atanh((log_ratio / _LOG_RANGE).clamp(-0.999, 0.999))
+
+
 def camera_from_params(camera: Tensor, aspect: Tensor | None = None) -> PerspectiveCameras:
     """PyTorch3D cameras (NDC, square image) for ``camera`` ``Tensor[B, 7]`` (see the module docstring).
 
@@ -70,9 +82,9 @@ def camera_from_params(camera: Tensor, aspect: Tensor | None = None) -> Perspect
     z away from the camera, hence the axis flip below.
     """
     translation_xy = 0.5 * torch.tanh(camera[:, 0:2])
-    distance = DEFAULT_DISTANCE * torch.exp(camera[:, 2].clamp(-_LOG_RANGE, _LOG_RANGE))
+    distance = DEFAULT_DISTANCE * torch.exp(_soft_bound(camera[:, 2]))
     rotation = face_rotation(camera)
-    focal = DEFAULT_FOCAL * torch.exp(camera[:, 6].clamp(-_LOG_RANGE, _LOG_RANGE))
+    focal = DEFAULT_FOCAL * torch.exp(_soft_bound(camera[:, 6]))
     flip = torch.diag(torch.tensor([-1.0, 1.0, -1.0], device=camera.device, dtype=camera.dtype))
     # PyTorch3D maps row vectors: X_view = X_world @ R + T
     R = rotation.transpose(1, 2) @ flip

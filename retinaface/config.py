@@ -106,6 +106,11 @@ class LossConfig:
     """Weight of ``mean(P_ST^2)`` in the pixel loss (keeps shape/texture codes small)."""
     mesh_smoothness_weight: float = 1.0
     """Weight of the Laplacian smoothness of the decoded vertex offsets in the pixel loss."""
+    mesh_pixel_levels: int = 4
+    """Resolutions the pixel L1 is averaged over (1: the paper's single-scale L1; 4: full, 1/2, 1/4, 1/8)."""
+    mesh_box_weight: float = 1.0
+    """Weight of the term tying the rendered face's extent to the face box (0: the paper's loss, where a
+    render smaller than the face costs nothing)."""
 
 
 REFINE_PRESETS: dict[str, RefineConfig] = {

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchvision.ops import box_convert
 
 from .heads import HeadOutputs, SparseMeshCoefficients
 from .targets import AnchorTargets, TargetAssigner
@@ -75,7 +76,11 @@ class MultiTaskLoss(nn.Module):
         assigned = self.assigner(anchors, targets)
         losses = self.detection_losses(outputs, assigned)
         if self.pixel_weight > 0 and mesh_branch is not None and images_rgb is not None:
-            losses["loss_pixel"] = self.pixel_weight * self.pixel_term(outputs, assigned, images_rgb, mesh_branch, generator)
+            # horizontally flipped training images are left out: the template's colours (from one photo, with
+            # its lighting) are not left-right symmetric, so a mirrored face is not a pose of the model, and
+            # with flips on the head did not learn rotation (README, training)
+            unmirrored = torch.tensor([not bool(t.get("mirrored", False)) for t in targets], device=anchors.device)
+            losses["loss_pixel"] = self.pixel_weight * self.pixel_term(outputs, anchors, assigned, images_rgb, mesh_branch, generator, unmirrored)
         return losses
 
     def detection_losses(self, outputs: HeadOutputs, assigned: AnchorTargets) -> dict[str, Tensor]:
@@ -105,12 +110,54 @@ class MultiTaskLoss(nn.Module):
 
     @staticmethod
     def pixel_term(
-        outputs: HeadOutputs, assigned: AnchorTargets, images_rgb: Tensor, mesh_branch: MeshBranch, generator: torch.Generator | None
+        outputs: HeadOutputs,
+        anchors: Tensor,
+        assigned: AnchorTargets,
+        images_rgb: Tensor,
+        mesh_branch: MeshBranch,
+        generator: torch.Generator | None,
+        images_used: Tensor | None = None,
     ) -> Tensor:
-        """The mesh branch's (unweighted) pixel loss for the positives' coefficients, at their faces' boxes."""
-        image_ids, anchor_ids = torch.nonzero(assigned.positive, as_tuple=True)  # image-major
+        """The mesh branch's (unweighted) pixel loss at each face's best positive anchor (highest IoU with its
+        box), at the faces' boxes, for the images where ``images_used`` ``Tensor[N]`` bool (default: all). One
+        per face, so the branch's cap (``max_faces``) counts faces: a large face has dozens of positive
+        anchors and would otherwise take most of the sampled places."""
+        image_ids, anchor_ids = face_anchors(assigned, anchors)
+        if images_used is not None:
+            keep = images_used[image_ids]
+            image_ids, anchor_ids = image_ids[keep], anchor_ids[keep]
         coefficients = outputs.mesh_coefficients[image_ids, anchor_ids]
         boxes = assigned.matched_boxes[image_ids, anchor_ids]
         pixel = mesh_branch.pixel_loss(coefficients, images_rgb, boxes, image_ids, generator=generator)
         # every decoder parameter takes part in the graph even when no face is sampled (DDP)
         return pixel + sum(p.sum() * 0.0 for p in mesh_branch.parameters())
+
+
+def face_anchors(assigned: AnchorTargets, anchors: Tensor) -> tuple[Tensor, Tensor]:
+    """The best positive anchor of every ground-truth face: ``(image_ids, anchor_ids)``, ``Tensor[F]`` each,
+    ordered by image, then anchor. Faces are told apart by their image and matched box; among a face's
+    positive anchors (``anchors`` ``Tensor[A, 4]`` cx cy w h) the one with the highest IoU with the box is
+    kept (the lowest index on ties): the anchor the head is read at when the face is detected best."""
+    image_ids, anchor_ids = torch.nonzero(assigned.positive, as_tuple=True)
+    if image_ids.numel() == 0:
+        return image_ids, anchor_ids
+    boxes = assigned.matched_boxes[image_ids, anchor_ids]
+    keys = torch.cat([image_ids[:, None].to(boxes), boxes], dim=1)
+    _, face = torch.unique(keys, dim=0, return_inverse=True)
+    anchor_boxes = box_convert(anchors[anchor_ids], "cxcywh", "xyxy").to(boxes)
+    overlap = _paired_iou(anchor_boxes, boxes)
+    best = torch.full((int(face.max()) + 1,), -1.0, device=boxes.device).scatter_reduce(0, face, overlap, reduce="amax")
+    chosen = overlap == best[face]
+    # one per face even on ties: the first chosen anchor of each face
+    first = torch.full_like(best, image_ids.numel(), dtype=torch.long).scatter_reduce(
+        0, face[chosen], torch.nonzero(chosen).squeeze(1), reduce="amin"
+    )
+    return image_ids[first], anchor_ids[first]
+
+
+def _paired_iou(a: Tensor, b: Tensor) -> Tensor:
+    """IoU of boxes ``a[i]`` and ``b[i]`` (x1 y1 x2 y2) -> ``Tensor[K]``."""
+    low, high = torch.maximum(a[:, :2], b[:, :2]), torch.minimum(a[:, 2:], b[:, 2:])
+    inter = (high - low).clamp(min=0).prod(dim=1)
+    area = lambda x: (x[:, 2:] - x[:, :2]).clamp(min=0).prod(dim=1)  # noqa: E731
+    return inter / (area(a) + area(b) - inter).clamp(min=1e-9)

@@ -88,6 +88,22 @@ class TrainConfig:
     pixel_weight: float = LossConfig.pixel_weight
     negative_ratio: float = LossConfig.negative_ratio
     max_mesh_faces: int = LossConfig.max_mesh_faces
+    mesh_pixel_levels: int = LossConfig.mesh_pixel_levels
+    mesh_box_weight: float = LossConfig.mesh_box_weight
+    mesh_optimizer: str = "adam"
+    """Optimiser of the parameters only the pixel term trains (``heads.mesh.*`` and the mesh decoder):
+    ``adam`` (at ``mesh_lr``, default) or ``sgd`` (the paper's: one SGD for everything, at ``lr * mesh_lr_scale``).
+    Under SGD the 0.01 pixel weight scales these parameters' steps by 0.01 and the head did not learn pose
+    (README, training); Adam's steps do not depend on the gradient's scale, so the paper's weight is kept
+    while the shared trunk still sees the pixel gradient at 0.01 through SGD. Same warm-up and decays."""
+    mesh_lr: float = 1e-3
+    """Adam learning rate of the mesh-only parameters (``mesh_optimizer=adam``). The head is a 1x1 conv on
+    64 features, so one step moves its output by about ``64 mesh_lr``: at 1e-2 it jumped out of the frontal
+    basin to extreme poses (README, training)."""
+    train_mesh_decoder: bool = False
+    """Train the mesh decoder with the pixel term too (the paper's joint training). Off by default: a
+    decoder free to deform the mesh absorbs pose and shading into shape, and the head's rotation stops
+    meaning the face's (README, training). The decoder stays as built or loaded."""
     mesh_lr_scale: float = 1.0
     """Learning-rate multiplier for the parameters only the pixel term trains (``heads.mesh.*`` and the mesh
     decoder). Under SGD the paper's 0.01 pixel weight also scales the mesh head's own steps by 0.01 (its
@@ -141,6 +157,11 @@ _TRAIN_CONFIG_RULES = {
     "pixel_weight": (_at_least(0), "a number >= 0"),
     "negative_ratio": (lambda v: v > 0, "a number > 0"),
     "max_mesh_faces": (_at_least(1), "an integer >= 1"),
+    "mesh_optimizer": (lambda v: v in ("adam", "sgd"), "adam or sgd"),
+    "mesh_lr": (lambda v: v > 0, "a number > 0"),
+    "mesh_lr_scale": (lambda v: v > 0, "a number > 0"),
+    "mesh_pixel_levels": (_at_least(1), "an integer >= 1"),
+    "mesh_box_weight": (_at_least(0), "a number >= 0"),
     "min_face_size": (_at_least(0), "a number >= 0"),
     "seed": (_at_least(0), "an integer >= 0"),
     "output": (lambda v: bool(v.strip()), "a folder path"),
@@ -271,14 +292,25 @@ def is_mesh_only_parameter(name: str) -> bool:
 
 def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
     """SGD parameter groups: everything at ``lr``, the mesh-only parameters at ``lr * mesh_lr_scale``
-    (the schedule multiplies both)."""
+    (the schedule multiplies both). With ``mesh_optimizer=adam`` the mesh-only parameters are left out
+    here (see :func:`build_optimizers`)."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     mesh = [p for n, p in named if is_mesh_only_parameter(n)]
     rest = [p for n, p in named if not is_mesh_only_parameter(n)]
     groups: list[dict[str, Any]] = [{"params": rest, "lr": config.lr}]
-    if mesh:
+    if mesh and config.mesh_optimizer == "sgd":
         groups.append({"params": mesh, "lr": config.lr * config.mesh_lr_scale})
     return groups
+
+
+def build_optimizers(model: nn.Module, config: TrainConfig) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer | None]:
+    """The SGD optimiser of :func:`parameter_groups` and, with ``mesh_optimizer=adam``, an Adam optimiser
+    (``mesh_lr``, no weight decay) for the mesh-only parameters (``None`` otherwise or when there are none)."""
+    sgd = torch.optim.SGD(parameter_groups(model, config), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    mesh = [p for n, p in model.named_parameters() if p.requires_grad and is_mesh_only_parameter(n)]
+    if config.mesh_optimizer != "adam" or not mesh:
+        return sgd, None
+    return sgd, torch.optim.Adam(mesh, lr=config.mesh_lr)
 
 
 def batchnorm_frozen(config: TrainConfig) -> bool:
@@ -290,8 +322,11 @@ def batchnorm_frozen(config: TrainConfig) -> bool:
 
 
 def set_train_mode(model: nn.Module, config: TrainConfig) -> nn.Module:
-    """``model.train()``, with BatchNorm layers kept in eval mode when they are frozen."""
+    """``model.train()``, with BatchNorm layers kept in eval mode when they are frozen, and the mesh decoder's
+    parameters frozen unless ``train_mesh_decoder``."""
     model.train()
+    if model.mesh_branch is not None and not config.train_mesh_decoder:
+        model.mesh_branch.requires_grad_(False)
     if batchnorm_frozen(config):
         for module in model.modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
@@ -332,6 +367,9 @@ class TrainingRun:
     scaler: torch.amp.GradScaler | None
     generator: torch.Generator
     output: Path
+    mesh_optimizer: torch.optim.Optimizer | None = None
+    """Adam for the mesh-only parameters (``mesh_optimizer=adam``), stepped with ``optimizer``."""
+    mesh_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
     position: Position = field(default_factory=Position)
     writer: Any = None
     """TensorBoard ``SummaryWriter`` on the main process when TensorBoard is installed."""
@@ -349,6 +387,7 @@ def save_checkpoint(path: Path, run: TrainingRun, *, epoch: int, step_in_epoch: 
         "train_config": config_to_dict(run.config),
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(),
+        **({"mesh_optimizer": run.mesh_optimizer.state_dict(), "mesh_scheduler": run.mesh_scheduler.state_dict()} if run.mesh_optimizer else {}),
         "scaler": run.scaler.state_dict() if run.scaler is not None else {},
         "epoch": epoch,
         "step_in_epoch": step_in_epoch,
@@ -391,9 +430,12 @@ def setup_training(config: TrainConfig, *, device: str = "auto") -> TrainingRun:
     sampler = EpochSampler(len(dataset), seed=config.seed, rank=info.rank, world_size=info.world_size)
     steps_per_epoch = max(1, math.ceil(len(sampler) / config.batch_size))
     parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(parameter_groups(model, config), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    optimizer, mesh_optimizer = build_optimizers(model, config)
     schedule = dict(steps_per_epoch=steps_per_epoch, warmup_epochs=config.warmup_epochs, decay_epochs=config.decay_epochs, gamma=config.gamma)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, **schedule))
+    mesh_scheduler = None
+    if mesh_optimizer is not None:
+        mesh_scheduler = torch.optim.lr_scheduler.LambdaLR(mesh_optimizer, lambda step: lr_factor(step, **schedule))
     scaler = torch.amp.GradScaler("cuda") if config.amp and device_t.type == "cuda" else None
     trained = model
     if info.enabled:
@@ -401,7 +443,7 @@ def setup_training(config: TrainConfig, *, device: str = "auto") -> TrainingRun:
     return TrainingRun(
         config=config, info=info, device=device_t, model=model, trained=trained, dataset=dataset, sampler=sampler,
         steps_per_epoch=steps_per_epoch, parameters=parameters, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-        generator=loss_generator(config), output=Path(config.output),
+        generator=loss_generator(config), output=Path(config.output), mesh_optimizer=mesh_optimizer, mesh_scheduler=mesh_scheduler,
     )
 
 
@@ -415,6 +457,9 @@ def resume_training(run: TrainingRun, checkpoint_path: str) -> None:
         run.model.load_state_dict(checkpoint["model"])
         run.optimizer.load_state_dict(checkpoint["optimizer"])
         run.scheduler.load_state_dict(checkpoint["scheduler"])
+        if run.mesh_optimizer is not None:
+            run.mesh_optimizer.load_state_dict(checkpoint["mesh_optimizer"])
+            run.mesh_scheduler.load_state_dict(checkpoint["mesh_scheduler"])
         if run.scaler is not None and checkpoint["scaler"]:
             run.scaler.load_state_dict(checkpoint["scaler"])
         if "loss_rng" in checkpoint:  # checkpoints of earlier versions drew from the global generator
@@ -445,20 +490,27 @@ def optimisation_step(run: TrainingRun, images: list[Tensor], targets: list[dict
     total = sum(losses.values())
     if not torch.isfinite(total):
         raise FloatingPointError(f"non-finite loss at step {run.position.global_step}: { {k: v.item() for k, v in losses.items()} }")
-    run.optimizer.zero_grad(set_to_none=True)
+    optimizers = [o for o in (run.optimizer, run.mesh_optimizer) if o is not None]
+    for optimizer in optimizers:
+        optimizer.zero_grad(set_to_none=True)
     if run.scaler is not None:
         run.scaler.scale(total).backward()
         if config.clip_grad_norm:
-            run.scaler.unscale_(run.optimizer)
+            for optimizer in optimizers:
+                run.scaler.unscale_(optimizer)
             nn.utils.clip_grad_norm_(run.parameters, config.clip_grad_norm)
-        run.scaler.step(run.optimizer)
+        for optimizer in optimizers:
+            run.scaler.step(optimizer)
         run.scaler.update()
     else:
         total.backward()
         if config.clip_grad_norm:
             nn.utils.clip_grad_norm_(run.parameters, config.clip_grad_norm)
-        run.optimizer.step()
+        for optimizer in optimizers:
+            optimizer.step()
     run.scheduler.step()
+    if run.mesh_scheduler is not None:
+        run.mesh_scheduler.step()
     return total, losses
 
 

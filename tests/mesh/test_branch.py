@@ -34,22 +34,40 @@ def test_pixel_loss_is_zero_for_a_perfect_render_and_grows_with_mismatch(branch)
     # an "image" that is exactly the render pasted over grey, face box = the whole image
     canvas = face.mask * face.image + (1 - face.mask) * 0.5
     boxes = torch.tensor([[0.0, 0.0, size, size]] * 2)
-    loss = MeshPixelLoss(crop_size=size, latent_weight=0.0, smoothness_weight=0.0)
-    perfect = loss(branch, truth, canvas, boxes, torch.tensor([0, 1]))
-    wrong = loss(branch, torch.zeros_like(truth), canvas, boxes, torch.tensor([0, 1]))
-    assert perfect < 0.02 and wrong > 5 * perfect
+    for levels in (1, 4):
+        loss = MeshPixelLoss(crop_size=size, latent_weight=0.0, smoothness_weight=0.0, levels=levels, box_weight=0.0)
+        perfect = loss(branch, truth, canvas, boxes, torch.tensor([0, 1]))
+        wrong = loss(branch, torch.zeros_like(truth), canvas, boxes, torch.tensor([0, 1]))
+        assert perfect < 0.02 and wrong > 5 * perfect
 
 
-def test_pixel_loss_bad_boxes_and_empty_batches(branch):
-    loss = MeshPixelLoss(crop_size=32)
-    images = torch.rand(1, 3, 64, 64)
-    coefficients = torch.zeros(3, 144, requires_grad=True)
-    boxes = torch.tensor([[10.0, 10.0, 10.0, 40.0], [5.0, 5.0, 4.0, 4.0], [float("nan"), 0, 1, 1]])  # zero/negative/NaN
-    value = loss(branch, coefficients, images, boxes, torch.zeros(3, dtype=torch.long))
-    value.backward()
-    assert value == 0 and torch.isfinite(coefficients.grad).all()
-    empty = loss(branch, torch.zeros(0, 144), images, torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))
-    assert empty == 0
+def test_box_term_makes_a_render_smaller_than_the_face_cost(branch):
+    """Uncovered pixels show the crop and cost nothing, so without the box term a face rendered too small
+    for its box is not penalised for the pixels it leaves out; the box term charges the gap between the
+    render's extent and the box (NDC units: 0 when the projected mesh spans the crop exactly)."""
+    size = 64
+    truth = torch.zeros(1, 144)
+    with torch.no_grad():
+        face = branch(truth, image_size=size)[1]
+    rows, cols = torch.nonzero(face.mask[0, 0], as_tuple=True)
+    tight = torch.tensor([[cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]], dtype=torch.float32)  # the face box
+    image = face.mask * face.image + (1 - face.mask) * 0.5
+    farther = truth.clone()
+    farther[:, 130] = 1.0  # distance 4 e^(2 tanh 0.5): the face shrinks to about 40% of its box
+    only_box = MeshPixelLoss(crop_size=size, latent_weight=0.0, smoothness_weight=0.0, levels=1, box_weight=1.0)
+    no_box = MeshPixelLoss(crop_size=size, latent_weight=0.0, smoothness_weight=0.0, levels=1, box_weight=0.0)
+    index = torch.tensor([0])
+
+    def box_part(coefficients):
+        return (only_box(branch, coefficients, image, tight, index) - no_box(branch, coefficients, image, tight, index)).item()
+
+    # the zero camera draws the template at a fixed fraction of any crop, so even at zero the extent stops
+    # short of the tight box by a margin; moved away by a factor 1/r, the face's extent scales by r about
+    # the crop centre, and the term (the mean gap of the four edges) grows to 1 - r (1 - margin)
+    ratio = 1 / math.exp(2 * math.tanh(0.5))
+    margin = box_part(truth)
+    assert 0.25 < ratio < 0.45 and 0 < margin < 0.3
+    assert box_part(farther) == pytest.approx(1 - ratio * (1 - margin), abs=0.05)  # perspective, pixel edges: not exact
 
 
 def test_non_finite_coefficients_are_counted_not_propagated(branch):

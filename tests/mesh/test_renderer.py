@@ -78,7 +78,7 @@ def test_pixels_and_vertex_gradients_match_pytorch3d_renderer(template):
     reference = renderer(meshes)[..., :3].permute(0, 3, 1, 2)
     (reference * weights).sum().backward()
 
-    assert (ours.image - reference).abs().max() < 1e-4
+    assert (ours.image - reference).abs().max() < 3e-4  # float32: the two projections round differently (about 1e-4)
     assert ours.mask.mean() > 0.2
     scale = ref_vertices.grad.abs().max()
     assert scale > 0

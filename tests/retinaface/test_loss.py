@@ -88,3 +88,25 @@ def test_a_batch_of_two_copies_gives_the_single_image_losses():
     double = model([image, image], [target, target], generator=torch.Generator().manual_seed(0))
     for key in ("loss_cls", "loss_box", "loss_landmarks"):
         assert torch.allclose(single[key], double[key], rtol=1e-5), key
+
+
+def test_pixel_term_uses_one_anchor_per_face_and_skips_mirrored_images():
+    from retinaface.loss import face_anchors
+    from retinaface.targets import AnchorTargets
+
+    # two faces in image 0 (anchors 0, 1, 2 on the first; 3 on the second), one in image 1 (anchor 1)
+    first, second = [0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0]
+    matched = torch.zeros(2, 4, 4)
+    matched[0, :3], matched[0, 3], matched[1, 1] = torch.tensor(first), torch.tensor(second), torch.tensor(first)
+    labels = torch.tensor([[1, 1, 1, 1], [0, 1, 0, 0]])
+    assigned = AnchorTargets(labels, matched, torch.zeros(2, 4, 4), torch.zeros(2, 4, 10), torch.zeros(2, 4, dtype=torch.bool))
+    # cx cy w h: anchor 1 matches the first face exactly, anchor 0 and 2 are shifted
+    anchors = torch.tensor([[7.0, 5.0, 10.0, 10.0], [5.0, 5.0, 10.0, 10.0], [5.0, 8.0, 10.0, 10.0], [25.0, 25.0, 12.0, 12.0]])
+    image_ids, anchor_ids = face_anchors(assigned, anchors)
+    assert image_ids.tolist() == [0, 0, 1] and anchor_ids.tolist() == [1, 3, 1]
+
+    model = _model()
+    target = {"boxes": torch.tensor([[20.0, 20.0, 60.0, 70.0]]), "landmarks": torch.rand(1, 5, 2) * 40 + 20}
+    mirrored = dict(target, mirrored=torch.tensor(True))
+    assert model([_image()], [mirrored])["loss_pixel"] == 0
+    assert model([_image()], [dict(target, mirrored=torch.tensor(False))])["loss_pixel"] > 0
