@@ -183,6 +183,29 @@ def _faces(records: list[dict[str, Any]]) -> tuple[Tensor, Tensor]:
     return boxes, coefficients
 
 
+def _evaluate_split(model: RetinaFace, split_dir: str | Path, max_images: int | None, crop_size: int, read_head) -> MeshHeadErrors:
+    """The loop both evaluations share: every image of the split through ``read_head(bgr, truth_boxes,
+    truth, device) -> (boxes, coefficients, truth)`` (the faces to score: crop boxes, the head's
+    coefficients and their true parameters), scored by :func:`face_errors`, with ``model`` in eval mode."""
+    split_dir = Path(split_dir)
+    params = load_render_params(split_dir / "render_params.json")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    errors = MeshHeadErrors()
+    try:
+        for relative in list(params)[:max_images]:
+            truth_boxes, truth = _faces(params[relative])
+            bgr, rgb = _read(split_dir / "images", relative)
+            boxes, coefficients, scored_truth = read_head(bgr.float().to(device), truth_boxes, truth, device)
+            found = face_errors(model, rgb, boxes, coefficients, scored_truth, crop_size=crop_size)
+            found.faces = len(truth_boxes)
+            errors.extend(found)
+    finally:
+        model.train(was_training)
+    return errors
+
+
 @torch.no_grad()
 def evaluate_detections(
     model: RetinaFace,
@@ -196,26 +219,15 @@ def evaluate_detections(
     """Run ``model`` (eval mode) on the images of a synthetic split (``split_dir`` holds ``images/`` and
     ``render_params.json``), match its detections (score >= ``score_threshold``) to the true faces and
     measure the matched faces' mesh coefficients (crop = the detection's box, as at inference)."""
-    split_dir = Path(split_dir)
-    params = load_render_params(split_dir / "render_params.json")
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    errors = MeshHeadErrors()
-    try:
-        for relative in list(params)[:max_images]:
-            truth_boxes, truth = _faces(params[relative])
-            bgr, rgb = _read(split_dir / "images", relative)
-            detections = model([bgr.float().to(device)])[0]
-            keep = detections["scores"] >= score_threshold
-            boxes, coefficients = detections["boxes"][keep].cpu(), detections["mesh_coefficients"][keep].cpu()
-            predicted_index, truth_index = match_boxes(boxes, truth_boxes, iou_threshold)
-            found = face_errors(model, rgb, boxes[predicted_index], coefficients[predicted_index], truth[truth_index], crop_size=crop_size)
-            found.faces = len(truth_boxes)
-            errors.extend(found)
-    finally:
-        model.train(was_training)
-    return errors
+
+    def matched_detections(bgr, truth_boxes, truth, device):
+        detections = model([bgr])[0]
+        keep = detections["scores"] >= score_threshold
+        boxes, coefficients = detections["boxes"][keep].cpu(), detections["mesh_coefficients"][keep].cpu()
+        predicted_index, truth_index = match_boxes(boxes, truth_boxes, iou_threshold)
+        return boxes[predicted_index], coefficients[predicted_index], truth[truth_index]
+
+    return _evaluate_split(model, split_dir, max_images, crop_size, matched_detections)
 
 
 @torch.no_grad()
@@ -225,30 +237,19 @@ def evaluate_at_boxes(
     """Like :func:`evaluate_detections`, but for every true face read the head at the anchor with the
     highest IoU with its true box (the anchor the training loss always makes positive), and crop at the
     true box: the head's accuracy independent of detection quality."""
-    split_dir = Path(split_dir)
-    params = load_render_params(split_dir / "render_params.json")
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    errors = MeshHeadErrors()
-    try:
-        for relative in list(params)[:max_images]:
-            truth_boxes, truth = _faces(params[relative])
-            bgr, rgb = _read(split_dir / "images", relative)
-            batch, _, scales, _ = model.preprocessor([bgr.float().to(device)])
-            outputs, anchors = model.head_outputs(batch, dense_mesh=False)
-            if len(truth_boxes):
-                iou = box_iou(truth_boxes.to(device) * scales[0], box_convert(anchors, "cxcywh", "xyxy"))
-                best = iou.argmax(dim=1)
-                coefficients = outputs.mesh_coefficients[torch.zeros_like(best), best].cpu()
-            else:
-                coefficients = truth.new_zeros(0, 144)
-            found = face_errors(model, rgb, truth_boxes, coefficients, truth, crop_size=crop_size)
-            found.faces = len(truth_boxes)
-            errors.extend(found)
-    finally:
-        model.train(was_training)
-    return errors
+
+    def head_at_true_boxes(bgr, truth_boxes, truth, device):
+        batch, _, scales, _ = model.preprocessor([bgr])
+        outputs, anchors = model.head_outputs(batch, dense_mesh=False)
+        if len(truth_boxes):
+            iou = box_iou(truth_boxes.to(device) * scales[0], box_convert(anchors, "cxcywh", "xyxy"))
+            best = iou.argmax(dim=1)
+            coefficients = outputs.mesh_coefficients[torch.zeros_like(best), best].cpu()
+        else:
+            coefficients = truth.new_zeros(0, 144)
+        return truth_boxes, coefficients, truth
+
+    return _evaluate_split(model, split_dir, max_images, crop_size, head_at_true_boxes)
 
 
 def format_summary(summary: dict[str, float]) -> str:
