@@ -70,7 +70,7 @@ class DetectionModel(nn.Module):
 
     Subclasses set ``preprocessor``, ``anchor_generator`` and ``postprocessor`` (from
     :func:`build_detection_stages`) and implement ``run_network(batch) -> (HeadOutputs, anchors)``, or
-    override :meth:`detect` as a whole (the onnxruntime backend, whose graph also post-processes).
+    override :meth:`detect_resized` as a whole (the onnxruntime backend, whose graph also post-processes).
     :meth:`detect` returns one dict per image with ``boxes`` ``Tensor[K, 4]`` (x1 y1 x2 y2, original-image
     pixels, clipped), ``scores`` ``Tensor[K]``, ``landmarks`` ``Tensor[K, 5, 2]`` (original pixels) and
     ``mesh_coefficients`` ``Tensor[K, M]``, sorted by descending score.
@@ -100,6 +100,12 @@ class DetectionModel(nn.Module):
             return []
         original_sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
         with torch_threads(self.pipeline_threads):
-            batch, _, scales, _ = self.preprocessor(images, memory_format=self.input_memory_format)
-            outputs, anchors = self.run_network(batch)
-            return self.preprocessor.map_back(self.postprocessor(outputs, anchors), scales, original_sizes)
+            detections, scales = self.detect_resized(images)
+            return self.preprocessor.map_back(detections, scales, original_sizes)
+
+    def detect_resized(self, images: list[Tensor]) -> tuple[list[dict[str, Tensor]], list[float]]:
+        """Detections (as :meth:`detect`, but in the pixels of the images as resized for the network) and each
+        image's resize factor."""
+        batch, _, scales, _ = self.preprocessor(images, memory_format=self.input_memory_format)
+        outputs, anchors = self.run_network(batch)
+        return self.postprocessor(outputs, anchors), scales

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torchvision.ops import nms
 
 from .config import InferenceConfig, ModelConfig, config_from_dict, config_to_dict
-from .inference import DetectionModel, ImageBatch, box_coder_for, build_detection_stages, image_list, torch_threads
+from .inference import DetectionModel, box_coder_for, build_detection_stages
 from .model import RetinaFace
 from .postprocess import DetectionPostProcessor, face_probability
 
@@ -354,22 +354,15 @@ class OnnxRetinaFace(DetectionModel):
         arrays = session.run(OUTPUT_NAMES, {INPUT_NAME: batch, **self.settings()})
         return {name: torch.from_numpy(array) for name, array in zip(OUTPUT_NAMES, arrays)}
 
-    def detect(self, images: ImageBatch) -> list[dict[str, Tensor]]:
-        images = image_list(images)
-        if not images:
-            return []
-        original_sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
-        with torch_threads(self.pipeline_threads):
-            batch, scales = self.network_input(images)
-            out = self.run_graph(batch)
-            fields = {"boxes": out["boxes"], "scores": out["scores"], "landmarks": out["landmarks"].unflatten(-1, (-1, 2)),
-                      "mesh_coefficients": out["mesh_coefficients"]}
-            if len(images) == 1:
-                detections = [fields]
-            else:
-                counts = torch.bincount(out["image_ids"], minlength=len(images)).tolist()
-                detections = [dict(zip(fields, parts)) for parts in zip(*(value.split(counts) for value in fields.values()))]
-            return self.preprocessor.map_back(detections, scales, original_sizes)
+    def detect_resized(self, images: list[Tensor]) -> tuple[list[dict[str, Tensor]], list[float]]:
+        batch, scales = self.network_input(images)
+        out = self.run_graph(batch)
+        fields = {"boxes": out["boxes"], "scores": out["scores"], "landmarks": out["landmarks"].unflatten(-1, (-1, 2)),
+                  "mesh_coefficients": out["mesh_coefficients"]}
+        if len(images) == 1:
+            return [fields], scales
+        counts = torch.bincount(out["image_ids"], minlength=len(images)).tolist()
+        return [dict(zip(fields, parts)) for parts in zip(*(value.split(counts) for value in fields.values()))], scales
 
     def forward(self, images: list[Tensor] | Tensor, targets=None) -> list[dict[str, Tensor]]:
         if targets is not None:
