@@ -65,8 +65,8 @@ class LandmarkRefiner:
         tensors = [torch.from_numpy(view).permute(2, 0, 1) for view, _ in views]
         with torch.inference_mode():
             detections = self.detect(tensors)
-        expected = np.concatenate([maps[:, :, :2] @ boxes[rows, :2, None], maps[:, :, :2] @ boxes[rows, 2:, None]], axis=1)[..., 0]
-        expected += np.tile(maps[:, :, 2], 2)
+        scales, shifts = maps[:, 0, 0], maps[:, :, 2]
+        expected = boxes[rows] * scales[:, None] + np.tile(shifts, 2)  # each face's box in its crop
         sums, counts = landmarks[rows].copy(), np.ones(len(rows))
         for index, ((_, mirrored), found) in enumerate(zip(views, detections)):
             face = index % len(rows)
@@ -82,8 +82,7 @@ class LandmarkRefiner:
             best = int(overlap.argmax())
             if overlap[best] < self.min_iou:
                 continue
-            scale, shift = maps[face, 0, 0], maps[face, :, 2]
-            sums[face] += (found_landmarks[best] - shift) / scale
+            sums[face] += (found_landmarks[best] - shifts[face]) / scales[face]
             counts[face] += 1
         refined = landmarks.copy()
         refined[rows] = sums / counts[:, None, None]
