@@ -6,8 +6,8 @@ Writes an annotated copy and a JSON Lines file with one record per image or fram
 Poses: yaw > 0 face turned to the image's right, pitch > 0 looking up, roll > 0 clockwise in the image;
 null (with "pose_reason") for faces too small, cut off or degenerate. "roll" is the eye line's angle in the
 image (any angle). Videos add "track_id" per face; --crops adds a "crop" with its transform.
-With --mesh the landmarks are refined by a second look at each face (enlarged crop and its mirror image;
---refine-landmarks alone does just that), then each face's 3D mesh is fitted (PnP start from the five
+With --mesh the landmarks are refined by a second look at each face (an enlarged crop, and for stills its
+mirror image too; --refine-landmarks alone does just that), then each face's 3D mesh is fitted (PnP start from the five
 landmarks, then --mesh-steps steps of analysis by synthesis against the photo with a face-shape prior) and each face also gets "mesh_coefficients"
 (144), "mesh_vertices" ([x, y, depth] x 468, image pixels, mediapipe face-mesh vertex order) and
 "mesh_residual" ({"pixel_l1", "landmark_px"}: how well the fit explains the photo; null when not fitted).
@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=common.int_at_least(1, 1024), default=1, help="frames/images per forward pass (default: %(default)s)")
     parser.add_argument("--mesh", action="store_true", help="fit a 3D face mesh to each face: overlay the meshes and add mesh coefficients, vertices and fit residuals to the JSON (PyTorch backend)")
     parser.add_argument("--refine-landmarks", action=argparse.BooleanOptionalAction, default=None,
-                        help="look at each face again in an enlarged crop and its mirror image and average the landmarks: "
+                        help="look at each face again in an enlarged crop (for stills also its mirror image) and average the landmarks: "
                              "steadier landmarks and head poses for small faces, at the cost of one more network pass per image "
                              "(default: on with --mesh, off otherwise)")
     parser.add_argument("--mesh-steps", type=common.int_at_least(0, 10_000), default=None, help="optimisation steps per mesh fit (default: 20; 0 = pose from the five landmarks with the mean face shape only)")
