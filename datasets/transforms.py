@@ -24,7 +24,8 @@ class TrainAugmentation:
     - photometric distortion (torchvision's ``RandomPhotometricDistort``), horizontal flip with the
       left/right landmark swap, resize to ``size``;
     - faces smaller than ``min_face_size`` pixels at the training size are dropped.
-    All randomness comes from ``seed``, so the same sample is augmented identically on any worker.
+    The target also says which faces the mesh pixel term may use: ``mirrored`` (bool, the image was
+    flipped) and ``clipped`` ``Tensor[N]`` (bool, the face's box was cut by the crop). All randomness comes from ``seed``, so the same sample is augmented identically on any worker.
     """
 
     def __init__(
@@ -52,7 +53,7 @@ class TrainAugmentation:
 
     def _augment(self, image: Tensor, target: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         boxes, points, valid = target["boxes"].float(), target["landmarks"].float(), target["landmarks_valid"]
-        image, boxes, points, valid = self._crop(image, boxes, points, valid)
+        image, boxes, points, valid, clipped = self._crop(image, boxes, points, valid)
         if self.photometric is not None:
             image = self.photometric(image.flip(0)).flip(0)  # the distortion works in RGB
         height, width = image.shape[-2:]
@@ -69,8 +70,12 @@ class TrainAugmentation:
         points = points * torch.tensor([scale_x, scale_y])
         sides = torch.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
         keep = sides >= self.min_face_size
-        # "mirrored": the mesh pixel term skips flipped images (the face template's colours are not symmetric)
-        return image, {"boxes": boxes[keep], "landmarks": points[keep], "landmarks_valid": valid[keep], "mirrored": torch.tensor(mirrored)}
+        # the mesh pixel term skips flipped images ("mirrored": the face template's colours are not symmetric)
+        # and faces cut by the crop ("clipped": their box no longer spans the face the render must cover)
+        return image, {
+            "boxes": boxes[keep], "landmarks": points[keep], "landmarks_valid": valid[keep],
+            "mirrored": torch.tensor(mirrored), "clipped": clipped[keep],
+        }
 
     def _crop(self, image, boxes, points, valid):
         height, width = image.shape[-2:]
@@ -85,15 +90,17 @@ class TrainAugmentation:
             if boxes.shape[0] and not inside.any():
                 continue
             offset = torch.tensor([left, top, left, top], dtype=boxes.dtype)
-            kept = (boxes[inside] - offset).clamp(min=0).minimum(torch.tensor(float(side)))
+            shifted = boxes[inside] - offset
+            kept = shifted.clamp(min=0).minimum(torch.tensor(float(side)))
             return (
                 TF.crop(image, top, left, side, side),
                 kept,
                 points[inside] - offset[:2],
                 valid[inside],
+                (kept - shifted).abs().amax(dim=1) > 0.5,
             )
         # no crop kept a face: pad to a square with the mean colour (keeps the aspect ratio at resize)
         side = max(height, width)
         canvas = self.pixel_mean.expand(3, side, side).clone()
         canvas[:, :height, :width] = image
-        return canvas, boxes, points, valid
+        return canvas, boxes, points, valid, torch.zeros(boxes.shape[0], dtype=torch.bool)

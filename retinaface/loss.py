@@ -76,11 +76,8 @@ class MultiTaskLoss(nn.Module):
         assigned = self.assigner(anchors, targets)
         losses = self.detection_losses(outputs, assigned)
         if self.pixel_weight > 0 and mesh_branch is not None and images_rgb is not None:
-            # horizontally flipped training images are left out: the template's colours (from one photo, with
-            # its lighting) are not left-right symmetric, so a mirrored face is not a pose of the model, and
-            # with flips on the head did not learn rotation (README, training)
-            unmirrored = torch.tensor([not bool(t.get("mirrored", False)) for t in targets], device=anchors.device)
-            losses["loss_pixel"] = self.pixel_weight * self.pixel_term(outputs, anchors, assigned, images_rgb, mesh_branch, generator, unmirrored)
+            losses["loss_pixel"] = self.pixel_weight * self.pixel_term(
+                outputs, anchors, assigned, images_rgb, mesh_branch, generator, pixel_term_faces(targets))
         return losses
 
     def detection_losses(self, outputs: HeadOutputs, assigned: AnchorTargets) -> dict[str, Tensor]:
@@ -116,15 +113,17 @@ class MultiTaskLoss(nn.Module):
         images_rgb: Tensor,
         mesh_branch: MeshBranch,
         generator: torch.Generator | None,
-        images_used: Tensor | None = None,
+        faces_used: list[Tensor] | None = None,
     ) -> Tensor:
         """The mesh branch's (unweighted) pixel loss at each face's best positive anchor (highest IoU with its
-        box), at the faces' boxes, for the images where ``images_used`` ``Tensor[N]`` bool (default: all). One
-        per face, so the branch's cap (``max_faces``) counts faces: a large face has dozens of positive
-        anchors and would otherwise take most of the sampled places."""
+        box), at the faces' boxes, for the faces where ``faces_used`` (per image ``Tensor[G]`` bool, see
+        :func:`pixel_term_faces`; default: all). One per face, so the branch's cap (``max_faces``) counts
+        faces: a large face has dozens of positive anchors and would otherwise take most of the sampled places."""
         image_ids, anchor_ids = face_anchors(assigned, anchors)
-        if images_used is not None:
-            keep = images_used[image_ids]
+        if faces_used is not None and image_ids.numel():
+            face_ids = assigned.matched_faces[image_ids, anchor_ids]
+            offsets = torch.tensor([0] + [len(f) for f in faces_used], device=image_ids.device).cumsum(0)
+            keep = torch.cat([f.bool() for f in faces_used]).to(image_ids.device)[offsets[image_ids] + face_ids]
             image_ids, anchor_ids = image_ids[keep], anchor_ids[keep]
         coefficients = outputs.mesh_coefficients[image_ids, anchor_ids]
         boxes = assigned.matched_boxes[image_ids, anchor_ids]
@@ -133,16 +132,30 @@ class MultiTaskLoss(nn.Module):
         return pixel + sum(p.sum() * 0.0 for p in mesh_branch.parameters())
 
 
+def pixel_term_faces(targets: list[dict[str, Tensor]]) -> list[Tensor]:
+    """Per image, ``Tensor[G]`` bool: the faces the pixel term may use. Left out: every face of a horizontally
+    flipped image (``mirrored``: the template's colours, from one photo with its lighting, are not left-right
+    symmetric, so a mirrored face is not a pose of the model; with flips in, the head did not learn rotation)
+    and faces cut by an augmentation crop (``clipped``: their box no longer spans the face, which the render
+    is compared with and the box term ties the mesh to). README, training."""
+    used = []
+    for target in targets:
+        count = target["boxes"].shape[0]
+        clipped = target.get("clipped", torch.zeros(count, dtype=torch.bool)).bool().cpu()
+        used.append(~clipped & (not bool(target.get("mirrored", False))))
+    return used
+
+
 def face_anchors(assigned: AnchorTargets, anchors: Tensor) -> tuple[Tensor, Tensor]:
     """The best positive anchor of every ground-truth face: ``(image_ids, anchor_ids)``, ``Tensor[F]`` each,
-    ordered by image, then anchor. Faces are told apart by their image and matched box; among a face's
-    positive anchors (``anchors`` ``Tensor[A, 4]`` cx cy w h) the one with the highest IoU with the box is
-    kept (the lowest index on ties): the anchor the head is read at when the face is detected best."""
+    ordered by image, then face. Among a face's positive anchors (``anchors`` ``Tensor[A, 4]`` cx cy w h) the
+    one with the highest IoU with the box is kept (the lowest index on ties): the anchor the head is read at
+    when the face is detected best."""
     image_ids, anchor_ids = torch.nonzero(assigned.positive, as_tuple=True)
     if image_ids.numel() == 0:
         return image_ids, anchor_ids
     boxes = assigned.matched_boxes[image_ids, anchor_ids]
-    keys = torch.cat([image_ids[:, None].to(boxes), boxes], dim=1)
+    keys = torch.stack([image_ids, assigned.matched_faces[image_ids, anchor_ids]], dim=1)
     _, face = torch.unique(keys, dim=0, return_inverse=True)
     anchor_boxes = box_convert(anchors[anchor_ids], "cxcywh", "xyxy").to(boxes)
     overlap = _paired_iou(anchor_boxes, boxes)

@@ -20,6 +20,7 @@ class AnchorTargets(NamedTuple):
     - ``box_targets``: ``Tensor[N, A, 4]`` encoded boxes (0 where not positive)
     - ``landmark_targets``: ``Tensor[N, A, 10]`` encoded landmarks (0 where not ``landmarks_valid``)
     - ``landmarks_valid``: ``Tensor[N, A]`` bool, positives whose face has landmarks
+    - ``matched_faces``: ``Tensor[N, A]`` int64, index of each positive's face in its image's target (-1 elsewhere)
     """
 
     labels: Tensor
@@ -27,6 +28,7 @@ class AnchorTargets(NamedTuple):
     box_targets: Tensor
     landmark_targets: Tensor
     landmarks_valid: Tensor
+    matched_faces: Tensor
 
     @property
     def positive(self) -> Tensor:
@@ -54,12 +56,13 @@ class TargetAssigner:
     def __call__(self, anchors: Tensor, targets: list[dict[str, Tensor]]) -> AnchorTargets:
         anchor_boxes = box_convert(anchors, "cxcywh", "xyxy")
         num_anchors = anchors.shape[0]
-        labels, boxes, points, valid = [], [], [], []
+        labels, boxes, points, valid, faces = [], [], [], [], []
         for target in targets:
             gt_boxes = target["boxes"].to(anchors)
             matches = self.matcher(box_iou(gt_boxes, anchor_boxes))
             positive = matches >= 0
             labels.append(torch.where(positive, 1, torch.where(matches == AnchorMatcher.NEGATIVE, 0, -1)))
+            faces.append(torch.where(positive, matches, -1))
             # Gather every anchor's face (face 0 stands in for unmatched anchors; masked by ``positive``).
             index = matches.clamp(min=0)
             if gt_boxes.shape[0] == 0:
@@ -82,4 +85,4 @@ class TargetAssigner:
         positive_t = labels_t == 1
         box_targets = torch.where(positive_t[..., None], self.box_coder.encode_boxes(boxes_t, anchors), 0.0)
         landmark_targets = torch.where(valid_t[..., None], self.box_coder.encode_landmarks(points_t, anchors), 0.0)
-        return AnchorTargets(labels_t, boxes_t, box_targets, landmark_targets, valid_t)
+        return AnchorTargets(labels_t, boxes_t, box_targets, landmark_targets, valid_t, torch.stack(faces).long())

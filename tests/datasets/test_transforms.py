@@ -41,3 +41,22 @@ def test_crop_keeps_faces_by_centre_and_drops_tiny_faces():
         boxes = target["boxes"]
         assert (boxes >= 0).all() and (boxes <= 200).all()
         assert (torch.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) >= 3.0).all()
+
+
+def test_faces_cut_by_the_crop_are_flagged_clipped():
+    """A 20 px face in a 50 px crop: whole when the crop spans it, else cut (and then flagged)."""
+    image = torch.zeros(3, 100, 100, dtype=torch.uint8)
+    target = {"boxes": torch.tensor([[40.0, 40.0, 60.0, 60.0]]), "landmarks": torch.full((1, 5, 2), 50.0),
+              "landmarks_valid": torch.tensor([True])}
+    aug = TrainAugmentation(size=50, crop_scales=(0.5,), photometric=False, flip_probability=0.0, min_face_size=0)
+    seen = set()
+    for seed in range(40):
+        _, out = aug(image, target, seed)
+        width, height = (out["boxes"][0, 2:] - out["boxes"][0, :2]).tolist()
+        cut = width < 19.5 or height < 19.5  # at size 50 the crop is not rescaled: a whole face stays 20 px
+        assert bool(out["clipped"][0]) == cut
+        seen.add(cut)
+    assert seen == {True, False}
+    # no crop found (no face at all): nothing flagged, shapes agree
+    _, empty = aug(image, {"boxes": torch.zeros(0, 4), "landmarks": torch.zeros(0, 5, 2), "landmarks_valid": torch.zeros(0, dtype=torch.bool)}, 0)
+    assert empty["clipped"].shape == (0,)

@@ -90,7 +90,7 @@ def test_a_batch_of_two_copies_gives_the_single_image_losses():
         assert torch.allclose(single[key], double[key], rtol=1e-5), key
 
 
-def test_pixel_term_uses_one_anchor_per_face_and_skips_mirrored_images():
+def test_pixel_term_uses_one_anchor_per_face_and_skips_mirrored_images_and_clipped_faces():
     from retinaface.loss import face_anchors
     from retinaface.targets import AnchorTargets
 
@@ -99,7 +99,8 @@ def test_pixel_term_uses_one_anchor_per_face_and_skips_mirrored_images():
     matched = torch.zeros(2, 4, 4)
     matched[0, :3], matched[0, 3], matched[1, 1] = torch.tensor(first), torch.tensor(second), torch.tensor(first)
     labels = torch.tensor([[1, 1, 1, 1], [0, 1, 0, 0]])
-    assigned = AnchorTargets(labels, matched, torch.zeros(2, 4, 4), torch.zeros(2, 4, 10), torch.zeros(2, 4, dtype=torch.bool))
+    faces = torch.tensor([[0, 0, 0, 1], [-1, 0, -1, -1]])
+    assigned = AnchorTargets(labels, matched, torch.zeros(2, 4, 4), torch.zeros(2, 4, 10), torch.zeros(2, 4, dtype=torch.bool), faces)
     # cx cy w h: anchor 1 matches the first face exactly, anchor 0 and 2 are shifted
     anchors = torch.tensor([[7.0, 5.0, 10.0, 10.0], [5.0, 5.0, 10.0, 10.0], [5.0, 8.0, 10.0, 10.0], [25.0, 25.0, 12.0, 12.0]])
     image_ids, anchor_ids = face_anchors(assigned, anchors)
@@ -110,3 +111,12 @@ def test_pixel_term_uses_one_anchor_per_face_and_skips_mirrored_images():
     mirrored = dict(target, mirrored=torch.tensor(True))
     assert model([_image()], [mirrored])["loss_pixel"] == 0
     assert model([_image()], [dict(target, mirrored=torch.tensor(False))])["loss_pixel"] > 0
+    assert model([_image()], [dict(target, clipped=torch.tensor([True]))])["loss_pixel"] == 0
+    # two faces, the clipped one left out: the term is the other face's alone
+    image = _image()
+    second_face = {"boxes": torch.tensor([[75.0, 10.0, 115.0, 55.0]]), "landmarks": torch.rand(1, 5, 2) * 30 + torch.tensor([80.0, 15.0])}
+    both = {key: torch.cat([target[key], second_face[key]]) for key in target}
+    alone = model([image], [target], generator=torch.Generator().manual_seed(0))["loss_pixel"]
+    together = model([image], [both], generator=torch.Generator().manual_seed(0))["loss_pixel"]
+    without_second = model([image], [dict(both, clipped=torch.tensor([False, True]))], generator=torch.Generator().manual_seed(0))["loss_pixel"]
+    assert torch.allclose(alone, without_second) and not torch.allclose(alone, together)
