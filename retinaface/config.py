@@ -111,6 +111,10 @@ class LossConfig:
     mesh_box_weight: float = 1.0
     """Weight of the term tying the rendered face's extent to the face box (0: the paper's loss, where a
     render smaller than the face costs nothing)."""
+    mesh_landmark_weight: float = 1.0
+    """Weight of the term tying the mesh's five landmark vertices, projected by the head's camera, to the
+    face's annotated landmarks (mean distance in the crop's NDC; 0: the paper's loss). The pixel term alone
+    did not teach the head rotation under augmentation (README, training)."""
 
 
 REFINE_PRESETS: dict[str, RefineConfig] = {

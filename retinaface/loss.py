@@ -77,7 +77,7 @@ class MultiTaskLoss(nn.Module):
         losses = self.detection_losses(outputs, assigned)
         if self.pixel_weight > 0 and mesh_branch is not None and images_rgb is not None:
             losses["loss_pixel"] = self.pixel_weight * self.pixel_term(
-                outputs, anchors, assigned, images_rgb, mesh_branch, generator, pixel_term_faces(targets))
+                outputs, anchors, assigned, images_rgb, mesh_branch, generator, pixel_term_faces(targets), targets)
         return losses
 
     def detection_losses(self, outputs: HeadOutputs, assigned: AnchorTargets) -> dict[str, Tensor]:
@@ -114,22 +114,38 @@ class MultiTaskLoss(nn.Module):
         mesh_branch: MeshBranch,
         generator: torch.Generator | None,
         faces_used: list[Tensor] | None = None,
+        targets: list[dict[str, Tensor]] | None = None,
     ) -> Tensor:
         """The mesh branch's (unweighted) pixel loss at each face's best positive anchor (highest IoU with its
         box), at the faces' boxes, for the faces where ``faces_used`` (per image ``Tensor[G]`` bool, see
         :func:`pixel_term_faces`; default: all). One per face, so the branch's cap (``max_faces``) counts
-        faces: a large face has dozens of positive anchors and would otherwise take most of the sampled places."""
+        faces: a large face has dozens of positive anchors and would otherwise take most of the sampled places.
+        With ``targets``, their annotated ``landmarks`` (where ``landmarks_valid``) go to the landmark term."""
         image_ids, anchor_ids = face_anchors(assigned, anchors)
+        # row of each chosen face among all faces of the batch, image by image
+        counts = [len(f) for f in faces_used] if faces_used is not None else [len(t["boxes"]) for t in targets or []]
+        offsets = torch.tensor([0] + counts, device=image_ids.device).cumsum(0)
+        rows = offsets[image_ids] + assigned.matched_faces[image_ids, anchor_ids] if counts else None
         if faces_used is not None and image_ids.numel():
-            face_ids = assigned.matched_faces[image_ids, anchor_ids]
-            offsets = torch.tensor([0] + [len(f) for f in faces_used], device=image_ids.device).cumsum(0)
-            keep = torch.cat([f.bool() for f in faces_used]).to(image_ids.device)[offsets[image_ids] + face_ids]
-            image_ids, anchor_ids = image_ids[keep], anchor_ids[keep]
+            keep = torch.cat([f.bool() for f in faces_used]).to(image_ids.device)[rows]
+            image_ids, anchor_ids, rows = image_ids[keep], anchor_ids[keep], rows[keep]
+        landmarks = None
+        if targets is not None and rows is not None:
+            landmarks = torch.cat([_annotated_landmarks(t) for t in targets]).to(images_rgb.device)[rows]
         coefficients = outputs.mesh_coefficients[image_ids, anchor_ids]
         boxes = assigned.matched_boxes[image_ids, anchor_ids]
-        pixel = mesh_branch.pixel_loss(coefficients, images_rgb, boxes, image_ids, generator=generator)
+        pixel = mesh_branch.pixel_loss(coefficients, images_rgb, boxes, image_ids, landmarks=landmarks, generator=generator)
         # every decoder parameter takes part in the graph even when no face is sampled (DDP)
         return pixel + sum(p.sum() * 0.0 for p in mesh_branch.parameters())
+
+
+def _annotated_landmarks(target: dict[str, Tensor]) -> Tensor:
+    """``Tensor[G, 5, 2]`` of a target's faces: its landmarks, NaN for faces without (or no landmarks at all)."""
+    count = target["boxes"].shape[0]
+    if "landmarks" not in target:
+        return torch.full((count, 5, 2), float("nan"))
+    valid = target.get("landmarks_valid", torch.ones(count, dtype=torch.bool)).bool().cpu()
+    return torch.where(valid[:, None, None], target["landmarks"].float().cpu(), float("nan"))
 
 
 def pixel_term_faces(targets: list[dict[str, Tensor]]) -> list[Tensor]:

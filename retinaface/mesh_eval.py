@@ -29,6 +29,8 @@ import torch
 from torch import Tensor
 from torchvision.ops import box_convert, box_iou, roi_align
 
+from .mesh.coefficients import LATENT_DIM
+
 if TYPE_CHECKING:
     from .model import RetinaFace
 
@@ -102,10 +104,14 @@ class MeshHeadErrors:
     coverage: list[float] = field(default_factory=list)
     """fraction of the crop the render covers (uncovered pixels cost nothing in the training pixel term)"""
     coverage_baseline: list[float] = field(default_factory=list)
+    pixel_l1_oracle: list[float] = field(default_factory=list)
+    """the pixel L1 of the true camera and light with a zero latent: about the lowest a head can reach with
+    the decoder's mean face (what is left is the face's own shape and texture, JPEG and edges)"""
 
     def extend(self, other: "MeshHeadErrors") -> None:
         self.faces += other.faces
-        for name in ("rotation", "rotation_baseline", "light", "light_baseline", "pixel_l1", "pixel_l1_baseline", "coverage", "coverage_baseline"):
+        for name in ("rotation", "rotation_baseline", "light", "light_baseline", "pixel_l1", "pixel_l1_baseline", "coverage", "coverage_baseline",
+                     "pixel_l1_oracle"):
             getattr(self, name).extend(getattr(other, name))
 
     def summary(self) -> dict[str, float]:
@@ -122,6 +128,7 @@ class MeshHeadErrors:
             "mesh_light_deg_zero": median(self.light_baseline),
             "mesh_pixel_l1": median(self.pixel_l1),
             "mesh_pixel_l1_zero": median(self.pixel_l1_baseline),
+            "mesh_pixel_l1_oracle": median(self.pixel_l1_oracle),
             "mesh_coverage": median(self.coverage),
             "mesh_coverage_zero": median(self.coverage_baseline),
         }
@@ -150,8 +157,11 @@ def face_errors(
         rois = torch.cat([boxes.new_zeros(len(boxes), 1), boxes], dim=1)
         crops = roi_align(image_rgb[None].float().to(device), rois, output_size=crop_size, sampling_ratio=2, aligned=True)
         aspect = (boxes[:, 2] - boxes[:, 0]).clamp(min=1e-3) / (boxes[:, 3] - boxes[:, 1]).clamp(min=1e-3)
+        oracle = truth.clone()
+        oracle[:, :LATENT_DIM] = 0
         for coefficients, target, coverage in (
-            (predicted, errors.pixel_l1, errors.coverage), (zero, errors.pixel_l1_baseline, errors.coverage_baseline)
+            (predicted, errors.pixel_l1, errors.coverage), (zero, errors.pixel_l1_baseline, errors.coverage_baseline),
+            (oracle, errors.pixel_l1_oracle, []),
         ):
             _, rendered = branch(coefficients.to(device), aspect=aspect, image_size=crop_size)
             covered = rendered.mask.sum(dim=(1, 2, 3))
@@ -258,7 +268,8 @@ def format_summary(summary: dict[str, float]) -> str:
         f"mesh head on {summary['mesh_matched']}/{summary['mesh_faces']} faces (median, head vs zero): "
         f"rotation {summary['mesh_rotation_deg']:.2f} vs {summary['mesh_rotation_deg_zero']:.2f} deg, "
         f"light {summary['mesh_light_deg']:.2f} vs {summary['mesh_light_deg_zero']:.2f} deg, "
-        f"pixel L1 {summary['mesh_pixel_l1']:.4f} vs {summary['mesh_pixel_l1_zero']:.4f}, "
+        f"pixel L1 {summary['mesh_pixel_l1']:.4f} vs {summary['mesh_pixel_l1_zero']:.4f} (true pose and light: "
+        f"{summary.get('mesh_pixel_l1_oracle', math.nan):.4f}), "
         f"coverage {summary['mesh_coverage']:.2f} vs {summary['mesh_coverage_zero']:.2f}"
     )
 

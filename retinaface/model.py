@@ -207,6 +207,7 @@ def build_mesh_branch(config: ModelConfig, loss: LossConfig) -> MeshBranch:
             smoothness_weight=loss.mesh_smoothness_weight,
             levels=loss.mesh_pixel_levels,
             box_weight=loss.mesh_box_weight,
+            landmark_weight=loss.mesh_landmark_weight,
         )
     decoder = MeshDecoder(template=template, channels=config.mesh_decoder_channels, chebyshev_order=config.mesh_chebyshev_order)
     return MeshBranch(template=template, decoder=decoder, pixel_loss=pixel_loss)

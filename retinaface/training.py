@@ -90,6 +90,7 @@ class TrainConfig:
     max_mesh_faces: int = LossConfig.max_mesh_faces
     mesh_pixel_levels: int = LossConfig.mesh_pixel_levels
     mesh_box_weight: float = LossConfig.mesh_box_weight
+    mesh_landmark_weight: float = LossConfig.mesh_landmark_weight
     mesh_optimizer: str = "adam"
     """Optimiser of the parameters only the pixel term trains (``heads.mesh.*`` and the mesh decoder):
     ``adam`` (at ``mesh_lr``, default) or ``sgd`` (the paper's: one SGD for everything, at ``lr * mesh_lr_scale``).
@@ -162,6 +163,7 @@ _TRAIN_CONFIG_RULES = {
     "mesh_lr_scale": (lambda v: v > 0, "a number > 0"),
     "mesh_pixel_levels": (_at_least(1), "an integer >= 1"),
     "mesh_box_weight": (_at_least(0), "a number >= 0"),
+    "mesh_landmark_weight": (_at_least(0), "a number >= 0"),
     "min_face_size": (_at_least(0), "a number >= 0"),
     "seed": (_at_least(0), "an integer >= 0"),
     "output": (lambda v: bool(v.strip()), "a folder path"),
