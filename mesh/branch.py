@@ -61,15 +61,23 @@ class MeshBranch(nn.Module):
         self.sanitized_faces = 0
 
     def pixel_loss(
-        self, coefficients: Tensor, images_rgb: Tensor, boxes: Tensor, image_index: Tensor, *,
-        landmarks: Tensor | None = None, generator: torch.Generator | None = None,
+        self, coefficients: Tensor, images_rgb: Tensor, boxes: Tensor, image_index: Tensor, *, generator: torch.Generator | None = None
     ) -> Tensor:
         """This branch's self-supervised pixel loss (:class:`MeshPixelLoss`, given at construction) for
-        ``coefficients`` ``Tensor[K, 144]`` of faces at ``boxes`` ``Tensor[K, 4]`` in images ``image_index``
-        (``landmarks``: their annotated ``Tensor[K, 5, 2]``, NaN where absent)."""
+        ``coefficients`` ``Tensor[K, 144]`` of faces at ``boxes`` ``Tensor[K, 4]`` in images ``image_index``."""
         if self.pixel_criterion is None:
             raise RuntimeError("this mesh branch was built without a pixel loss")
-        return self.pixel_criterion(self, coefficients, images_rgb, boxes, image_index, landmarks=landmarks, generator=generator)
+        return self.pixel_criterion(self, coefficients, images_rgb, boxes, image_index, generator=generator)
+
+    def landmark_distance(self, coefficients: Tensor, boxes: Tensor, landmarks: Tensor) -> Tensor:
+        """``Tensor[K]``: mean distance between the mesh's five landmark vertices, placed in the image by
+        ``coefficients`` ``Tensor[K, 144]`` for crops at ``boxes`` ``Tensor[K, 4]`` (x1 y1 x2 y2 pixels), and
+        ``landmarks`` ``Tensor[K, 5, 2]`` (same pixels, detector order), in the crop's NDC units (a crop
+        spans 2 in x and in y, so the figure does not depend on the face's size)."""
+        vertices, _ = self.image_vertices(coefficients, boxes)
+        projected = self.template.landmarks(vertices[..., :2])
+        half_sizes = ((boxes[:, 2:] - boxes[:, :2]) / 2).clamp(min=1e-3)[:, None, :]
+        return ((projected - landmarks) / half_sizes).norm(dim=-1).mean(dim=1)
 
     def clean(self, coefficients: Tensor) -> MeshCoefficients:
         cleaned, bad = sanitize(coefficients)
@@ -132,11 +140,7 @@ class MeshPixelLoss(nn.Module):
       no gradient), while coarse levels see where the face's features are;
     - ``box_weight`` > 0 adds ``box_weight * mean|extent - box|``: the projected mesh's extent (min/max of its
       vertices in NDC) against the crop's edges (the face box). Without it, covering less of the crop is free
-      (uncovered pixels cost nothing), and distance and focal length get the largest gradients;
-    - ``landmark_weight`` > 0 adds ``landmark_weight * mean|project(landmark vertices) - landmarks|`` in the
-      crop's NDC, for faces with annotated landmarks: the head's camera must put the mesh's eyes, nose and
-      mouth where the annotation has them. Pixels alone gave the head too weak a rotation signal to learn
-      under augmentation; the detector's own landmark annotations give it directly.
+      (uncovered pixels cost nothing), and distance and focal length get the largest gradients.
     """
 
     def __init__(
@@ -149,7 +153,6 @@ class MeshPixelLoss(nn.Module):
         smoothness_weight: float = LossConfig.mesh_smoothness_weight,
         levels: int = LossConfig.mesh_pixel_levels,
         box_weight: float = LossConfig.mesh_box_weight,
-        landmark_weight: float = LossConfig.mesh_landmark_weight,
     ) -> None:
         super().__init__()
         if levels < 1 or crop_size % 2 ** (levels - 1):
@@ -158,7 +161,6 @@ class MeshPixelLoss(nn.Module):
         self.crop_size = crop_size
         self.levels = levels
         self.box_weight = box_weight
-        self.landmark_weight = landmark_weight
         self.max_faces = max_faces
         self.latent_weight = latent_weight
         self.smoothness_weight = smoothness_weight
@@ -173,14 +175,11 @@ class MeshPixelLoss(nn.Module):
         boxes: Tensor,
         image_index: Tensor,
         *,
-        landmarks: Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> Tensor:
         """Pixel loss of ``branch`` for ``coefficients`` ``Tensor[K, 144]`` of positive anchors, ``images_rgb``
         ``Tensor[N, 3, H, W]`` in [0, 1], their ground-truth ``boxes`` ``Tensor[K, 4]`` (x1 y1 x2 y2, pixels
-        of ``images_rgb``), ``image_index`` ``Tensor[K]`` and optional annotated ``landmarks``
-        ``Tensor[K, 5, 2]`` (same pixels, detector order; faces with non-finite ones get no landmark term).
-        Returns the scalar loss (0 when ``K == 0``).
+        of ``images_rgb``) and ``image_index`` ``Tensor[K]``. Returns the scalar loss (0 when ``K == 0``).
         The subset beyond ``max_faces`` is drawn from ``generator`` (a CPU generator; default: the global CPU one)."""
         widths, heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
         usable = torch.isfinite(boxes).all(dim=1) & (widths >= 1) & (heights >= 1)
@@ -201,15 +200,6 @@ class MeshPixelLoss(nn.Module):
             extent = torch.stack([ndc.amin(dim=1), ndc.amax(dim=1)], dim=1)  # [K, 2 (min, max), 2 (x, y)]
             edges = torch.tensor([-1.0, 1.0], device=ndc.device)[None, :, None]
             pixel = pixel + self.box_weight * (extent - edges).abs().mean()
-        if self.landmark_weight > 0 and landmarks is not None:
-            points = landmarks[picked].float()
-            annotated = torch.isfinite(points).flatten(1).all(dim=1)
-            if annotated.any():
-                x1, y1 = boxes[annotated, 0:1], boxes[annotated, 1:2]
-                width, height = (boxes[annotated, 2:3] - x1), (boxes[annotated, 3:4] - y1)
-                target = torch.stack([1 - 2 * (points[annotated, :, 0] - x1) / width, 1 - 2 * (points[annotated, :, 1] - y1) / height], dim=-1)
-                projected = branch.template.landmarks(rendered.ndc[annotated, :, :2])
-                pixel = pixel + self.landmark_weight * (projected - target).norm(dim=-1).mean()
         latent = split_coefficients(coefficients).latent
         offsets = mesh.vertices - branch.template.vertices.to(mesh.vertices)
         smooth = (self.laplacian @ offsets).square().sum(-1).mean()

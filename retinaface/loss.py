@@ -31,8 +31,9 @@ class MultiTaskLoss(nn.Module):
     """``L = cls_weight L_cls + box_weight L_box + landmark_weight L_pts + pixel_weight L_pixel``
     (see :class:`~retinaface.config.LossConfig`).
 
-    ``forward`` returns the weighted terms as a dict ``{"loss_cls", "loss_box", "loss_landmarks", "loss_pixel"}``
-    (``loss_pixel`` when ``pixel_weight > 0`` and images and a mesh branch are passed), so the training
+    ``forward`` returns the weighted terms as a dict ``{"loss_cls", "loss_box", "loss_landmarks", "loss_pixel",
+    "loss_mesh_landmarks"}`` (``loss_pixel`` when ``pixel_weight > 0`` and images and a mesh branch are
+    passed; ``loss_mesh_landmarks``, our addition, when ``mesh_landmark_weight > 0`` and a mesh branch is passed), so the training
     objective is the sum of its values. Targets come from the ``assigner``
     (:class:`~retinaface.targets.TargetAssigner`; per image ``boxes``, optional ``landmarks`` and
     ``landmarks_valid``). Per image, negatives are the ``negative_ratio x num_positives`` background anchors
@@ -51,6 +52,7 @@ class MultiTaskLoss(nn.Module):
         box_weight: float,
         landmark_weight: float,
         pixel_weight: float,
+        mesh_landmark_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.assigner = assigner
@@ -60,6 +62,7 @@ class MultiTaskLoss(nn.Module):
         self.box_weight = box_weight
         self.landmark_weight = landmark_weight
         self.pixel_weight = pixel_weight
+        self.mesh_landmark_weight = mesh_landmark_weight
 
     def forward(
         self,
@@ -77,8 +80,30 @@ class MultiTaskLoss(nn.Module):
         losses = self.detection_losses(outputs, assigned)
         if self.pixel_weight > 0 and mesh_branch is not None and images_rgb is not None:
             losses["loss_pixel"] = self.pixel_weight * self.pixel_term(
-                outputs, anchors, assigned, images_rgb, mesh_branch, generator, pixel_term_faces(targets), targets)
+                outputs, anchors, assigned, images_rgb, mesh_branch, generator, pixel_term_faces(targets))
+        if self.mesh_landmark_weight > 0 and mesh_branch is not None:
+            losses["loss_mesh_landmarks"] = self.mesh_landmark_weight * self.mesh_landmark_term(outputs, assigned, targets, mesh_branch)
         return losses
+
+    @staticmethod
+    def mesh_landmark_term(outputs: HeadOutputs, assigned: AnchorTargets, targets: list[dict[str, Tensor]], mesh_branch: MeshBranch) -> Tensor:
+        """Mean :meth:`MeshBranch.landmark_distance` of the mesh coefficients at every positive anchor whose
+        face has landmarks and was not cut by an augmentation crop (``clipped``): the head's camera must put
+        the mesh's eyes, nose and mouth corners where the annotation has them. Every positive anchor, not one
+        per face as in the pixel term: no rendering is needed, and the detector reads the head at whichever
+        anchor its kept detection comes from. Mirrored images count (the face's geometry stays a face's)."""
+        image_ids, anchor_ids = torch.nonzero(assigned.landmarks_valid, as_tuple=True)
+        whole = [~t.get("clipped", torch.zeros(t["boxes"].shape[0], dtype=torch.bool)).bool().cpu() for t in targets]
+        keep = _per_face(whole, assigned, image_ids, anchor_ids).bool()
+        image_ids, anchor_ids = image_ids[keep], anchor_ids[keep]
+        unused = sum(p.sum() * 0.0 for p in mesh_branch.parameters())  # DDP: every parameter in the graph
+        if image_ids.numel() == 0:
+            return outputs.mesh_coefficients[image_ids, anchor_ids].sum() * 0.0 + unused
+        points = [t.get("landmarks", torch.zeros(t["boxes"].shape[0], 5, 2)).float().cpu().flatten(1) for t in targets]
+        landmarks = _per_face(points, assigned, image_ids, anchor_ids).view(-1, 5, 2)
+        coefficients = outputs.mesh_coefficients[image_ids, anchor_ids].float()
+        distance = mesh_branch.landmark_distance(coefficients, assigned.matched_boxes[image_ids, anchor_ids], landmarks)
+        return distance.mean() + unused
 
     def detection_losses(self, outputs: HeadOutputs, assigned: AnchorTargets) -> dict[str, Tensor]:
         """Weighted classification, box and landmark terms over the whole batch."""
@@ -114,38 +139,29 @@ class MultiTaskLoss(nn.Module):
         mesh_branch: MeshBranch,
         generator: torch.Generator | None,
         faces_used: list[Tensor] | None = None,
-        targets: list[dict[str, Tensor]] | None = None,
     ) -> Tensor:
         """The mesh branch's (unweighted) pixel loss at each face's best positive anchor (highest IoU with its
         box), at the faces' boxes, for the faces where ``faces_used`` (per image ``Tensor[G]`` bool, see
         :func:`pixel_term_faces`; default: all). One per face, so the branch's cap (``max_faces``) counts
-        faces: a large face has dozens of positive anchors and would otherwise take most of the sampled places.
-        With ``targets``, their annotated ``landmarks`` (where ``landmarks_valid``) go to the landmark term."""
+        faces: a large face has dozens of positive anchors and would otherwise take most of the sampled places."""
         image_ids, anchor_ids = face_anchors(assigned, anchors)
-        # row of each chosen face among all faces of the batch, image by image
-        counts = [len(f) for f in faces_used] if faces_used is not None else [len(t["boxes"]) for t in targets or []]
-        offsets = torch.tensor([0] + counts, device=image_ids.device).cumsum(0)
-        rows = offsets[image_ids] + assigned.matched_faces[image_ids, anchor_ids] if counts else None
-        if faces_used is not None and image_ids.numel():
-            keep = torch.cat([f.bool() for f in faces_used]).to(image_ids.device)[rows]
-            image_ids, anchor_ids, rows = image_ids[keep], anchor_ids[keep], rows[keep]
-        landmarks = None
-        if targets is not None and rows is not None:
-            landmarks = torch.cat([_annotated_landmarks(t) for t in targets]).to(images_rgb.device)[rows]
+        if faces_used is not None:
+            keep = _per_face(faces_used, assigned, image_ids, anchor_ids).bool()
+            image_ids, anchor_ids = image_ids[keep], anchor_ids[keep]
         coefficients = outputs.mesh_coefficients[image_ids, anchor_ids]
         boxes = assigned.matched_boxes[image_ids, anchor_ids]
-        pixel = mesh_branch.pixel_loss(coefficients, images_rgb, boxes, image_ids, landmarks=landmarks, generator=generator)
+        pixel = mesh_branch.pixel_loss(coefficients, images_rgb, boxes, image_ids, generator=generator)
         # every decoder parameter takes part in the graph even when no face is sampled (DDP)
         return pixel + sum(p.sum() * 0.0 for p in mesh_branch.parameters())
 
 
-def _annotated_landmarks(target: dict[str, Tensor]) -> Tensor:
-    """``Tensor[G, 5, 2]`` of a target's faces: its landmarks, NaN for faces without (or no landmarks at all)."""
-    count = target["boxes"].shape[0]
-    if "landmarks" not in target:
-        return torch.full((count, 5, 2), float("nan"))
-    valid = target.get("landmarks_valid", torch.ones(count, dtype=torch.bool)).bool().cpu()
-    return torch.where(valid[:, None, None], target["landmarks"].float().cpu(), float("nan"))
+def _per_face(values: list[Tensor], assigned: AnchorTargets, image_ids: Tensor, anchor_ids: Tensor) -> Tensor:
+    """Each anchor's row of a per-face quantity: ``values`` holds per image ``Tensor[G, ...]`` (one row per
+    ground-truth face); returns ``Tensor[K, ...]`` for the positive anchors ``(image_ids, anchor_ids)``."""
+    device = image_ids.device
+    offsets = torch.tensor([0] + [len(v) for v in values], device=device).cumsum(0)
+    rows = offsets[image_ids] + assigned.matched_faces[image_ids, anchor_ids]
+    return torch.cat(list(values)).to(device)[rows]
 
 
 def pixel_term_faces(targets: list[dict[str, Tensor]]) -> list[Tensor]:

@@ -182,6 +182,7 @@ def build_retinaface(
             box_weight=loss.box_weight,
             landmark_weight=loss.landmark_weight,
             pixel_weight=loss.pixel_weight,
+            mesh_landmark_weight=loss.mesh_landmark_weight,
         ),
         mesh_branch=mesh_branch,
     )
@@ -207,7 +208,6 @@ def build_mesh_branch(config: ModelConfig, loss: LossConfig) -> MeshBranch:
             smoothness_weight=loss.mesh_smoothness_weight,
             levels=loss.mesh_pixel_levels,
             box_weight=loss.mesh_box_weight,
-            landmark_weight=loss.mesh_landmark_weight,
         )
     decoder = MeshDecoder(template=template, channels=config.mesh_decoder_channels, chebyshev_order=config.mesh_chebyshev_order)
     return MeshBranch(template=template, decoder=decoder, pixel_loss=pixel_loss)

@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     figure, axes = plt.subplots(1, 3 if with_mesh else 2, figsize=(18 if with_mesh else 12, 4.2))
     losses, aps = axes[0], axes[1]
     epochs = [r["epoch"] for r in rows]
-    for key in ("loss", "loss_cls", "loss_box", "loss_landmarks", "loss_pixel"):
+    for key in ("loss", "loss_cls", "loss_box", "loss_landmarks", "loss_pixel", "loss_mesh_landmarks"):
         if key in rows[0]:
             losses.plot(epochs, [r[key] for r in rows], label=key, lw=1)
     losses.set_yscale("log")

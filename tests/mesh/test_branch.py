@@ -70,34 +70,20 @@ def test_box_term_makes_a_render_smaller_than_the_face_cost(branch):
     assert box_part(farther) == pytest.approx(1 - ratio * (1 - margin), abs=0.05)  # perspective, pixel edges: not exact
 
 
-def test_landmark_term_measures_the_mesh_landmarks_against_the_annotation(branch):
-    """Annotated landmarks where the mesh's own landmark vertices land (placed in the image by
-    ``image_vertices``, a path separate from the loss's NDC) cost nothing; shifted by d pixels in a crop
-    W pixels wide they cost 2 d / W (NDC spans 2 units); faces without landmarks (NaN) cost nothing."""
+def test_landmark_distance_measures_the_mesh_landmarks_against_the_annotation(branch):
+    """Annotated landmarks where the mesh's own landmark vertices are drawn (read off the rendered vertex
+    positions in the crop, a path separate from ``image_vertices``) are at distance 0; shifted by d pixels
+    in a crop W pixels wide they are at 2 d / W (a crop spans 2 NDC units)."""
     size = 64
     truth = random_coefficients(2, torch.Generator().manual_seed(3))
+    boxes = torch.tensor([[10.0, 20.0, 10.0 + size, 20.0 + size], [0.0, 0.0, size, size]])
     with torch.no_grad():
-        face = branch(truth, image_size=size)[1]
-    image = face.mask * face.image + (1 - face.mask) * 0.5
-    boxes = torch.tensor([[0.0, 0.0, size, size]] * 2)
-    index = torch.tensor([0, 1])
-    with_term = MeshPixelLoss(crop_size=size, latent_weight=0.0, smoothness_weight=0.0, levels=1, box_weight=0.0, landmark_weight=1.0)
-    without = MeshPixelLoss(crop_size=size, latent_weight=0.0, smoothness_weight=0.0, levels=1, box_weight=0.0, landmark_weight=0.0)
-    with torch.no_grad():
-        vertices, _ = branch.image_vertices(truth, boxes)
-        points = branch.template.landmarks(vertices[..., :2])
-
-    def term(landmarks):
-        with torch.no_grad():
-            return (with_term(branch, truth, image, boxes, index, landmarks=landmarks) - without(branch, truth, image, boxes, index)).item()
-
-    assert term(points) == pytest.approx(0.0, abs=1e-4)
-    assert term(points + torch.tensor([3.0, 0.0])) == pytest.approx(2 * 3.0 / size, abs=1e-4)
-    assert term(torch.full_like(points, float("nan"))) == 0.0
-    half = points.clone()
-    half[1] = float("nan")  # the other face unannotated: the mean runs over the annotated one only
-    half[0] += torch.tensor([0.0, 4.0])
-    assert term(half) == pytest.approx(2 * 4.0 / size, abs=1e-4)
+        _, rendered = branch(truth, image_size=size)
+        ndc = branch.template.landmarks(rendered.ndc[..., :2])  # x left, y up; the crop spans [-1, 1]
+        points = torch.stack([boxes[:, None, 0] + (1 - ndc[..., 0]) / 2 * size, boxes[:, None, 1] + (1 - ndc[..., 1]) / 2 * size], dim=-1)
+        assert branch.landmark_distance(truth, boxes, points).abs().max() < 1e-3
+        shifted = branch.landmark_distance(truth, boxes, points + torch.tensor([3.0, 0.0]))
+        assert torch.allclose(shifted, torch.full((2,), 2 * 3.0 / size), atol=1e-3)
 
 
 def test_non_finite_coefficients_are_counted_not_propagated(branch):

@@ -1,12 +1,12 @@
 import torch
 
-from retinaface.config import InferenceConfig, model_preset
+from retinaface.config import InferenceConfig, LossConfig, model_preset
 from retinaface.model import build_retinaface
 
 
-def _model():
+def _model(**loss):
     torch.manual_seed(0)
-    return build_retinaface(model_preset("mobilenet0.25")).train()
+    return build_retinaface(model_preset("mobilenet0.25"), loss=LossConfig(**loss)).train()
 
 
 def _image(h=96, w=128):
@@ -14,11 +14,11 @@ def _image(h=96, w=128):
 
 
 def test_loss_terms_are_named_finite_and_backpropagate():
-    model = _model()
+    model = _model(mesh_landmark_weight=0.01)
     target = {"boxes": torch.tensor([[20.0, 20.0, 60.0, 70.0]]), "landmarks": torch.rand(1, 5, 2) * 40 + 20}
     losses = model([_image()], [target])
-    assert set(losses) == {"loss_cls", "loss_box", "loss_landmarks", "loss_pixel"}
-    assert losses["loss_pixel"] > 0
+    assert set(losses) == {"loss_cls", "loss_box", "loss_landmarks", "loss_pixel", "loss_mesh_landmarks"}
+    assert losses["loss_pixel"] > 0 and losses["loss_mesh_landmarks"] > 0
     total = sum(losses.values())
     total.backward()
     assert all(torch.isfinite(v) for v in losses.values())
@@ -120,3 +120,23 @@ def test_pixel_term_uses_one_anchor_per_face_and_skips_mirrored_images_and_clipp
     together = model([image], [both], generator=torch.Generator().manual_seed(0))["loss_pixel"]
     without_second = model([image], [dict(both, clipped=torch.tensor([False, True]))], generator=torch.Generator().manual_seed(0))["loss_pixel"]
     assert torch.allclose(alone, without_second) and not torch.allclose(alone, together)
+
+
+def test_mesh_landmark_term_reads_every_positive_anchor_of_whole_annotated_faces():
+    """The term is the mean landmark distance over the positive anchors of faces with landmarks that no
+    crop cut: a face without landmarks or a clipped one adds nothing, and at zero coefficients (the
+    untrained head) every anchor of a face sees the same mesh in the same box, so the term is that face's
+    distance exactly."""
+    model = _model(mesh_landmark_weight=0.01)
+    image = _image()
+    target = {"boxes": torch.tensor([[20.0, 20.0, 60.0, 70.0]]), "landmarks": torch.rand(1, 5, 2) * 40 + 20}
+    zero = torch.zeros(1, 144)
+    expected = model.mesh_branch.landmark_distance(zero, target["boxes"], target["landmarks"])[0]
+    assert torch.allclose(model([image], [target])["loss_mesh_landmarks"], 0.01 * expected, atol=1e-6)
+    other = {"boxes": torch.tensor([[75.0, 10.0, 115.0, 55.0]]), "landmarks": torch.rand(1, 5, 2) * 30 + torch.tensor([80.0, 15.0])}
+    both = {key: torch.cat([target[key], other[key]]) for key in target}
+    without_points = dict(both, landmarks_valid=torch.tensor([True, False]))
+    assert torch.allclose(model([image], [without_points])["loss_mesh_landmarks"], 0.01 * expected, atol=1e-6)
+    assert torch.allclose(model([image], [dict(both, clipped=torch.tensor([False, True]))])["loss_mesh_landmarks"], 0.01 * expected, atol=1e-6)
+    assert model([image], [dict(target, clipped=torch.tensor([True]))])["loss_mesh_landmarks"] == 0
+    assert "loss_mesh_landmarks" not in _model()([image], [target])  # off by default: the paper's loss
