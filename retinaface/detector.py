@@ -13,7 +13,7 @@ from .config import InferenceConfig, RefineConfig
 from .io import as_bgr_uint8
 from .model import RetinaFace
 from .onnx_backend import OnnxRetinaFace, export_onnx
-from .pose import HeadPose, estimate_pose, estimate_poses
+from .pose import HeadPose, estimate_pose
 from .refine import LandmarkRefiner
 from .tracking import IouTracker
 from .weights import WeightsError, load_model, resolve_weights
@@ -25,6 +25,7 @@ class _NotEstimated:
 
 
 _NOT_ESTIMATED = _NotEstimated()
+_POSE_INPUTS = frozenset({"landmarks", "box", "image_size"})
 
 
 class _PoseField:
@@ -90,6 +91,10 @@ class Face:
     pose: HeadPose | None = _PoseField()  # type: ignore[assignment]
     pose_reason: str | None = _PoseField()  # type: ignore[assignment]
     track_id: int | None = None
+    mesh_residual: dict[str, float] | None = None
+    mesh_state: Any = None
+    image_size: tuple[int, int] | None = field(default=None, repr=False)
+    """``(width, height)`` of the image the face was detected in: the camera the pose is estimated with."""
 
     @property
     def roll(self) -> float:
@@ -97,10 +102,14 @@ class Face:
         seen in the image; 0 for an upright face, positive when the face is turned clockwise, 180 upside down."""
         dx, dy = self.landmarks[1] - self.landmarks[0]
         return float(np.degrees(np.arctan2(dy, dx)))
-    mesh_residual: dict[str, float] | None = None
-    mesh_state: Any = None
-    image_size: tuple[int, int] | None = field(default=None, repr=False)
-    """``(width, height)`` of the image the face was detected in: the camera the pose is estimated with."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # an estimated pose belongs to the landmarks, box and camera it came from: new ones estimate it anew
+        # (a pose that was given stays as given)
+        if name in _POSE_INPUTS and self.__dict__.get("_pose_estimated", False):
+            for slot in ("_pose_value", "_pose_reason_value", "_pose_estimated"):
+                self.__dict__.pop(slot, None)
+        super().__setattr__(name, value)
 
     def _estimate_pose(self) -> None:
         given_pose = self.__dict__.get("_pose_value", _NOT_ESTIMATED)
@@ -111,6 +120,7 @@ class Face:
             self.__dict__["_pose_value"] = pose
             if self.__dict__.get("_pose_reason_value", _NOT_ESTIMATED) is _NOT_ESTIMATED:
                 self.__dict__["_pose_reason_value"] = reason
+            self.__dict__["_pose_estimated"] = True
         else:  # a pose was given without a reason
             self.__dict__["_pose_reason_value"] = None
 
@@ -316,13 +326,12 @@ class Detector:
         return results
 
     def refine_landmarks(self, image: np.ndarray, faces: list[Face]) -> list[Face]:
-        """Replace the faces' landmarks by the refiner's (:mod:`retinaface.refine`) and their poses by the
-        refined landmarks' poses, in place."""
+        """Replace the faces' landmarks by the refiner's (:mod:`retinaface.refine`), in place; poses not
+        given explicitly are then estimated from the refined landmarks."""
         image = as_bgr_uint8(image)
         refined = self.landmark_refiner(image, np.stack([f.box for f in faces]), np.stack([f.landmarks for f in faces]))
-        poses, reasons = estimate_poses(refined, np.stack([f.box for f in faces]), image.shape[1], image.shape[0])
-        for face, points, pose, reason in zip(faces, refined, poses, reasons):
-            face.landmarks, face.pose, face.pose_reason = points.astype(np.float32), pose, reason
+        for face, points in zip(faces, refined):
+            face.landmarks = points.astype(np.float32)
         return faces
 
     def fit_meshes(self, image: np.ndarray, faces: list[Face], init: Sequence[Any] | None = None) -> list[Face]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Sequence
 
 import cv2
@@ -11,7 +10,6 @@ import torch
 from torchvision.ops import batched_nms
 
 from .detector import Detector, Face
-from .pose import estimate_poses
 from .landmarks import FLIPPED_LANDMARK_ORDER
 SCALE_MODES = ("original", "mxnet")
 
@@ -80,12 +78,10 @@ class TestTimeAugmentation:
                     box[[0, 2]] /= sx
                     box[[1, 3]] /= sy
                     points = points / [sx, sy]
-                    passes.append(Face(box, face.score, points, face.mesh_coefficients))
+                    passes.append(Face(box, face.score, points, face.mesh_coefficients, image_size=(width, height)))
         if not passes:
             return []
         boxes = torch.from_numpy(np.stack([f.box for f in passes]).astype(np.float32))
         scores = torch.tensor([f.score for f in passes], dtype=torch.float32)
         keep = batched_nms(boxes, scores, torch.zeros(len(passes), dtype=torch.int64), self.detector.nms_threshold)
-        kept = [passes[i] for i in keep.tolist()]
-        poses, reasons = estimate_poses(np.stack([f.landmarks for f in kept]), np.stack([f.box for f in kept]), width, height)
-        return [dataclasses.replace(f, pose=p, pose_reason=r) for f, p, r in zip(kept, poses, reasons)]
+        return [passes[i] for i in keep.tolist()]  # poses: estimated from the merged landmarks when read

@@ -143,3 +143,23 @@ def test_poses_are_estimated_when_first_read_and_equal_the_eager_estimate(detect
     given = Face(faces[0].box, 0.9, faces[0].landmarks, faces[0].mesh_coefficients, pose=None, pose_reason="given")
     bare = Face(faces[0].box, 0.9, faces[0].landmarks, faces[0].mesh_coefficients)
     assert (given.pose, given.pose_reason, bare.pose, bare.pose_reason) == (None, "given", None, None) and len(calls) == 1
+
+
+def test_new_landmarks_give_a_new_estimated_pose_but_keep_a_given_one(detector, astronaut_image):
+    """An estimated pose follows the landmarks it came from: after the landmarks are replaced (as the
+    refiner does) it is estimated again from the new ones, here the same face rolled by 20 degrees in the
+    image (pose.roll is clockwise-positive, so it grows by about 20); a pose that was given is kept."""
+    import cv2
+
+    from retinaface.detector import Face
+
+    face = detector(astronaut_image)[0]
+    before = face.pose.roll
+    centre = face.landmarks.mean(axis=0)
+    turn = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), -20.0, 1.0)  # OpenCV: positive = anticlockwise
+    face.landmarks = (np.c_[face.landmarks, np.ones(5)] @ turn.T).astype(np.float32)
+    assert face.pose.roll == pytest.approx(before + 20.0, abs=2.0)
+    given = Face(face.box, 0.9, face.landmarks, face.mesh_coefficients, pose=face.pose, image_size=face.image_size)
+    kept = given.pose
+    given.landmarks = given.landmarks + 5.0
+    assert given.pose is kept
