@@ -262,6 +262,36 @@ def evaluate_at_boxes(
     return _evaluate_split(model, split_dir, max_images, crop_size, head_at_true_boxes)
 
 
+@torch.no_grad()
+def anchor_features(model: RetinaFace, split_dir: str | Path, *, max_images: int | None = None) -> tuple[Tensor, Tensor]:
+    """What the mesh head reads for every true face of a synthetic split: ``(features Tensor[F, C + levels],
+    truth Tensor[F, 144])``, the context feature at the face's best anchor (the anchor with the highest IoU
+    with its true box) with a one-hot of the anchor's pyramid level appended, and the face's true render
+    coefficients. For probing how much of the truth one anchor's feature holds (``scripts/probe_pose_features.py``)."""
+    split_dir = Path(split_dir)
+    params = load_render_params(split_dir / "render_params.json")
+    device = next(model.parameters()).device
+    features, truths = [], []
+    for relative in list(params)[:max_images]:
+        truth_boxes, truth = _faces(params[relative])
+        if not len(truth_boxes):
+            continue
+        bgr, _ = _read(split_dir / "images", relative)
+        batch, _, scales, _ = model.preprocessor([bgr.float().to(device)])
+        outputs, anchors = model.head_outputs(batch, dense_mesh=False)
+        best = box_iou(truth_boxes.to(device) * scales[0], box_convert(anchors, "cxcywh", "xyxy")).argmax(dim=1)
+        sparse = outputs.mesh_coefficients
+        locations = best // sparse.anchors_per_location
+        level_ends = torch.tensor(np.cumsum(sparse.locations_per_level), device=device)
+        levels = torch.bucketize(locations, level_ends, right=True)
+        one_hot = torch.nn.functional.one_hot(levels, len(sparse.locations_per_level)).float()
+        features.append(torch.cat([sparse.features[0, locations].float(), one_hot], dim=1).cpu())
+        truths.append(truth)
+    if not features:
+        return torch.zeros(0, 0), torch.zeros(0, 144)
+    return torch.cat(features), torch.cat(truths)
+
+
 def format_summary(summary: dict[str, float]) -> str:
     """One line: median errors of the head next to the zero-coefficient baseline."""
     return (

@@ -32,3 +32,27 @@ def test_jitter_benchmark_reports_a_still_face(tmp_path: Path) -> None:
     assert report["frames"] == 3 and report["tracked_frames"] == 3
     # sensor noise moves the landmarks by well under a pixel on a 100 px face
     assert 0 < report["landmarks"]["median_px"] < 1.0
+
+
+def test_pose_feature_probe_on_a_tiny_synthetic_set(tmp_path: Path) -> None:
+    """The probe reads one feature per true face and scores maps of it on val; its zero-coefficient figure
+    is the evaluation's baseline on the same faces (retinaface.mesh_eval.evaluate_at_boxes, another path)."""
+    from retinaface.datasets.synthetic import generate
+    from retinaface.mesh_eval import anchor_features, evaluate_at_boxes, load_render_params
+    from retinaface.weights import load_model
+
+    generate(tmp_path / "data", num_train=3, num_val=2, seed=4, height=180, width=240, progress=False)
+    model = load_model("mobilenet0.25").eval()
+    features, truth = anchor_features(model, tmp_path / "data" / "val")
+    records = [r for rs in load_render_params(tmp_path / "data" / "val" / "render_params.json").values() for r in rs]
+    assert features.shape == (len(records), 64 + 3) and truth.shape == (len(records), 144)
+    assert (features[:, -3:].sum(1) == 1).all() and ((features[:, -3:] == 0) | (features[:, -3:] == 1)).all()
+
+    result = run("probe_pose_features.py", tmp_path / "data", "--steps", 50, "--threads", 1, "--json", tmp_path / "p.json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "p.json").read_text())
+    assert report["val_faces"] == len(records)
+    baseline = evaluate_at_boxes(model, tmp_path / "data" / "val").summary()["mesh_rotation_deg_zero"]
+    assert abs(report["zero"] - baseline) < 1e-3
+    missing = run("probe_pose_features.py", tmp_path / "nothing")
+    assert missing.returncode == 2 and missing.stderr.startswith("error:") and "Traceback" not in missing.stderr
