@@ -25,7 +25,8 @@ class TrainAugmentation:
       left/right landmark swap, resize to ``size``;
     - faces smaller than ``min_face_size`` pixels at the training size are dropped.
     The target also says which faces the mesh pixel term may use: ``mirrored`` (bool, the image was
-    flipped) and ``clipped`` ``Tensor[N]`` (bool, the face's box was cut by the crop). All randomness comes from ``seed``, so the same sample is augmented identically on any worker.
+    flipped) and ``clipped`` ``Tensor[N]`` (bool, the face's box was cut by the crop). All randomness comes
+    from ``seed``, so the same sample is augmented identically on any worker.
     """
 
     def __init__(

@@ -33,8 +33,8 @@ class MultiTaskLoss(nn.Module):
 
     ``forward`` returns the weighted terms as a dict ``{"loss_cls", "loss_box", "loss_landmarks", "loss_pixel",
     "loss_mesh_landmarks"}`` (``loss_pixel`` when ``pixel_weight > 0`` and images and a mesh branch are
-    passed; ``loss_mesh_landmarks``, our addition, when ``mesh_landmark_weight > 0`` and a mesh branch is passed), so the training
-    objective is the sum of its values. Targets come from the ``assigner``
+    passed; ``loss_mesh_landmarks``, our addition, when ``mesh_landmark_weight > 0`` and a mesh branch is
+    passed), so the training objective is the sum of its values. Targets come from the ``assigner``
     (:class:`~retinaface.targets.TargetAssigner`; per image ``boxes``, optional ``landmarks`` and
     ``landmarks_valid``). Per image, negatives are the ``negative_ratio x num_positives`` background anchors
     with the highest classification loss, at least ``min_negatives``. Classification and box terms are

@@ -249,17 +249,21 @@ def evaluate_at_boxes(
     true box: the head's accuracy independent of detection quality."""
 
     def head_at_true_boxes(bgr, truth_boxes, truth, device):
-        batch, _, scales, _ = model.preprocessor([bgr])
-        outputs, anchors = model.head_outputs(batch, dense_mesh=False)
-        if len(truth_boxes):
-            iou = box_iou(truth_boxes.to(device) * scales[0], box_convert(anchors, "cxcywh", "xyxy"))
-            best = iou.argmax(dim=1)
-            coefficients = outputs.mesh_coefficients[torch.zeros_like(best), best].cpu()
-        else:
-            coefficients = truth.new_zeros(0, 144)
-        return truth_boxes, coefficients, truth
+        if not len(truth_boxes):
+            return truth_boxes, truth.new_zeros(0, 144), truth
+        outputs, best = _best_anchors(model, bgr, truth_boxes)
+        return truth_boxes, outputs.mesh_coefficients[torch.zeros_like(best), best].cpu(), truth
 
     return _evaluate_split(model, split_dir, max_images, crop_size, head_at_true_boxes)
+
+
+def _best_anchors(model: RetinaFace, bgr: Tensor, truth_boxes: Tensor):
+    """The network's outputs for one image (``Tensor[3, H, W]`` BGR on the model's device) and, per true box
+    ``Tensor[K, 4]`` (image pixels), the index of the anchor with the highest IoU with it."""
+    batch, _, scales, _ = model.preprocessor([bgr])
+    outputs, anchors = model.head_outputs(batch, dense_mesh=False)
+    iou = box_iou(truth_boxes.to(batch.device) * scales[0], box_convert(anchors, "cxcywh", "xyxy"))
+    return outputs, iou.argmax(dim=1)
 
 
 @torch.no_grad()
@@ -277,9 +281,7 @@ def anchor_features(model: RetinaFace, split_dir: str | Path, *, max_images: int
         if not len(truth_boxes):
             continue
         bgr, _ = _read(split_dir / "images", relative)
-        batch, _, scales, _ = model.preprocessor([bgr.float().to(device)])
-        outputs, anchors = model.head_outputs(batch, dense_mesh=False)
-        best = box_iou(truth_boxes.to(device) * scales[0], box_convert(anchors, "cxcywh", "xyxy")).argmax(dim=1)
+        outputs, best = _best_anchors(model, bgr.float().to(device), truth_boxes)
         sparse = outputs.mesh_coefficients
         locations = best // sparse.anchors_per_location
         level_ends = torch.tensor(np.cumsum(sparse.locations_per_level), device=device)
