@@ -29,12 +29,16 @@ class SparseMeshCoefficients:
         self.locations_per_level = list(locations_per_level)
         self.anchors_per_location = weight.shape[1]
 
+    def locate(self, anchor_ids: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Where anchors ``Tensor[K]`` sit: their feature location (index into ``features``' dim 1), pyramid
+        level and anchor slot at that location, ``Tensor[K]`` each."""
+        locations = anchor_ids // self.anchors_per_location
+        level_ends = torch.tensor(list(itertools.accumulate(self.locations_per_level)), device=locations.device)
+        return locations, torch.bucketize(locations, level_ends, right=True), anchor_ids % self.anchors_per_location
+
     def __getitem__(self, index: tuple[Tensor, Tensor]) -> Tensor:
         image_ids, anchor_ids = index
-        locations = anchor_ids // self.anchors_per_location
-        slots = anchor_ids % self.anchors_per_location
-        level_ends = torch.tensor(list(itertools.accumulate(self.locations_per_level)), device=locations.device)
-        levels = torch.bucketize(locations, level_ends, right=True)
+        locations, levels, slots = self.locate(anchor_ids)
         picked = self.features[image_ids, locations].float()  # [K, C]
         # One product with every (level, slot) head, then pick each anchor's own block: a few large ops
         # instead of a Python loop over (level, slot) pairs. 6x the (tiny) FLOPs, no per-anchor weight copies.

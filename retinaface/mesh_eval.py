@@ -283,9 +283,7 @@ def anchor_features(model: RetinaFace, split_dir: str | Path, *, max_images: int
         bgr, _ = _read(split_dir / "images", relative)
         outputs, best = _best_anchors(model, bgr.float().to(device), truth_boxes)
         sparse = outputs.mesh_coefficients
-        locations = best // sparse.anchors_per_location
-        level_ends = torch.tensor(np.cumsum(sparse.locations_per_level), device=device)
-        levels = torch.bucketize(locations, level_ends, right=True)
+        locations, levels, _ = sparse.locate(best)
         one_hot = torch.nn.functional.one_hot(levels, len(sparse.locations_per_level)).float()
         features.append(torch.cat([sparse.features[0, locations].float(), one_hot], dim=1).cpu())
         truths.append(truth)

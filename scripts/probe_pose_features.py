@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from retinaface.mesh.coefficients import LATENT_DIM, POSE
     from retinaface.mesh_eval import anchor_features, head_rotations, rotation_error_degrees
     from retinaface.weights import WeightsError, load_model
 
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     train_x, train_truth = anchor_features(model, args.data / "train")
     val_x, val_truth = anchor_features(model, args.data / "val")
-    pose = slice(131, 134)  # the camera's pitch, yaw and roll parameters in the 144-coefficient layout
+    pose = slice(LATENT_DIM + POSE.start, LATENT_DIM + POSE.stop)  # the camera's rotation parameters among the 144
 
     def rotation_error(predicted_pose, truth):
         coefficients = torch.zeros(len(truth), truth.shape[1])
