@@ -93,10 +93,9 @@ class MultiTaskLoss(nn.Module):
         per face as in the pixel term: no rendering is needed, and the detector reads the head at whichever
         anchor its kept detection comes from. Mirrored images count (the face's geometry stays a face's)."""
         image_ids, anchor_ids = torch.nonzero(assigned.landmarks_valid, as_tuple=True)
-        whole = [~t.get("clipped", torch.zeros(t["boxes"].shape[0], dtype=torch.bool)).bool().cpu() for t in targets]
-        keep = _per_face(whole, assigned, image_ids, anchor_ids).bool()
+        keep = _per_face([~_clipped(t) for t in targets], assigned, image_ids, anchor_ids).bool()
         image_ids, anchor_ids = image_ids[keep], anchor_ids[keep]
-        unused = sum(p.sum() * 0.0 for p in mesh_branch.parameters())  # DDP: every parameter in the graph
+        unused = _every_parameter(mesh_branch)
         if image_ids.numel() == 0:
             return outputs.mesh_coefficients[image_ids, anchor_ids].sum() * 0.0 + unused
         points = [t.get("landmarks", torch.zeros(t["boxes"].shape[0], 5, 2)).float().cpu().flatten(1) for t in targets]
@@ -151,8 +150,7 @@ class MultiTaskLoss(nn.Module):
         coefficients = outputs.mesh_coefficients[image_ids, anchor_ids]
         boxes = assigned.matched_boxes[image_ids, anchor_ids]
         pixel = mesh_branch.pixel_loss(coefficients, images_rgb, boxes, image_ids, generator=generator)
-        # every decoder parameter takes part in the graph even when no face is sampled (DDP)
-        return pixel + sum(p.sum() * 0.0 for p in mesh_branch.parameters())
+        return pixel + _every_parameter(mesh_branch)
 
 
 def _per_face(values: list[Tensor], assigned: AnchorTargets, image_ids: Tensor, anchor_ids: Tensor) -> Tensor:
@@ -170,12 +168,18 @@ def pixel_term_faces(targets: list[dict[str, Tensor]]) -> list[Tensor]:
     symmetric, so a mirrored face is not a pose of the model; with flips in, the head did not learn rotation)
     and faces cut by an augmentation crop (``clipped``: their box no longer spans the face, which the render
     is compared with and the box term ties the mesh to). README, training."""
-    used = []
-    for target in targets:
-        count = target["boxes"].shape[0]
-        clipped = target.get("clipped", torch.zeros(count, dtype=torch.bool)).bool().cpu()
-        used.append(~clipped & (not bool(target.get("mirrored", False))))
-    return used
+    return [~_clipped(target) & (not bool(target.get("mirrored", False))) for target in targets]
+
+
+def _clipped(target: dict[str, Tensor]) -> Tensor:
+    """``Tensor[G]`` bool (CPU): the target's faces cut by an augmentation crop (none when not marked)."""
+    return target.get("clipped", torch.zeros(target["boxes"].shape[0], dtype=torch.bool)).bool().cpu()
+
+
+def _every_parameter(module: nn.Module) -> Tensor:
+    """A zero that depends on every parameter of ``module``: added to a term, it keeps each parameter in the
+    graph even when no face feeds the term (DDP expects every parameter to get a gradient)."""
+    return sum(p.sum() * 0.0 for p in module.parameters())
 
 
 def face_anchors(assigned: AnchorTargets, anchors: Tensor) -> tuple[Tensor, Tensor]:
