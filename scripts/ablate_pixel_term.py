@@ -7,7 +7,8 @@ the other:
   without   --pixel_weight=0 --mesh_landmark_weight=0 (the mesh branch is not run in training)
 then prints the final validation AP (easy / medium / hard, official protocol) per run and, per arm, the mean
 and standard deviation over the seeds, with the paired differences (same seed: same initial weights, data
-order and augmentation), and writes JSON. Runs already finished under --output are read, not retrained.
+order and augmentation), and writes JSON. Runs already finished under --output are read, not retrained; a folder
+holding an unfinished run stops the script (continue that run with scripts/train.py --resume, or delete it).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from retinaface.config import ConfigError
-    from retinaface.io import atomic_write
+    from retinaface.io import InputError, atomic_write
+    from retinaface.run_dir import check_run_dir
     from retinaface.training import train, train_config
 
     torch.set_num_threads(args.threads)
@@ -55,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
                           f"--val_gt_dir={args.data / 'val' / 'gt'}", f"--output={folder}", f"--seed={seed}"]
                 try:
                     config = train_config(args.preset, common + overrides + extra)
-                except ConfigError as exc:
+                    check_run_dir(folder, resume=None)  # an interrupted run: its logs must not be mixed with a new one's
+                except (ConfigError, InputError) as exc:
                     print(f"error: {exc}", file=sys.stderr)
                     return 2
                 print(f"training {arm} seed {seed} -> {folder}", flush=True)
