@@ -7,8 +7,8 @@ parameters, fits maps from it to the *true* head rotation (the camera's pitch, y
 on the train split, and scores them on the val split:
   linear   ridge least squares (what a 1x1 head could learn at best)
   mlp      two hidden layers of --hidden units, Adam, L1 (a non-linear head on the same feature)
-reporting the median geodesic rotation error next to the zero coefficients' (the template) and, for the linear map, the R^2 per
-angle. Nothing here trains the detector; the weights are only read.
+reporting the median geodesic rotation error next to the zero coefficients' (the template) and, for the
+linear map, the R^2 per angle. Nothing here trains the detector; the weights are only read.
 """
 
 from __future__ import annotations
