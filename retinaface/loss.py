@@ -52,7 +52,7 @@ class MultiTaskLoss(nn.Module):
         box_weight: float,
         landmark_weight: float,
         pixel_weight: float,
-        mesh_landmark_weight: float = 0.0,
+        mesh_landmark_weight: float,
     ) -> None:
         super().__init__()
         self.assigner = assigner
