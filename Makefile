@@ -14,7 +14,8 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	@# setuptools warns about every editable install with mapped package folders; nothing is wrong, so keep it quiet
+	PYTHONWARNINGS=ignore $(PY) -m pip install --quiet -e '.[test]'
 	@touch $(STAMP)
 
 demo: $(STAMP)

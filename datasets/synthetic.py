@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ..mesh.coefficients import CoefficientSpread, random_coefficients
-from ..rng import seeded
+from ..utils.rng import seeded
 
 EVENTS = ("0--Synthetic", "1--Synthetic")
 
@@ -167,7 +167,7 @@ def generate(
     """Write the synthetic dataset under ``output``; returns image and face counts."""
     from tqdm import tqdm
 
-    from ..wider_eval import SETTINGS, WiderGroundTruth, save_ground_truth
+    from ..evaluation.wider_eval import SETTINGS, WiderGroundTruth, save_ground_truth
 
     output = Path(output)
     renderer = SyntheticFaceRenderer(seed)

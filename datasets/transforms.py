@@ -9,8 +9,8 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from ..config import ModelConfig
-from ..landmarks import FLIPPED_LANDMARK_ORDER
-from ..rng import seeded
+from ..faces.landmarks import FLIPPED_LANDMARK_ORDER
+from ..utils.rng import seeded
 
 
 class TrainAugmentation:

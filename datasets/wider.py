@@ -23,10 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
+from ..errors import AnnotationError
 
-
-class AnnotationError(ValueError):
-    """An annotation problem; the message names the file and line."""
 
 
 @dataclass
@@ -220,7 +218,8 @@ class WiderFaceDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
-        from ..io import InputError, read_image
+        from ..errors import InputError
+        from ..media.images import read_image
 
         sample = self.samples[index]
         try:

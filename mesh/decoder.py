@@ -204,7 +204,7 @@ def load_prior_decoder(decoder: "MeshDecoder", path=None) -> "MeshDecoder":
     ``scripts/pretrain_mesh_decoder.py``) into ``decoder`` (default architecture) and return it."""
     from safetensors.torch import load_file
 
-    from ..resources import package_path
+    from ..utils.resources import package_path
 
     state = load_file(str(path or package_path(__package__, PRIOR_DECODER_PATH)))
     decoder.load_state_dict(state)

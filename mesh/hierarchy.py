@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..resources import package_path
+from ..utils.resources import package_path
 
 HIERARCHY_PATH = package_path(__package__, "assets/hierarchy.npz")
 DEFAULT_TARGET_FACES = (220, 48)  # about 468 -> 120 -> 30 vertices

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..resources import package_path
+from ..utils.resources import package_path
 
 PRIOR_PATH = package_path(__package__, "assets/face_prior.npz")
 

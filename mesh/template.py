@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..resources import package_path
+from ..utils.resources import package_path
 
 TEMPLATE_PATH = package_path(__package__, "assets/face_template.npz")
 

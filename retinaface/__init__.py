@@ -1,15 +1,17 @@
 """RetinaFace: single-stage face detection with five landmarks and 3D mesh coefficients."""
 
-from .align import align_face, paste_back
-from .anonymize import anonymize
+from .faces.align import align_face, paste_back
+from .faces.anonymize import anonymize
 from .config import InferenceConfig, LossConfig, ModelConfig, apply_overrides, model_preset
-from .detector import Detector, Face
-from .io import InputError
-from .model import RetinaFace, build_retinaface
-from .pipeline import DetectSummary, run_detect
-from .views import MultiViewDetector
-from .weights import WeightsError, load_model
-from .workflow import FaceWorkflow, WorkflowConfig
+from .inference.detector import Detector
+from .faces.face import Face
+from .errors import InputError
+from .model.retinaface import RetinaFace, build_retinaface
+from .runner.pipeline import DetectSummary, run_detect
+from .inference.views import MultiViewDetector
+from .errors import WeightsError
+from .model.weights import load_model
+from .faces.workflow import FaceWorkflow, WorkflowConfig
 
 __all__ = [
     "DetectSummary",

@@ -15,14 +15,12 @@ import json
 import math
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from .mesh.coefficients import MESH_COEFFICIENT_LAYOUT, NUM_MESH_COEFFICIENTS
+from .errors import ConfigError
 
-
-class ConfigError(ValueError):
-    """Raised for an unknown preset, an unknown key or a value of the wrong type."""
 
 
 

@@ -41,10 +41,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from retinaface.config import ConfigError
-    from retinaface.io import InputError, atomic_write
-    from retinaface.run_dir import check_run_dir
-    from retinaface.training import train, train_config
+    from retinaface.errors import ConfigError
+    from retinaface.errors import InputError
+    from retinaface.outputs.atomic import atomic_write
+    from retinaface.training.run_dir import check_run_dir
+    from retinaface.training.loop import train, train_config
 
     torch.set_num_threads(args.threads)
     results: dict[str, dict[int, dict]] = {arm: {} for arm in ARMS}

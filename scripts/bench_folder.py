@@ -25,8 +25,8 @@ SIZES = [(640, 480), (1024, 768), (1280, 720), (1920, 1080), (800, 800)]
 def make_folder(folder: Path, count: int) -> list[Path]:
     import cv2
 
-    from retinaface.io import read_image
-    from retinaface.samples import ASTRONAUT
+    from retinaface.media.images import read_image
+    from retinaface.media.samples import ASTRONAUT
 
     existing = sorted(folder.glob("*.jpg"))
     if len(existing) == count:
@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from retinaface import Detector, run_detect
-    from retinaface.io import atomic_write, read_image
+    from retinaface.outputs.atomic import atomic_write
+    from retinaface.media.images import read_image
 
     torch.set_num_threads(args.threads)
     paths = make_folder(args.folder, args.count)

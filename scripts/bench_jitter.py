@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     from retinaface import Detector, InputError
-    from retinaface.io import read_image
-    from retinaface.jitter import measure_jitter, still_face_clip
+    from retinaface.media.images import read_image
+    from retinaface.evaluation.jitter import measure_jitter, still_face_clip
 
     try:
         image = read_image(args.photo)

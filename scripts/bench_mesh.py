@@ -26,7 +26,7 @@ def main(argv=None) -> int:
     from retinaface.mesh.branch import MeshBranch, MeshPixelLoss
     from retinaface.mesh.coefficients import random_coefficients, split_coefficients
     from retinaface.mesh.renderer import camera_from_params, project, rasterize_pytorch3d, rasterize_zbuffer
-    from retinaface.timing import median_seconds
+    from retinaface.utils.timing import median_seconds
 
     torch.manual_seed(0)
     branch = MeshBranch()

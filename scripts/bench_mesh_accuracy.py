@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     from retinaface import Detector
-    from retinaface.mesh_accuracy import evaluate_photos, summarize
+    from retinaface.evaluation.mesh_accuracy import evaluate_photos, summarize
 
     detector = Detector.from_pretrained("mobilenet0.25", device="cpu", mesh=True, mesh_steps=args.mesh_steps,
                                         refine_landmarks=False if args.no_refine else None)

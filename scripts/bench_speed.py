@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 
-from retinaface.timing import interleaved_median_seconds, median_seconds  # noqa: E402
+from retinaface.utils.timing import interleaved_median_seconds, median_seconds
 
 
 def median_ms(fn, runs: int) -> float:
@@ -60,10 +60,10 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     from retinaface import Detector, run_detect
-    from retinaface.convert import fetch_published_onnx
-    from retinaface.io import atomic_write
-    from retinaface.pipeline import VIDEO_MAX_SIZE
-    from retinaface.samples import demo_frames, write_demo_video
+    from retinaface.model.convert import fetch_published_onnx
+    from retinaface.outputs.atomic import atomic_write
+    from retinaface.runner.pipeline import VIDEO_MAX_SIZE
+    from retinaface.media.samples import demo_frames, write_demo_video
 
     try:
         reference = fetch_published_onnx(args.cache)

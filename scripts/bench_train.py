@@ -27,8 +27,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     from retinaface import build_retinaface, model_preset
     from retinaface.config import LossConfig
-    from retinaface.rng import seeded
-    from retinaface.timing import median_seconds
+    from retinaface.utils.rng import seeded
+    from retinaface.utils.timing import median_seconds
 
     generator = torch.Generator().manual_seed(0)
     images = [torch.randint(0, 255, (3, args.size, args.size), generator=generator, dtype=torch.uint8) for _ in range(args.batch)]

@@ -42,7 +42,8 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(2)
-    from retinaface.wider_eval import WiderFormatError, evaluate, evaluate_folder, load_ground_truth, write_prediction_file
+    from retinaface.errors import WiderFormatError
+    from retinaface.evaluation.wider_eval import evaluate, evaluate_folder, load_ground_truth, write_prediction_file
 
     try:
         gt = load_ground_truth(args.gt_dir)

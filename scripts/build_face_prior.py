@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retinaface.io import atomic_write
+from retinaface.outputs.atomic import atomic_write
 from retinaface.mesh.prior import PRIOR_PATH, build_prior_from_ict
 from retinaface.mesh.template import load_template
 

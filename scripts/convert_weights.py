@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 
-from retinaface.convert import WHEEL_NAME, convert_published_mobilenet, onnx_bytes_from_wheel  # noqa: E402
-from retinaface.weights import PRETRAINED, save_safetensors, weights_dir  # noqa: E402
+from retinaface.model.convert import WHEEL_NAME, convert_published_mobilenet, onnx_bytes_from_wheel
+from retinaface.model.weights import PRETRAINED, save_safetensors, weights_dir
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,7 +29,7 @@ def main(argv=None) -> int:
 
     from retinaface.mesh.branch import MeshBranch
     from retinaface.mesh.fitting import fit_to_renders, random_coefficients
-    from retinaface.io import atomic_write
+    from retinaface.outputs.atomic import atomic_write
 
     torch.manual_seed(args.seed)
     branch = MeshBranch()

@@ -14,8 +14,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=90, help="number of frames (default: %(default)s)")
     parser.add_argument("--fps", type=float, default=30.0, help="frame rate (default: %(default)s)")
     args = parser.parse_args(argv)
-    from retinaface.io import InputError, check_writable
-    from retinaface.samples import write_demo_video
+    from retinaface.errors import InputError
+    from retinaface.outputs.atomic import check_writable
+    from retinaface.media.samples import write_demo_video
 
     try:
         check_writable(args.output)

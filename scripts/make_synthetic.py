@@ -25,7 +25,8 @@ def main(argv=None) -> int:
     if args.train < 0 or args.val < 0:
         parser.error("--train and --val must not be negative")
     from retinaface.datasets.synthetic import generate
-    from retinaface.io import InputError, check_writable
+    from retinaface.errors import InputError
+    from retinaface.outputs.atomic import check_writable
 
     try:
         check_writable(args.output / "probe")

@@ -16,11 +16,12 @@ import cv2
 import numpy as np
 
 from retinaface import Detector
-from retinaface.align import align_face, paste_back
-from retinaface.anonymize import anonymize
-from retinaface.drawing import draw_faces
-from retinaface.io import read_image, write_image
-from retinaface.samples import ASTRONAUT
+from retinaface.faces.align import align_face, paste_back
+from retinaface.faces.anonymize import anonymize
+from retinaface.faces.drawing import draw_faces
+from retinaface.media.images import read_image
+from retinaface.outputs.atomic import write_image
+from retinaface.media.samples import ASTRONAUT
 
 PANEL = 176
 REGION = (slice(0, 300), slice(75, 375))  # the head and shoulders of the 512x512 photo

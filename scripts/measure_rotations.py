@@ -16,8 +16,9 @@ import torch
 from torchvision.ops import box_iou
 
 from retinaface import Detector
-from retinaface.io import InputError, read_image
-from retinaface.views import MultiViewDetector, rotation_matrix, transform_face
+from retinaface.errors import InputError
+from retinaface.media.images import read_image
+from retinaface.inference.views import MultiViewDetector, rotation_matrix, transform_face
 
 
 def _matched(faces, reference) -> int:

@@ -28,7 +28,7 @@ def main(argv=None) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from retinaface.io import atomic_write
+    from retinaface.outputs.atomic import atomic_write
 
     rows = [json.loads(line) for line in metrics.read_text().splitlines()]
     validation_file = args.run / "validation.jsonl"

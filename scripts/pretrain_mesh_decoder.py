@@ -30,10 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from safetensors.torch import save_file
 
-    from retinaface.io import atomic_write
+    from retinaface.outputs.atomic import atomic_write
     from retinaface.mesh.decoder import PRIOR_DECODER_PATH, MeshDecoder, pretrain_on_prior, prior_reconstruction_error
     from retinaface.mesh.prior import load_prior
-    from retinaface.resources import package_path
+    from retinaface.utils.resources import package_path
 
     output = args.output or Path(str(package_path("retinaface.mesh", PRIOR_DECODER_PATH)))
     prior = load_prior()

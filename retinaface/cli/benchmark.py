@@ -24,7 +24,7 @@ from pathlib import Path
 
 from . import common
 from ..config import InferenceConfig
-from ..wider_benchmark import WIDER_SCORE_THRESHOLD
+from ..evaluation.wider_benchmark import WIDER_SCORE_THRESHOLD
 
 
 def parse_args(argv):
@@ -68,10 +68,10 @@ def _predict_distributed(args, gt) -> tuple[object, object, object] | int:
 
     Returns ``(run, detector, shard)`` with, on rank 0, every process's bookkeeping combined; on the other
     ranks the exit code once they have reported their share."""
-    from retinaface import Detector
-    from retinaface.distributed import current_shard, gather_to_main, shard_device, start_process_group, wait_for_all
-    from retinaface.tta import TestTimeAugmentation
-    from retinaface.wider_benchmark import PredictionRun, claim_prediction_folder, predict_wider
+    from .. import Detector
+    from ..utils.distributed import current_shard, gather_to_main, shard_device, start_process_group, wait_for_all
+    from ..inference.tta import TestTimeAugmentation
+    from ..evaluation.wider_benchmark import PredictionRun, claim_prediction_folder, predict_wider
 
     shard = current_shard()
     device = shard_device(shard, str(args.device))
@@ -98,12 +98,14 @@ def _predict_distributed(args, gt) -> tuple[object, object, object] | int:
 
 
 def _benchmark(args, interruption) -> int:
-    from retinaface import InputError, WeightsError
-    from retinaface.distributed import current_shard, end_process_group
-    from retinaface.guards import locked_outputs, refuse_overwriting_inputs
-    from retinaface.io import OutputError, atomic_write, check_writable
-    from retinaface.wider_benchmark import plot_pr_curves
-    from retinaface.wider_eval import SETTINGS, WiderFormatError, evaluate_folder, load_ground_truth
+    from .. import InputError, WeightsError
+    from ..utils.distributed import current_shard, end_process_group
+    from ..outputs.guards import locked_outputs, refuse_overwriting_inputs
+    from ..errors import OutputError
+    from ..outputs.atomic import atomic_write, check_writable
+    from ..evaluation.wider_benchmark import plot_pr_curves
+    from ..evaluation.wider_eval import SETTINGS, evaluate_folder, load_ground_truth
+    from ..errors import WiderFormatError
 
     report: dict = {}
     shard = None

@@ -10,7 +10,7 @@ import sys
 import warnings
 from typing import Iterator
 
-from ..signals import Interruption, interrupt_on_termination
+from ..utils.signals import Interruption, interrupt_on_termination
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -24,8 +24,8 @@ def device(text: str) -> str:
     """argparse type: ``auto`` or a device present on this machine."""
     if text == "auto":
         return text
-    from ..detector import resolve_device
-    from ..io import InputError
+    from ..inference.detector import resolve_device
+    from ..errors import InputError
 
     try:
         resolve_device(text)

@@ -108,13 +108,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _detect(args: argparse.Namespace, interruption) -> int:
-    from retinaface import Detector, InputError, WeightsError, run_detect
-    from retinaface.io import OutputError
-    from retinaface.pipeline import VIDEO_MAX_SIZE, classify_source
-    from retinaface.distributed import current_shard, end_process_group, shard_device, start_process_group
-    from retinaface.views import MultiViewDetector
-    from retinaface.config import REFINE_PRESETS
-    from retinaface.workflow import FaceWorkflow, WorkflowConfig
+    from .. import Detector, InputError, WeightsError, run_detect
+    from ..errors import OutputError
+    from ..runner.pipeline import VIDEO_MAX_SIZE, classify_source
+    from ..utils.distributed import current_shard, end_process_group, shard_device, start_process_group
+    from ..inference.views import MultiViewDetector
+    from ..config import REFINE_PRESETS
+    from ..faces.workflow import FaceWorkflow, WorkflowConfig
 
     try:
         shard = current_shard()

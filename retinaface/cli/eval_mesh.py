@@ -35,10 +35,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.split / 'render_params.json'} not found; give a split written by make_synthetic.py", file=sys.stderr)
         return 2
 
-    from retinaface import InputError, WeightsError
-    from retinaface.io import atomic_write
-    from retinaface.mesh_eval import evaluate_at_boxes, evaluate_detections, format_summary
-    from retinaface.weights import load_model
+    from .. import InputError, WeightsError
+    from ..outputs.atomic import atomic_write
+    from ..evaluation.mesh_eval import evaluate_at_boxes, evaluate_detections, format_summary
+    from ..model.weights import load_model
 
     try:
         model = load_model(args.weights, device=args.device)

@@ -31,12 +31,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _export(args, interruption) -> int:
-    from retinaface import InputError, WeightsError, load_model
-    from retinaface.guards import locked_outputs, refuse_overwriting_inputs
-    from retinaface.io import OutputError, check_writable, read_image
-    from retinaface.onnx_backend import export_onnx, verify_export
-    from retinaface.samples import ASTRONAUT
-    from retinaface.weights import resolve_weights
+    from .. import InputError, WeightsError, load_model
+    from ..outputs.guards import locked_outputs, refuse_overwriting_inputs
+    from ..errors import OutputError
+    from ..outputs.atomic import check_writable
+    from ..media.images import read_image
+    from ..export.onnx import export_onnx, verify_export
+    from ..media.samples import ASTRONAUT
+    from ..model.weights import resolve_weights
 
     try:
         weights = resolve_weights(args.weights)

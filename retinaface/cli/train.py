@@ -29,7 +29,7 @@ from . import common
 
 
 def main(argv: list[str] | None = None) -> int:
-    from retinaface.training import TRAIN_PRESETS, TrainConfig
+    from ..training.loop import TRAIN_PRESETS, TrainConfig
 
     fields = "\n".join(f"  --{f.name}={f.default!r}" for f in dataclasses.fields(TrainConfig))
     parser = common.ArgumentParser(
@@ -57,13 +57,13 @@ def _last_line(exc: BaseException) -> str:
 def _train(parser, args, overrides, interruption) -> int:
     import os
 
-    from retinaface import InputError, WeightsError
-    from retinaface.config import ConfigError
-    from retinaface.datasets.wider import AnnotationError
-    from retinaface.guards import locked_outputs
-    from retinaface.io import OutputError
-    from retinaface.run_dir import check_run_dir
-    from retinaface.training import train, train_config
+    from .. import InputError, WeightsError
+    from ..errors import ConfigError
+    from ..errors import AnnotationError
+    from ..outputs.guards import locked_outputs
+    from ..errors import OutputError
+    from ..training.run_dir import check_run_dir
+    from ..training.loop import train, train_config
 
     output = None
     try:

@@ -4,7 +4,7 @@ import numpy as np
 
 from retinaface.datasets.synthetic import generate
 from retinaface.datasets.wider import WiderFaceDataset
-from retinaface.wider_eval import SETTINGS, load_ground_truth
+from retinaface.evaluation.wider_eval import SETTINGS, load_ground_truth
 
 
 def test_deterministic_wider_format_output(tmp_path):

@@ -2,7 +2,8 @@ import cv2
 import numpy as np
 import pytest
 
-from retinaface.datasets.wider import AnnotationError, WiderFaceDataset
+from retinaface.errors import AnnotationError
+from retinaface.datasets.wider import WiderFaceDataset
 
 
 def _image(path, size=(60, 80)):

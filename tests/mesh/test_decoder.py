@@ -63,7 +63,7 @@ def test_prior_decoder_reproduces_held_out_prior_faces():
 
 def test_released_weights_get_the_prior_decoder():
     from retinaface.mesh.decoder import load_prior_decoder
-    from retinaface.weights import load_model
+    from retinaface.model.weights import load_model
 
     model = load_model("mobilenet0.25", mesh=True)
     expected = load_prior_decoder(MeshDecoder()).state_dict()

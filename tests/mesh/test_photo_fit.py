@@ -1,6 +1,4 @@
-import math
 
-import numpy as np
 import pytest
 import torch
 from pytorch3d.transforms import so3_exp_map

@@ -3,15 +3,7 @@ import math
 import pytest
 import torch
 
-from retinaface.mesh.renderer import (
-    camera_from_params,
-    lights_from_params,
-    project,
-    rasterize_pytorch3d,
-    rasterize_zbuffer,
-    render,
-    sanitize,
-)
+from retinaface.mesh.renderer import camera_from_params, lights_from_params, project, rasterize_pytorch3d, rasterize_zbuffer, render, sanitize
 from retinaface.mesh.template import load_template
 
 

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from retinaface.align import ARCFACE_112_TEMPLATE, align_face, paste_back, similarity_to_template
+from retinaface.faces.align import ARCFACE_112_TEMPLATE, align_face, paste_back, similarity_to_template
 
 
 def _similarity(angle_deg: float, scale: float, shift: tuple[float, float]) -> np.ndarray:

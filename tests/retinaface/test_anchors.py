@@ -1,6 +1,6 @@
 import torch
 
-from retinaface.anchors import AnchorGenerator
+from retinaface.model.anchors import AnchorGenerator
 
 
 def test_exact_anchors_on_tiny_grid():

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from retinaface.anonymize import anonymize, face_mask, keep_largest
+from retinaface.faces.anonymize import anonymize, face_mask, keep_largest
 
 
 def _high_frequency_energy(image: np.ndarray) -> float:

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from retinaface.backbones import DepthwiseSeparable, MobileNetV1
-from retinaface.model import build_retinaface
+from retinaface.model.backbones import DepthwiseSeparable, MobileNetV1
+from retinaface.model.retinaface import build_retinaface
 from retinaface.config import model_preset
 
 

@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from retinaface.box_coder import BoxCoder
+from retinaface.model.box_coder import BoxCoder
 
 
 def test_hand_computed_encoding():

@@ -1,14 +1,7 @@
 import pytest
 
-from retinaface.config import (
-    ConfigError,
-    InferenceConfig,
-    ModelConfig,
-    apply_overrides,
-    config_from_dict,
-    config_to_dict,
-    model_preset,
-)
+from retinaface.errors import ConfigError
+from retinaface.config import InferenceConfig, ModelConfig, apply_overrides, config_from_dict, config_to_dict, model_preset
 
 
 def test_presets_differ_in_backbone_and_width():

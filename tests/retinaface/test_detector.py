@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from retinaface.io import InputError
+from retinaface.errors import InputError
 
 
 def _boxes(faces):
@@ -99,7 +99,7 @@ def test_drawing_meshes_draws_the_carried_vertices(astronaut_image):
     import dataclasses
 
     from retinaface import Detector
-    from retinaface.mesh_overlay import draw_meshes
+    from retinaface.faces.mesh_overlay import draw_meshes
 
     meshed = Detector.from_pretrained(device="cpu", mesh=True)
     branch = meshed.model.mesh_branch
@@ -125,8 +125,8 @@ def test_drawing_meshes_draws_the_carried_vertices(astronaut_image):
 
 
 def test_poses_are_estimated_when_first_read_and_equal_the_eager_estimate(detector, astronaut_image, monkeypatch):
-    import retinaface.detector as detector_module
-    from retinaface.pose import estimate_pose
+    import retinaface.inference.detector as detector_module
+    from retinaface.faces.pose import estimate_pose
 
     calls = []
     monkeypatch.setattr(detector_module, "estimate_pose", lambda *a: calls.append(a) or estimate_pose(*a))
@@ -138,7 +138,7 @@ def test_poses_are_estimated_when_first_read_and_equal_the_eager_estimate(detect
     assert (faces[0].pose.yaw, faces[0].pose.pitch, faces[0].pose.roll) == (eager.yaw, eager.pitch, eager.roll)
     assert faces[0].to_dict()["pose"] == eager.to_dict() and len(calls) == 1  # estimated once
     # given values are kept; a face built without its image size has no pose
-    from retinaface.detector import Face
+    from retinaface.faces.face import Face
 
     given = Face(faces[0].box, 0.9, faces[0].landmarks, faces[0].mesh_coefficients, pose=None, pose_reason="given")
     bare = Face(faces[0].box, 0.9, faces[0].landmarks, faces[0].mesh_coefficients)
@@ -151,7 +151,7 @@ def test_new_landmarks_give_a_new_estimated_pose_but_keep_a_given_one(detector, 
     image (pose.roll is clockwise-positive, so it grows by about 20); a pose that was given is kept."""
     import cv2
 
-    from retinaface.detector import Face
+    from retinaface.faces.face import Face
 
     face = detector(astronaut_image)[0]
     before = face.pose.roll

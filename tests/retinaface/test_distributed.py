@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from retinaface.distributed import ResumableJsonLines, Shard, current_shard
-from retinaface.io import InputError
+from retinaface.outputs.records import ResumableJsonLines
+from retinaface.utils.distributed import Shard, current_shard
+from retinaface.errors import InputError
 
 
 def test_shards_cover_every_item_once():

@@ -1,8 +1,8 @@
 import torch
 
 from retinaface.config import model_preset
-from retinaface.heads import FusedRetinaFaceHeads
-from retinaface.model import build_retinaface
+from retinaface.model.heads import FusedRetinaFaceHeads
+from retinaface.model.retinaface import build_retinaface
 
 
 def test_sparse_mesh_equals_dense_mesh_at_indexed_anchors():

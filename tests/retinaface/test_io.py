@@ -7,19 +7,11 @@ import pytest
 import errno
 import os
 
-from retinaface.io import (
-    AtomicJsonLines,
-    AtomicVideoWriter,
-    ImageRangeWarning,
-    InputError,
-    OutputError,
-    atomic_write,
-    check_writable,
-    count_video_frames,
-    publish_together,
-    read_image,
-    write_image,
-)
+from retinaface.outputs.atomic import AtomicJsonLines, atomic_write, check_writable, publish_together, write_image
+from retinaface.outputs.video import AtomicVideoWriter
+from retinaface.media.images import ImageRangeWarning, read_image
+from retinaface.errors import InputError, OutputError
+from retinaface.media.video import count_video_frames
 
 
 def test_read_image_converts_formats(tmp_path):

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from retinaface.detector import Face
-from retinaface.jitter import measure_jitter, still_face_clip
+from retinaface.faces.face import Face
+from retinaface.evaluation.jitter import measure_jitter, still_face_clip
 
 
 class ScriptedDetector:

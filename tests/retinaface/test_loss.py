@@ -1,7 +1,7 @@
 import torch
 
 from retinaface.config import InferenceConfig, LossConfig, model_preset
-from retinaface.model import build_retinaface
+from retinaface.model.retinaface import build_retinaface
 
 
 def _model(**loss):
@@ -91,8 +91,8 @@ def test_a_batch_of_two_copies_gives_the_single_image_losses():
 
 
 def test_pixel_term_uses_one_anchor_per_face_and_skips_mirrored_images_and_clipped_faces():
-    from retinaface.loss import face_anchors
-    from retinaface.targets import AnchorTargets
+    from retinaface.model.loss import face_anchors
+    from retinaface.model.targets import AnchorTargets
 
     # two faces in image 0 (anchors 0, 1, 2 on the first; 3 on the second), one in image 1 (anchor 1)
     first, second = [0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0]

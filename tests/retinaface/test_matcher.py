@@ -1,6 +1,6 @@
 import torch
 
-from retinaface.matcher import AnchorMatcher
+from retinaface.model.matcher import AnchorMatcher
 
 NEG, IGN = AnchorMatcher.NEGATIVE, AnchorMatcher.IGNORE
 

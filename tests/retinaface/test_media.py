@@ -9,9 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from retinaface.io import InputError, VideoSource, read_image
-from retinaface.media import EXIF_ORIENTATION_TAG, H264VideoWriter, apply_exif_orientation
-from retinaface.samples import ASTRONAUT
+from retinaface.errors import InputError
+from retinaface.media.video import VideoSource
+from retinaface.media.images import read_image
+from retinaface.media.images import EXIF_ORIENTATION_TAG, apply_exif_orientation
+from retinaface.outputs.video import H264VideoWriter
+from retinaface.media.samples import ASTRONAUT
 
 # How each EXIF orientation stores the upright picture: the inverse of what a viewer applies.
 _STORE = {

@@ -10,8 +10,8 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from retinaface import mesh_accuracy
-from retinaface.mesh_accuracy import mediapipe_references, nme, reference_rotation, rotation_angle, similarity_procrustes
-from retinaface.pose import estimate_pose, euler_from_rotation, head_model_vertices, template_landmarks
+from retinaface.evaluation.mesh_accuracy import mediapipe_references, nme, reference_rotation, rotation_angle, similarity_procrustes
+from retinaface.faces.pose import estimate_pose, euler_from_rotation, head_model_vertices, template_landmarks
 
 TEMPLATE = head_model_vertices()  # the head frame both poses are measured in
 

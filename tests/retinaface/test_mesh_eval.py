@@ -7,13 +7,7 @@ import math
 import pytest
 import torch
 
-from retinaface.mesh_eval import (
-    direction_error_degrees,
-    head_rotations,
-    light_directions,
-    match_boxes,
-    rotation_error_degrees,
-)
+from retinaface.evaluation.mesh_eval import direction_error_degrees, head_rotations, light_directions, match_boxes, rotation_error_degrees
 
 
 def _about_z(degrees: float) -> torch.Tensor:

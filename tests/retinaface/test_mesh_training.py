@@ -1,14 +1,14 @@
 """The pixel term trains the mesh head inside detector training: a short seeded run on synthetic faces whose
-true render parameters are known, measured with retinaface.mesh_eval at the true boxes."""
+true render parameters are known, measured with retinaface.evaluation.mesh_eval at the true boxes."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from retinaface.mesh_eval import evaluate_at_boxes
-from retinaface.training import parameter_groups, train, train_config
-from retinaface.weights import load_model
+from retinaface.evaluation.mesh_eval import evaluate_at_boxes
+from retinaface.training.loop import parameter_groups, train, train_config
+from retinaface.model.weights import load_model
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def _config(root, output, **extra):
 
 
 def test_mesh_parameters_get_their_own_learning_rate(tmp_path):
-    from retinaface.training import build_model_for_training
+    from retinaface.training.loop import build_model_for_training
 
     config = train_config(
         "mobilenet0.25-synthetic", ["--train_labels=x", "--mesh_optimizer=sgd", "--mesh_lr_scale=10", "--train_mesh_decoder=true"]
@@ -45,7 +45,7 @@ def test_mesh_parameters_get_their_own_learning_rate(tmp_path):
 
 
 def test_default_mesh_head_optimiser_is_adam_and_the_decoder_is_frozen():
-    from retinaface.training import build_model_for_training, build_optimizers
+    from retinaface.training.loop import build_model_for_training, build_optimizers
 
     config = train_config("mobilenet0.25-synthetic", ["--train_labels=x"])
     model = build_model_for_training(config)
@@ -89,8 +89,8 @@ def test_pixel_term_teaches_the_head_pose_and_light_on_face_features(tiny_data):
     each face's best anchor, no augmentation) brings its rotation and light errors at the training faces
     well below the zero coefficients'. (From scratch the trunk must first learn faces: see the README.)"""
     from retinaface.mesh.branch import MeshPixelLoss
-    from retinaface.mesh_eval import _faces, _read, load_render_params
-    from retinaface.training import build_model_for_training
+    from retinaface.evaluation.mesh_eval import _faces, _read, load_render_params
+    from retinaface.training.loop import build_model_for_training
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -4,7 +4,7 @@ import torch
 from torchvision.ops import box_iou
 
 from retinaface.config import InferenceConfig, model_preset
-from retinaface.model import build_retinaface
+from retinaface.model.retinaface import build_retinaface
 
 
 @pytest.mark.parametrize("backbone", ["mobilenet0.25", "resnet50"])

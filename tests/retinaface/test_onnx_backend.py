@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from retinaface import Detector
-from retinaface.onnx_backend import export_onnx, verify_export
+from retinaface.export.onnx import export_onnx, verify_export
 
 
 def _assert_same(faces_a, faces_b, box_tol=0.5):
@@ -25,7 +25,7 @@ def plain():
 @pytest.fixture(scope="module")
 def with_random_mesh_head():
     """A model whose mesh head is non-zero, so mesh coefficients are compared meaningfully."""
-    from retinaface.weights import load_model
+    from retinaface.model.weights import load_model
 
     model = load_model("mobilenet0.25")
     torch.manual_seed(0)
@@ -60,7 +60,7 @@ def test_exported_file_round_trip_with_mesh(tmp_path, with_random_mesh_head, ast
     path = tmp_path / "model.onnx"
     data = export_onnx(with_random_mesh_head, path, dense_mesh=dense_mesh)
     assert max(verify_export(with_random_mesh_head, data, astronaut_image).values()) < 1e-3
-    from retinaface.detector import Detector as D
+    from retinaface.inference.detector import Detector as D
 
     reference = D(with_random_mesh_head)
     exported = D.from_pretrained(str(path), backend="onnxruntime")
@@ -78,7 +78,7 @@ def test_batch_size_does_not_change_results(detector, crowd_image, astronaut_ima
 
 
 def test_onnx_weights_need_the_onnx_backend(tmp_path, with_random_mesh_head):
-    from retinaface.weights import WeightsError
+    from retinaface.errors import WeightsError
 
     path = tmp_path / "m.onnx"
     export_onnx(with_random_mesh_head, path)
@@ -121,8 +121,8 @@ def test_onnxruntime_detection_restores_the_callers_thread_count(astronaut_image
 
 @pytest.fixture(scope="module")
 def exported_graph():
-    from retinaface.onnx_backend import _session
-    from retinaface.weights import load_model
+    from retinaface.export.onnx import _session
+    from retinaface.model.weights import load_model
 
     return _session(export_onnx(load_model("mobilenet0.25", mesh=False)), 2)
 
@@ -179,7 +179,8 @@ def test_exported_graph_batches_images_and_returns_nothing_for_no_face(exported_
 def test_files_of_the_earlier_onnx_format_are_refused_with_a_reason(tmp_path):
     import onnx
 
-    from retinaface.weights import WeightsError, load_model
+    from retinaface.errors import WeightsError
+    from retinaface.model.weights import load_model
 
     path = tmp_path / "old.onnx"
     proto = onnx.load_model_from_string(export_onnx(load_model("mobilenet0.25", mesh=False)))

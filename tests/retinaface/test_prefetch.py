@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from retinaface.io import InputError
-from retinaface.prefetch import detect_in_size_groups, in_size_groups, prefetch_images
+from retinaface.errors import InputError
+from retinaface.media.prefetch import detect_in_size_groups, in_size_groups, prefetch_images
 
 
 def test_prefetch_keeps_order_reports_unreadable_and_bounds_lookahead():

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from retinaface import Detector
-from retinaface.landmarks import FLIPPED_LANDMARK_ORDER
-from retinaface.refine import LandmarkRefiner, crop_transforms
+from retinaface.faces.landmarks import FLIPPED_LANDMARK_ORDER
+from retinaface.inference.refine import LandmarkRefiner, crop_transforms
 
 
 def test_crop_transform_centres_and_scales_the_box():

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from retinaface.signals import Terminated, interrupt_on_termination
+from retinaface.utils.signals import Terminated, interrupt_on_termination
 
 
 def test_sigterm_raises_keyboard_interrupt_once_then_restores_the_handler():

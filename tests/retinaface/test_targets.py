@@ -2,10 +2,10 @@
 
 import torch
 
-from retinaface.box_coder import BoxCoder
-from retinaface.loss import hard_negatives
-from retinaface.matcher import AnchorMatcher
-from retinaface.targets import TargetAssigner
+from retinaface.model.box_coder import BoxCoder
+from retinaface.model.loss import hard_negatives
+from retinaface.model.matcher import AnchorMatcher
+from retinaface.model.targets import TargetAssigner
 
 
 def _assigner():

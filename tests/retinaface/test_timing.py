@@ -1,4 +1,4 @@
-from retinaface.timing import interleaved_median_seconds
+from retinaface.utils.timing import interleaved_median_seconds
 
 
 def test_interleaved_timing_alternates_blocks_and_counts_calls():

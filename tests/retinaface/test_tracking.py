@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-from retinaface.samples import demo_frames
-from retinaface.tracking import IouTracker, OneEuroFilter
+from retinaface.media.samples import demo_frames
+from retinaface.faces.tracking import IouTracker, OneEuroFilter
 
 
 def test_ids_follow_moving_boxes_whatever_their_order():

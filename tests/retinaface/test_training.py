@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from retinaface.config import ConfigError
-from retinaface.training import EpochSampler, lr_factor, train, train_config
-from retinaface.weights import read_safetensors
+from retinaface.errors import ConfigError
+from retinaface.training.loop import EpochSampler, lr_factor, train, train_config
+from retinaface.model.weights import read_safetensors
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = REPO / "scripts" / "train.py"
@@ -139,7 +139,7 @@ def test_torchrun_two_cpu_processes(tiny_data, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     # 6 images over 2 ranks with batch 2: 2 steps per epoch, each seeing 4 images
     assert "trained 2 steps (1 epochs)" in result.stdout
-    from retinaface.weights import load_model
+    from retinaface.model.weights import load_model
 
     load_model(tmp_path / "ddp" / "final.safetensors")
 

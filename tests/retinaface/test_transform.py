@@ -1,6 +1,6 @@
 import torch
 
-from retinaface.transform import ImagePreprocessor
+from retinaface.model.transform import ImagePreprocessor
 
 
 def test_mean_subtraction_padding_and_sizes():

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from retinaface.tta import TestTimeAugmentation, base_scale
+from retinaface.inference.tta import TestTimeAugmentation, base_scale
 
 
 def test_mxnet_scale_rule():

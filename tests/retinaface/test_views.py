@@ -10,7 +10,7 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
-from retinaface.views import LargeImageWarning, MultiViewDetector, rotation_matrix
+from retinaface.inference.views import LargeImageWarning, MultiViewDetector, rotation_matrix
 
 
 @pytest.mark.parametrize("degrees", [0, 90, 180, 270])
@@ -75,8 +75,8 @@ def test_rotations_on_the_crowd_photo(crowd_image, detector):
 
 
 def test_merge_drops_cross_view_duplicates_by_overlap_of_the_smaller_box():
-    from retinaface.detector import Face
-    from retinaface.views import merge_faces
+    from retinaface.faces.face import Face
+    from retinaface.inference.views import merge_faces
 
     def face(box, score):
         return Face(np.array(box, np.float32), score, np.zeros((5, 2), np.float32), np.zeros(1, np.float32))

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from retinaface.config import config_to_dict, model_preset
-from retinaface.model import build_retinaface
-from retinaface.weights import WeightsError, load_model, read_safetensors, save_safetensors
+from retinaface.model.retinaface import build_retinaface
+from retinaface.errors import WeightsError
+from retinaface.model.weights import load_model, read_safetensors, save_safetensors
 
 
 def test_safetensors_round_trip_rebuilds_model_from_file(tmp_path):
@@ -60,7 +61,7 @@ def test_bad_weights_give_one_sentence_errors(tmp_path):
 
 
 def test_released_weights_have_metadata_and_zero_mesh_head():
-    from retinaface.weights import resolve_weights
+    from retinaface.model.weights import resolve_weights
 
     tensors, metadata = read_safetensors(resolve_weights("mobilenet0.25"))
     assert "biubug6" in metadata["upstream"]

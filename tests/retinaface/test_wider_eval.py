@@ -5,17 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retinaface.wider_eval import (
-    SETTINGS,
-    WiderFormatError,
-    WiderGroundTruth,
-    evaluate,
-    evaluate_folder,
-    load_ground_truth,
-    read_prediction_file,
-    save_ground_truth,
-    write_prediction_file,
-)
+from retinaface.evaluation.wider_eval import SETTINGS, WiderGroundTruth, evaluate, evaluate_folder, load_ground_truth, read_prediction_file, save_ground_truth, write_prediction_file
+from retinaface.errors import WiderFormatError
 
 
 def reference_ap(predictions, gt: WiderGroundTruth, setting: str) -> float:

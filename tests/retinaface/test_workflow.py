@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retinaface.detector import Face
-from retinaface.workflow import FaceWorkflow, WorkflowConfig
+from retinaface.faces.face import Face
+from retinaface.faces.workflow import FaceWorkflow, WorkflowConfig
 
 
 def _face(box, score=0.9) -> Face:

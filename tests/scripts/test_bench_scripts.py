@@ -38,10 +38,10 @@ def test_jitter_benchmark_reports_a_still_face(tmp_path: Path) -> None:
 
 def test_pose_feature_probe_on_a_tiny_synthetic_set(tmp_path: Path) -> None:
     """The probe reads one feature per true face and scores maps of it on val; its zero-coefficient figure
-    is the evaluation's baseline on the same faces (retinaface.mesh_eval.evaluate_at_boxes, another path)."""
+    is the evaluation's baseline on the same faces (retinaface.evaluation.mesh_eval.evaluate_at_boxes, another path)."""
     from retinaface.datasets.synthetic import generate
-    from retinaface.mesh_eval import anchor_features, evaluate_at_boxes, load_render_params
-    from retinaface.weights import load_model
+    from retinaface.evaluation.mesh_eval import anchor_features, evaluate_at_boxes, load_render_params
+    from retinaface.model.weights import load_model
 
     generate(tmp_path / "data", num_train=3, num_val=2, seed=4, height=180, width=240, progress=False)
     model = load_model("mobilenet0.25").eval()

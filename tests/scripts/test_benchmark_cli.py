@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
-from retinaface.samples import demo_frames
-from retinaface.wider_eval import SETTINGS, WiderGroundTruth, save_ground_truth
+from retinaface.media.samples import demo_frames
+from retinaface.evaluation.wider_eval import SETTINGS, WiderGroundTruth, save_ground_truth
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "benchmark.py"

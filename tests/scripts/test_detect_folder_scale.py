@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ SCRIPT = REPO / "scripts" / "detect.py"
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
     """Five images of three sizes made from the shipped photo (one face each), plus one unreadable file."""
-    from retinaface.samples import ASTRONAUT
+    from retinaface.media.samples import ASTRONAUT
 
     root = tmp_path_factory.mktemp("album")
     photo = cv2.imread(str(ASTRONAUT))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from retinaface.samples import demo_frames
+from retinaface.media.samples import demo_frames
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "detect.py"

@@ -28,10 +28,10 @@ from retinaface.cli import benchmark as benchmark_cli
 from retinaface.cli import detect as detect_cli
 from retinaface.cli import export as export_cli
 from retinaface.cli import train as train_cli
-from retinaface.guards import OutputLock, lock_path
-from retinaface.io import AtomicVideoWriter
-from retinaface.samples import demo_frames
-from retinaface.wider_eval import SETTINGS, WiderGroundTruth, save_ground_truth
+from retinaface.outputs.guards import OutputLock, lock_path
+from retinaface.outputs.video import AtomicVideoWriter
+from retinaface.media.samples import demo_frames
+from retinaface.evaluation.wider_eval import SETTINGS, WiderGroundTruth, save_ground_truth
 
 REPO = Path(__file__).resolve().parents[2]
 ASTRONAUT = REPO / "datasets" / "samples" / "astronaut.jpg"
@@ -285,7 +285,7 @@ def test_corrupt_weights_are_one_sentence(tmp_path, capsys):
 def tiny_run(tmp_path_factory):
     """A finished one-epoch run on six synthetic images (its last.pt is the base for broken resumes)."""
     from retinaface.datasets.synthetic import generate
-    from retinaface.training import train, train_config
+    from retinaface.training.loop import train, train_config
 
     root = tmp_path_factory.mktemp("tiny")
     generate(root / "data", num_train=2, num_val=1, seed=1, height=96, width=128, progress=False)
@@ -376,7 +376,7 @@ def test_benchmark_checks_outputs_before_scoring_and_warns_on_nan_scores(tmp_pat
 
 def test_mid_stream_size_change_reports_each_frames_own_size(tmp_path, monkeypatch, detector):
     from retinaface import pipeline, run_detect
-    from retinaface.io import count_video_frames
+    from retinaface.media.video import count_video_frames
 
     clip = tmp_path / "clip.mp4"
     writer = AtomicVideoWriter(clip, fps=10.0, size=(160, 120))
@@ -436,9 +436,9 @@ def test_one_image_failing_detection_is_skipped_not_fatal(tmp_path, detector, mo
 
 
 def test_benchmark_stopped_by_sigterm_keeps_its_predictions_and_resumes(tmp_path):
-    from retinaface.signals import Terminated
-    from retinaface.wider_benchmark import predict_wider
-    from retinaface.wider_eval import load_ground_truth
+    from retinaface.utils.signals import Terminated
+    from retinaface.evaluation.wider_benchmark import predict_wider
+    from retinaface.evaluation.wider_eval import load_ground_truth
 
     gt = load_ground_truth(_tiny_ground_truth(tmp_path / "gt"))
     images = tmp_path / "WIDER_val" / "images" / "0--Parade"
@@ -462,8 +462,8 @@ def test_benchmark_stopped_by_sigterm_keeps_its_predictions_and_resumes(tmp_path
 
 
 def test_prediction_folder_of_another_detector_is_not_reused(tmp_path):
-    from retinaface.io import InputError
-    from retinaface.wider_benchmark import claim_prediction_folder
+    from retinaface.errors import InputError
+    from retinaface.evaluation.wider_benchmark import claim_prediction_folder
 
     pred = tmp_path / "pred"
     claim_prediction_folder(pred, {"weights": "a", "flip": False}, overwrite=False)

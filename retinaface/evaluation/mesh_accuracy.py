@@ -1,0 +1,250 @@
+"""Accuracy of our face meshes and head poses against an independent reference (mediapipe FaceMesh).
+
+mediapipe is the judge only: it runs in a throwaway environment through ``scripts/mediapipe_reference.py``
+(a subprocess; never imported here), and nothing it produces may become training data, fitting targets or
+part of the product. Its 468 points come in the same vertex order as our template.
+
+Measures, per face:
+
+- NME: mean 2-D distance between our 468 vertices and the reference's, divided by ``sqrt(box area)``
+  (the detector's box);
+- head-pose error: our five-landmark PnP pose (:mod:`retinaface.pose`) against the pose of the reference
+  points, found by a similarity Procrustes fit (Umeyama) of the template's 468 vertices to the reference
+  points in 3-D (mediapipe's points are close to an orthographic view of the face, so this is the head's
+  rotation relative to the line of sight, the same convention as our PnP pose). Reported as the angle of
+  the relative rotation (geodesic) and as the mean absolute yaw / pitch / roll difference.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..outputs.atomic import atomic_write
+from ..faces.pose import _FLIP, HeadPose, euler_from_rotation
+
+REFERENCE_CONTEXT = 1.8
+"""Side of the square crop given to mediapipe, in units of the box's longer side."""
+REFERENCE_CROP = 256
+"""Pixels of that crop (mediapipe's face mesh works best around 192-256 px)."""
+MEDIAPIPE_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "mediapipe_reference.py"
+"""The worker run in mediapipe's environment (in the source checkout; not part of the wheel)."""
+
+
+def nme(vertices: np.ndarray, reference: np.ndarray, box: np.ndarray) -> float:
+    """Mean 2-D distance between ``vertices`` and ``reference`` ``ndarray[V, >=2]`` (pixels) over
+    ``sqrt`` of the area of ``box`` ``ndarray[4]`` (x1 y1 x2 y2)."""
+    area = max(float((box[2] - box[0]) * (box[3] - box[1])), 1e-6)
+    return float(np.linalg.norm(vertices[:, :2] - reference[:, :2], axis=1).mean() / np.sqrt(area))
+
+
+def similarity_procrustes(source: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Least-squares ``target ~ scale * R @ source + t`` (Umeyama 1991) for ``ndarray[V, 3]`` point sets;
+    returns ``(scale, R ndarray[3, 3] (a proper rotation), t ndarray[3])``."""
+    mu_s, mu_t = source.mean(axis=0), target.mean(axis=0)
+    s, t = source - mu_s, target - mu_t
+    u, sigma, vt = np.linalg.svd(t.T @ s / len(source))
+    d = np.ones(3)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        d[2] = -1.0
+    rotation = u @ np.diag(d) @ vt
+    scale = float((sigma * d).sum() / s.var(axis=0).sum())
+    return scale, rotation, mu_t - scale * rotation @ mu_s
+
+
+def reference_rotation(points: np.ndarray, template_vertices: np.ndarray) -> np.ndarray:
+    """OpenCV-convention head rotation ``ndarray[3, 3]`` (as :class:`~retinaface.pose.HeadPose.rotation`) of
+    reference points ``ndarray[468, 3]`` (x, y image pixels, z depth towards the scene, mediapipe's sign),
+    from a similarity fit of the template (model frame: x right, y up, z towards the camera)."""
+    model_frame = points * np.array([1.0, -1.0, -1.0])
+    _, rotation, _ = similarity_procrustes(template_vertices.astype(np.float64), model_frame)
+    return _FLIP @ rotation @ _FLIP
+
+
+def rotation_angle(a: np.ndarray, b: np.ndarray) -> float:
+    """Angle in degrees of the rotation taking ``a`` to ``b`` (both ``ndarray[3, 3]``)."""
+    cosine = (np.trace(a.T @ b) - 1.0) / 2.0
+    return float(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))))
+
+
+@dataclass
+class PoseError:
+    """Our pose against the reference: ``angle`` (geodesic, degrees), ``mean_abs`` (mean |difference| of
+    yaw, pitch, roll) and the reference's ``(yaw, pitch, roll)``."""
+
+    angle: float
+    mean_abs: float
+    reference: tuple[float, float, float]
+
+
+def pose_error(pose: HeadPose, reference_points: np.ndarray, template_vertices: np.ndarray) -> PoseError:
+    """:class:`PoseError` of ``pose`` against the pose of ``reference_points`` ``ndarray[468, 3]``."""
+    ref = reference_rotation(reference_points, template_vertices)
+    ref_angles = euler_from_rotation(ref)
+    ours = np.array([pose.yaw, pose.pitch, pose.roll])
+    return PoseError(rotation_angle(pose.relative_rotation, ref), float(np.abs(ours - ref_angles).mean()),
+                     tuple(float(a) for a in ref_angles))
+
+
+def _image_key(path: Path) -> str:
+    return hashlib.sha1(path.read_bytes()).hexdigest()
+
+
+def _box_key(image_key: str, box: Sequence[float]) -> str:
+    return f"{image_key}|{REFERENCE_CONTEXT}|{REFERENCE_CROP}|" + ",".join(f"{v:.1f}" for v in box)
+
+
+def mediapipe_references(
+    requests: Sequence[tuple[Path, np.ndarray]], *, python: str | os.PathLike, cache: Path | None = None,
+) -> list[list[np.ndarray | None]]:
+    """Reference points ``ndarray[468, 3]`` (image pixels; ``None`` where mediapipe found no face) for each
+    ``(image path, boxes ndarray[N, 4])``, computed by ``scripts/mediapipe_reference.py`` under the
+    interpreter ``python`` (a throwaway environment with mediapipe) and cached in ``cache`` (JSON keyed by
+    image content, crop settings and box), so reruns with the same detections do not start mediapipe."""
+    store: dict[str, list | None] = {}
+    if cache is not None and cache.is_file():
+        store = json.loads(cache.read_text())
+    keys = []
+    missing = []
+    for path, boxes in requests:
+        image_key = _image_key(path)
+        keys.append([_box_key(image_key, box) for box in boxes])
+        todo = [box for box, key in zip(boxes, keys[-1]) if key not in store]
+        if todo:
+            missing.append((path, todo, [k for k in keys[-1] if k not in store]))
+    if missing:
+        if not Path(python).is_file():
+            raise FileNotFoundError(
+                f"mediapipe interpreter {python} not found; create the throwaway environment with: python3 -m venv "
+                "/tmp/mpenv && /tmp/mpenv/bin/pip install mediapipe==0.10.14 'numpy<2' opencv-python-headless"
+            )
+        with tempfile.TemporaryDirectory() as tmp:
+            request = {"context": REFERENCE_CONTEXT, "crop_size": REFERENCE_CROP, "images": [
+                {"path": str(Path(p).resolve()), "boxes": [[float(v) for v in b] for b in todo]} for p, todo, _ in missing
+            ]}
+            (Path(tmp) / "request.json").write_text(json.dumps(request))
+            done = subprocess.run([str(python), str(MEDIAPIPE_SCRIPT), f"{tmp}/request.json", f"{tmp}/answer.json"],
+                                  capture_output=True, text=True)
+            if done.returncode != 0:
+                raise RuntimeError(f"mediapipe reference failed: {done.stderr.strip().splitlines()[-1:]}")
+            answer = json.loads((Path(tmp) / "answer.json").read_text())
+        for (_, _, todo_keys), item in zip(missing, answer["images"]):
+            store.update(zip(todo_keys, item["points"]))
+        if cache is not None:
+            text = json.dumps(store)
+            atomic_write(cache, lambda tmp: Path(tmp).write_text(text))
+    return [[None if store[k] is None else np.asarray(store[k], dtype=np.float64) for k in image_keys] for image_keys in keys]
+
+
+@dataclass
+class FaceAccuracy:
+    """One face of the benchmark (``None`` fields: not measurable, e.g. no pose)."""
+
+    image: str
+    box: list[float]
+    size: float
+    nme_template: float
+    nme_mesh: float
+    pose: tuple[float, float, float] | None
+    reference_pose: tuple[float, float, float]
+    pose_angle_error: float | None
+    pose_mean_abs_error: float | None
+
+
+def template_vertices_in_boxes(boxes: np.ndarray) -> np.ndarray:
+    """The baseline: the template placed in each box by the mesh path's camera with zero coefficients (what
+    every face got before fitting), ``ndarray[N, 468, 3]`` (x, y pixels; depth). Built on an untrained
+    branch, whose decoder maps zero coefficients to exactly the template whatever the released decoder is."""
+    import torch
+
+    from ..mesh.coefficients import NUM_MESH_COEFFICIENTS
+
+    with torch.inference_mode():
+        zeros = torch.zeros(len(boxes), NUM_MESH_COEFFICIENTS)
+        placed, _ = _template_branch().image_vertices(zeros, torch.as_tensor(np.asarray(boxes), dtype=torch.float32))
+    return placed.numpy()
+
+
+@lru_cache(maxsize=1)
+def _template_branch():
+    from ..mesh.branch import MeshBranch
+
+    return MeshBranch().eval()
+
+
+def evaluate_photos(
+    detector, paths: Sequence[Path], *, python: str | os.PathLike, cache: Path | None = None, min_size: float = 60.0,
+) -> tuple[list[FaceAccuracy], dict[str, float]]:
+    """Run ``detector`` (a ``Detector(mesh=True)``) on each photo and score every face whose box's longer side
+    is at least ``min_size`` px and for which mediapipe gives a reference. Returns the per-face rows and
+    counts (``detected``, ``large``, ``no_reference``) and ``detector_seconds`` (the detector's calls alone)."""
+    import time
+
+    from ..media.images import read_image
+
+    from ..faces.pose import head_model_vertices
+
+    template = head_model_vertices()  # the reference pose is measured in the same head frame as ours
+    rows: list[FaceAccuracy] = []
+    counts: dict = {"detected": 0, "large": 0, "no_reference": 0, "detector_seconds": 0.0}
+    per_image = []
+    for path in paths:
+        image = read_image(path)
+        start = time.perf_counter()
+        faces = detector(image)
+        counts["detector_seconds"] += time.perf_counter() - start
+        counts["detected"] += len(faces)
+        large = [f for f in faces if max(f.box[2] - f.box[0], f.box[3] - f.box[1]) >= min_size]
+        counts["large"] += len(large)
+        per_image.append((Path(path), large))
+    references = mediapipe_references([(p, np.array([f.box for f in fs]).reshape(-1, 4)) for p, fs in per_image],
+                                      python=python, cache=cache)
+    for (path, faces), refs in zip(per_image, references):
+        if not faces:
+            continue
+        baseline = template_vertices_in_boxes(np.stack([f.box for f in faces]))
+        for face, ref, base in zip(faces, refs, baseline):
+            if ref is None:
+                counts["no_reference"] += 1
+                continue
+            if face.mesh_vertices is None:
+                raise ValueError("the detector must decode meshes (Detector(mesh=True))")
+            ref_rotation = reference_rotation(ref, template)
+            ref_angles = tuple(float(a) for a in euler_from_rotation(ref_rotation))
+            error = None if face.pose is None else pose_error(face.pose, ref, template)
+            rows.append(FaceAccuracy(
+                image=path.name, box=[round(float(v), 1) for v in face.box],
+                size=float(max(face.box[2] - face.box[0], face.box[3] - face.box[1])),
+                nme_template=nme(base, ref, face.box), nme_mesh=nme(face.mesh_vertices, ref, face.box),
+                pose=None if face.pose is None else (face.pose.yaw, face.pose.pitch, face.pose.roll),
+                reference_pose=ref_angles,
+                pose_angle_error=None if error is None else error.angle,
+                pose_mean_abs_error=None if error is None else error.mean_abs,
+            ))
+    return rows, counts
+
+
+def summarize(rows: Sequence[FaceAccuracy]) -> dict[str, float | int | None]:
+    """Medians and the share of faces whose mesh beats their template baseline."""
+    def median(values):
+        values = [v for v in values if v is not None]
+        return float(np.median(values)) if values else None
+
+    return {
+        "faces": len(rows),
+        "median_nme_template": median(r.nme_template for r in rows),
+        "median_nme_mesh": median(r.nme_mesh for r in rows),
+        "better_than_template": float(np.mean([r.nme_mesh < r.nme_template for r in rows])) if rows else None,
+        "faces_with_pose": sum(r.pose is not None for r in rows),
+        "median_pose_angle_error": median(r.pose_angle_error for r in rows),
+        "median_pose_mean_abs_error": median(r.pose_mean_abs_error for r in rows),
+    }

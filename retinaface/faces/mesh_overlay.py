@@ -1,0 +1,81 @@
+"""Drawing face meshes over images, semi-transparent, from their vertices in image pixels.
+
+The overlay draws whatever mesh a face carries (``Face.mesh_vertices``: the decoded or fitted mesh placed
+in the image), so it shows exactly what the JSON holds, whichever way the mesh was obtained. Triangles are
+filled with their vertices' mean colour far to near (painter's order by depth), the edges of the nearer
+triangles drawn darker on top, and the result blended over the photo. NumPy and OpenCV only; no rendering pipeline is needed.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from .face import Face
+from ..utils.resources import package_path
+
+EDGE_SHADE = 0.55
+"""Edges are drawn in the face's median colour times this factor, so the mesh's structure shows."""
+MIN_WIREFRAME_SIZE = 40.0
+"""Faces smaller than this (pixels, box's longer side) get filled triangles only: edges would cover them."""
+
+
+@lru_cache(maxsize=1)
+def _template() -> tuple[np.ndarray, np.ndarray]:
+    """Triangles ``ndarray[F, 3]`` (surface and filled eye/mouth openings) and colours ``ndarray[V, 3]`` RGB."""
+    with np.load(package_path("retinaface.mesh", "assets/face_template.npz")) as data:
+        return np.concatenate([data["faces"], data["hole_faces"]]).astype(np.int64), data["colours"].astype(np.float32)
+
+
+def mesh_vertices_of(faces: Sequence[Face], branch=None) -> list[np.ndarray | None]:
+    """Each face's ``ndarray[468, 3]`` image-pixel vertices: ``Face.mesh_vertices``, or, for faces from a
+    detector without ``mesh=True``, the mesh decoded from their coefficients by ``branch`` (a ``MeshBranch``;
+    ``None``: no mesh)."""
+    vertices: list[np.ndarray | None] = [f.mesh_vertices for f in faces]
+    missing = [i for i, v in enumerate(vertices) if v is None]
+    if missing and branch is not None:
+        import torch
+
+        with torch.inference_mode():
+            coefficients = torch.from_numpy(np.stack([faces[i].mesh_coefficients for i in missing]).astype(np.float32))
+            boxes = torch.from_numpy(np.stack([faces[i].box for i in missing]).astype(np.float32))
+            placed, _ = branch.image_vertices(coefficients, boxes)
+        for i, v in zip(missing, placed.numpy()):
+            vertices[i] = v
+    return vertices
+
+
+def draw_meshes(image: np.ndarray, faces: Sequence[Face], branch=None, *, opacity: float = 0.5) -> np.ndarray:
+    """A copy of ``image`` (``ndarray[H, W, 3]`` BGR) with each face's mesh drawn at ``opacity``.
+
+    Faces use ``Face.mesh_vertices`` (x, y pixels, view depth; larger = farther) and ``Face.mesh_colours``
+    (RGB in [0, 1]; the template's colours when absent). Faces without vertices are decoded by ``branch``
+    when given, else skipped; faces with non-finite vertices are skipped.
+    """
+    canvas = image.copy()
+    if not faces:
+        return canvas
+    triangles, template_colours = _template()
+    layer = canvas.copy()
+    mask = np.zeros(canvas.shape[:2], dtype=np.uint8)
+    for face, vertices in zip(faces, mesh_vertices_of(faces, branch)):
+        if vertices is None or not np.isfinite(vertices).all():
+            continue
+        colours = face.mesh_colours if face.mesh_colours is not None else template_colours
+        tri_colours = np.clip(colours[triangles].mean(axis=1), 0, 1)[:, ::-1] * 255  # BGR
+        order = np.argsort(-vertices[triangles, 2].mean(axis=1))  # far first (painter's order)
+        # fixed-point coordinates (4 fractional bits) keep small faces' triangles from snapping to whole pixels
+        corners = np.round(vertices[triangles][:, :, :2] * 16).astype(np.int32)
+        for t, colour in zip(order.tolist(), tri_colours[order].tolist()):
+            cv2.fillConvexPoly(layer, corners[t], colour, cv2.LINE_8, shift=4)
+        cv2.fillPoly(mask, list(corners), 255, cv2.LINE_8, shift=4)
+        if max(face.box[2] - face.box[0], face.box[3] - face.box[1]) >= MIN_WIREFRAME_SIZE:
+            front = corners[order[len(order) // 3:]]  # the nearer two thirds: hidden edges would clutter
+            edge = (np.median(tri_colours, axis=0) * EDGE_SHADE).tolist()
+            cv2.polylines(layer, list(front), True, edge, 1, cv2.LINE_AA, shift=4)
+    alpha = (mask.astype(np.float32) / 255.0 * opacity)[..., None]
+    blended = canvas.astype(np.float32) * (1 - alpha) + layer.astype(np.float32) * alpha
+    return np.clip(blended + 0.5, 0, 255).astype(np.uint8)

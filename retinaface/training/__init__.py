@@ -1,0 +1,1 @@
+"""Training: the loop, samplers, optimisers, checkpoints and run folders."""

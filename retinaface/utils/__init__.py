@@ -1,0 +1,1 @@
+"""Small shared helpers: package resources, seeded randomness, signals, timing, torchrun set-up."""
