@@ -1,1 +1,1 @@
-"""3D face mesh branch (graph-convolution decoder, PyTorch3D rendering). Not implemented yet: see issue 3."""
+"""3D face mesh (installed as ``retinaface.mesh``): template, face-shape prior, decoder, renderer, photo fitting."""
