@@ -66,7 +66,7 @@ class InferenceConfig:
 
 @dataclass(frozen=True)
 class RefineConfig:
-    """Second look at each detected face for steadier landmarks (:class:`~retinaface.refine.LandmarkRefiner`)."""
+    """Second look at each detected face for steadier landmarks (:class:`~retinaface.inference.refine.LandmarkRefiner`)."""
 
     face_size: int = 160
     """Pixels the face box's longer side is resampled to in its crop (small faces are enlarged)."""
@@ -76,6 +76,17 @@ class RefineConfig:
     """Also look at the mirrored crop."""
     min_iou: float = 0.3
     """A crop's detection counts as the same face if its box overlaps the expected box at least this much."""
+
+
+@dataclass(frozen=True)
+class SmoothConfig:
+    """One-Euro smoothing of each track's box and landmarks in videos (:class:`~retinaface.faces.tracking.OneEuroFilter`),
+    applied before the mesh fit so that meshes and poses follow the smoothed landmarks."""
+
+    min_cutoff: float = 1.0
+    """Cut-off frequency (Hz) for a still face: lower is steadier."""
+    beta: float = 0.05
+    """How fast the cut-off rises with speed: higher lags less behind moving faces."""
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from torchvision.ops import box_iou
 from retinaface import Detector
 from retinaface.errors import InputError
 from retinaface.media.images import read_image
-from retinaface.inference.views import MultiViewDetector, rotation_matrix, transform_face
+from retinaface.inference.views import MultiViewDetector, rotation_matrix
 
 
 def _matched(faces, reference) -> int:
@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         upright = detector(image)
         for degrees in (0, 90, 180, 270):
             turned = np.ascontiguousarray(np.rot90(image, degrees // 90))
-            expected = [transform_face(f, rotation_matrix(degrees, width, height)) for f in upright]
+            size = (turned.shape[1], turned.shape[0])
+            expected = [f.transformed(rotation_matrix(degrees, width, height), size) for f in upright]
             plain, multi = detector(turned), rotations(turned)
             print(f"| {path.split('/')[-1]} | {degrees} | {len(upright)} | {len(plain)} | {_matched(plain, expected)} "
                   f"| {len(multi)} | {_matched(multi, expected)} |")

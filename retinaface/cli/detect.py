@@ -62,7 +62,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     views.add_argument("--max-pixels", type=common.float_in(0.0, 100_000.0), default=36.0, help="megapixels the network sees at most per view; larger images are downscaled with a warning; 0 = no bound (default: %(default)s, a 12000x8000 photo then peaks at 2.8 GB instead of 5.3 GB)")
     faces = parser.add_argument_group("face workflows")
     faces.add_argument("--track", action="store_true", help="videos/animations: add a track_id per face (implied by --smooth, --blur, --pixelate)")
-    faces.add_argument("--smooth", action="store_true", help="videos: smooth each track's box and landmarks (One-Euro filter)")
+    faces.add_argument("--smooth", action="store_true", help="videos/animations: smooth each track's box and landmarks (One-Euro filter), before meshes and poses follow them")
     faces.add_argument("--crops", type=Path, metavar="DIR", help="write each face's aligned crop into DIR; the JSON records its path and transform")
     faces.add_argument("--crop-style", choices=("arcface112", "ffhq"), default="arcface112", help="crop: ArcFace 112x112 template or FFHQ-style 512x512 (default: %(default)s)")
     hide = faces.add_mutually_exclusive_group()
@@ -113,7 +113,7 @@ def _detect(args: argparse.Namespace, interruption) -> int:
     from ..runner.pipeline import VIDEO_MAX_SIZE, classify_source
     from ..utils.distributed import current_shard, end_process_group, shard_device, start_process_group
     from ..inference.views import MultiViewDetector
-    from ..config import REFINE_PRESETS
+    from ..config import REFINE_PRESETS, SmoothConfig
     from ..faces.workflow import FaceWorkflow, WorkflowConfig
 
     try:
@@ -128,14 +128,14 @@ def _detect(args: argparse.Namespace, interruption) -> int:
             args.weights, device=device, score_threshold=args.score_threshold,
             nms_threshold=args.nms_threshold, max_size=max_size or None, backend=args.backend, mesh=args.mesh,
             mesh_steps=args.mesh_steps, refine_landmarks=args.refine_landmarks,
-            refine=REFINE_PRESETS["video" if moving else "photo"],
+            refine=REFINE_PRESETS["video" if moving else "photo"], smooth=SmoothConfig() if args.smooth else None,
         )
         views = MultiViewDetector(
             detector, rotations=args.rotations, scale_factors=args.scales, flip=args.flip,
             max_pixels=round(args.max_pixels * 1e6) or None,
         )
         workflow = FaceWorkflow(WorkflowConfig(
-            track=args.track, smooth=args.smooth, crops_dir=args.crops, crop_style=args.crop_style,
+            track=args.track or args.smooth, crops_dir=args.crops, crop_style=args.crop_style,
             anonymize="blur" if args.blur else "pixelate" if args.pixelate else None,
             anonymize_strength=args.anonymize_strength, keep_largest=args.keep_largest,
             keep_track_ids=tuple(args.keep_track_ids), carry_frames=args.carry_frames,

@@ -48,6 +48,8 @@ class IouTracker:
 
     iou_threshold: float = 0.3
     max_missed: int = 2
+    fps: float = 30.0
+    """Frame rate of the sequence followed: the time base of smoothing its tracks."""
     tracks: list[Track] = field(default_factory=list)
     state: dict[int, Any] = field(default_factory=dict)
     _next_id: int = 0

@@ -1,4 +1,4 @@
-"""What happens to each frame's faces after detection: tracks, smoothing, aligned crops, anonymisation.
+"""What happens to each frame's final faces: aligned crops and anonymisation (with tracks in sequences).
 
 The pipeline calls :meth:`FaceWorkflow.begin` once per image or video and :meth:`FaceWorkflow.process`
 for every frame in order; one workflow serves one run.
@@ -17,16 +17,15 @@ import numpy as np
 from .align import CROP_STYLES, align_face
 from .anonymize import METHODS, anonymize, keep_largest
 from .face import Face
-from .tracking import IouTracker, OneEuroFilter
+from .tracking import IouTracker
 
 
 @dataclass(frozen=True)
 class WorkflowConfig:
     """Per-frame face handling.
 
-    - ``track``: give faces in videos/animations a ``track_id`` (implied by smoothing, anonymising a
-      sequence, ``keep_track_ids``)
-    - ``smooth``: One-Euro filter each track's box and landmarks (``smooth_min_cutoff`` Hz, ``smooth_beta``)
+    - ``track``: give faces in videos/animations a ``track_id`` (implied by anonymising a sequence and by
+      ``keep_track_ids``); smoothing is a per-face stage of the detector (``Detector(smooth=...)``)
     - ``anonymize``: ``"blur"`` or ``"pixelate"`` every face, ``anonymize_strength`` scaling the effect;
       ``keep_largest`` / ``keep_track_ids`` leave chosen faces untouched; in sequences a track missed for up
       to ``carry_frames`` frames stays covered at its last box
@@ -34,9 +33,6 @@ class WorkflowConfig:
     """
 
     track: bool = False
-    smooth: bool = False
-    smooth_min_cutoff: float = 1.0
-    smooth_beta: float = 0.05
     track_iou: float = 0.3
     anonymize: str | None = None
     anonymize_strength: float = 1.0
@@ -58,7 +54,7 @@ class WorkflowConfig:
 
     @property
     def tracks_sequences(self) -> bool:
-        return self.track or self.smooth or self.anonymize is not None or bool(self.keep_track_ids)
+        return self.track or self.anonymize is not None or bool(self.keep_track_ids)
 
     @property
     def draws_boxes(self) -> bool:
@@ -68,7 +64,7 @@ class WorkflowConfig:
 
 @dataclass
 class FrameResult:
-    """``faces`` (with track ids / smoothed), ``image`` (anonymised frame, or ``None`` to draw as usual) and
+    """``faces`` (with track ids), ``image`` (anonymised frame, or ``None`` to draw as usual) and
     per-face extra JSON fields (``crop``)."""
 
     faces: list[Face]
@@ -79,51 +75,35 @@ class FrameResult:
 class FaceWorkflow:
     """Applies a :class:`WorkflowConfig` frame by frame (state: the current sequence's tracker and filters)."""
 
-    def __init__(self, config: WorkflowConfig, *, fps: float = 30.0) -> None:
+    def __init__(self, config: WorkflowConfig) -> None:
         self.config = config
-        self.fps = fps
         self._tracker: IouTracker | None = None
         self._tracked_while_detecting = False
-        self._filters: dict[int, OneEuroFilter] = {}
         self._sequence = False
 
-    def new_tracker(self) -> IouTracker:
-        """A tracker with this workflow's settings (overlap threshold, frames a lost face stays covered)."""
-        return IouTracker(iou_threshold=self.config.track_iou, max_missed=self.config.carry_frames)
+    def new_tracker(self, fps: float = 30.0) -> IouTracker:
+        """A tracker with this workflow's settings (overlap threshold, frames a lost face stays covered) for a
+        sequence at ``fps`` frames per second."""
+        return IouTracker(iou_threshold=self.config.track_iou, max_missed=self.config.carry_frames, fps=fps)
 
-    def begin(self, *, sequence: bool, fps: float | None = None, tracker: IouTracker | None = None) -> None:
+    def begin(self, *, sequence: bool, tracker: IouTracker | None = None) -> None:
         """Start a new image (``sequence=False``) or video/animation (tracks start over). ``tracker``: the
         sequence's tracker when detection already assigns track ids with it (one set of ids per video)."""
         self._sequence = sequence and self.config.tracks_sequences
         self._tracker = (tracker or self.new_tracker()) if self._sequence else None
         self._tracked_while_detecting = tracker is not None
-        self._filters = {}
-        if fps:
-            self.fps = fps
 
     def process(self, source: str, frame: int, image: np.ndarray, faces: Sequence[Face]) -> FrameResult:
         faces = list(faces)
-        if self._tracker is not None:
-            if not self._tracked_while_detecting:
-                ids = self._tracker.update(np.stack([f.box for f in faces]) if faces else np.zeros((0, 4)))
-                faces = [dataclasses.replace(f, track_id=i) for f, i in zip(faces, ids)]
-            if self.config.smooth:
-                faces = [self._smoothed(f) for f in faces]
+        if self._tracker is not None and not self._tracked_while_detecting:
+            ids = self._tracker.update(np.stack([f.box for f in faces]) if faces else np.zeros((0, 4)))
+            faces = [dataclasses.replace(f, track_id=i) for f, i in zip(faces, ids)]
         extras = [{} for _ in faces]
         if self.config.crops_dir is not None:
             for index, face in enumerate(faces):
                 extras[index]["crop"] = self._write_crop(source, frame, index, image, face)
         picture = self._anonymized(image, faces) if self.config.anonymize is not None else None
         return FrameResult(faces, picture, extras)
-
-    def _smoothed(self, face: Face) -> Face:
-        live = {t.track_id for t in self._tracker.tracks}
-        self._filters = {k: v for k, v in self._filters.items() if k in live}
-        filt = self._filters.setdefault(
-            face.track_id, OneEuroFilter(frequency=self.fps, min_cutoff=self.config.smooth_min_cutoff, beta=self.config.smooth_beta)
-        )
-        state = filt(np.concatenate([face.box, face.landmarks.reshape(-1)]))
-        return dataclasses.replace(face, box=state[:4].astype(face.box.dtype), landmarks=state[4:].reshape(5, 2).astype(face.landmarks.dtype))
 
     def _write_crop(self, source: str, frame: int, index: int, image: np.ndarray, face: Face) -> dict:
         from ..outputs.atomic import write_image

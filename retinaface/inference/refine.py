@@ -18,7 +18,7 @@ from torch import Tensor
 from torchvision.ops import box_iou
 
 from ..config import RefineConfig
-from ..faces.landmarks import FLIPPED_LANDMARK_ORDER
+from ..faces.landmarks import mirror_matrix, transform_boxes, transform_landmarks
 
 DetectFn = Callable[[list[Tensor]], list[dict[str, Tensor]]]
 
@@ -75,9 +75,8 @@ class LandmarkRefiner:
             if len(found_boxes) == 0:
                 continue
             if mirrored:
-                found_boxes = np.stack([side - found_boxes[:, 2], found_boxes[:, 1], side - found_boxes[:, 0], found_boxes[:, 3]], axis=1)
-                found_landmarks = found_landmarks[:, FLIPPED_LANDMARK_ORDER].copy()
-                found_landmarks[..., 0] = side - found_landmarks[..., 0]
+                found_boxes = transform_boxes(found_boxes, mirror_matrix(side))
+                found_landmarks = transform_landmarks(found_landmarks, mirror_matrix(side))
             overlap = box_iou(torch.from_numpy(expected[face : face + 1]), torch.from_numpy(found_boxes))[0].numpy()
             best = int(overlap.argmax())
             if overlap[best] < self.min_iou:

@@ -9,9 +9,10 @@ import numpy as np
 import torch
 from torchvision.ops import batched_nms
 
-from .detector import Detector
 from ..faces.face import Face
-from ..faces.landmarks import FLIPPED_LANDMARK_ORDER
+from ..faces.landmarks import mirror_matrix
+from .detector import Detector, FaceDetector
+
 SCALE_MODES = ("original", "mxnet")
 
 
@@ -28,11 +29,12 @@ def base_scale(height: int, width: int, mode: str, *, short_side: int = 1600, lo
     raise ValueError(f"unknown scale mode {mode!r}; choose one of {SCALE_MODES}")
 
 
-class TestTimeAugmentation:
-    """Run ``detector`` at several scales and optionally mirrored, then merge with NMS.
+class TestTimeAugmentation(FaceDetector):
+    """Run ``detector``'s network at several scales and optionally mirrored, then merge with NMS.
 
     ``scale_factors`` multiply the mode's base scale (e.g. ``(0.5, 1.0, 1.5)``). With one scale and no flip
-    this is exactly ``detector(image)`` at that scale. Results are in original-image pixels.
+    this is exactly ``detector(image)`` at that scale. Results are in original-image pixels; the per-face
+    stages (``detector.stages``: refine, track, mesh) run once on the merged faces.
     """
 
     __test__ = False  # not a pytest class despite the name
@@ -47,17 +49,30 @@ class TestTimeAugmentation:
     ) -> None:
         base_scale(1, 1, scale_mode)  # validates the mode
         self.detector = detector
+        self.stages = detector.stages
         self.scale_mode = scale_mode
         self.scale_factors = tuple(scale_factors)
         self.flip = flip
 
     @property
+    def model(self):
+        return self.detector.model
+
+    @property
+    def nms_threshold(self) -> float:
+        return self.detector.nms_threshold
+
+    @property
     def is_identity(self) -> bool:
         return self.scale_mode == "original" and self.scale_factors == (1.0,) and not self.flip
 
-    def __call__(self, image: np.ndarray) -> list[Face]:
+    def find(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
+        """Per image, the faces of every scale and mirror image merged by NMS, in the image's pixels."""
         if self.is_identity:
-            return self.detector(image)
+            return self.detector.find(images)
+        return [self._find_one(image) for image in images]
+
+    def _find_one(self, image: np.ndarray) -> list[Face]:
         height, width = image.shape[:2]
         base = base_scale(height, width, self.scale_mode)
         passes: list[Face] = []
@@ -67,22 +82,15 @@ class TestTimeAugmentation:
             if scale != 1.0:
                 size = (max(1, round(width * scale)), max(1, round(height * scale)))
                 resized = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
-            sx, sy = resized.shape[1] / width, resized.shape[0] / height
-            for mirrored in (False, True) if self.flip else (False,):
-                view = np.ascontiguousarray(resized[:, ::-1]) if mirrored else resized
-                for face in self.detector(view):
-                    box, points = face.box.copy(), face.landmarks.copy()
-                    if mirrored:
-                        box[[0, 2]] = view.shape[1] - box[[2, 0]]
-                        points[:, 0] = view.shape[1] - points[:, 0]
-                        points = points[FLIPPED_LANDMARK_ORDER]
-                    box[[0, 2]] /= sx
-                    box[[1, 3]] /= sy
-                    points = points / [sx, sy]
-                    passes.append(Face(box, face.score, points, face.mesh_coefficients, image_size=(width, height)))
+            to_original = np.array([[width / resized.shape[1], 0, 0], [0, height / resized.shape[0], 0]])
+            views = [(resized, to_original)]
+            if self.flip:  # mirror back first, then undo the resize
+                views.append((np.ascontiguousarray(resized[:, ::-1]), to_original @ np.vstack([mirror_matrix(resized.shape[1]), [0, 0, 1]])))
+            for (view, back), found in zip(views, self.detector.find([view for view, _ in views])):
+                passes += [face.transformed(back, (width, height)) for face in found]
         if not passes:
             return []
         boxes = torch.from_numpy(np.stack([f.box for f in passes]).astype(np.float32))
         scores = torch.tensor([f.score for f in passes], dtype=torch.float32)
         keep = batched_nms(boxes, scores, torch.zeros(len(passes), dtype=torch.int64), self.detector.nms_threshold)
-        return [passes[i] for i in keep.tolist()]  # poses: estimated from the merged landmarks when read
+        return [passes[i] for i in keep.tolist()]

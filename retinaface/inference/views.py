@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from typing import Sequence
 
@@ -12,9 +11,8 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-from .detector import Detector
 from ..faces.face import Face
-from ..faces.tracking import IouTracker
+from .detector import Detector, FaceDetector
 from .tta import TestTimeAugmentation
 
 DEFAULT_MAX_PIXELS = 36_000_000
@@ -42,21 +40,6 @@ def rotation_matrix(degrees: int, width: int, height: int) -> np.ndarray:
     raise ValueError(f"rotation must be one of {ROTATIONS}, got {degrees}")
 
 
-def transform_face(face: Face, matrix: np.ndarray) -> Face:
-    """``face`` moved by the affine ``matrix`` (``[2, 3]``): landmarks and mesh points mapped, the box made the
-    axis-aligned bounds of its mapped corners (exact for the 90-degree rotations and scalings used here)."""
-    x1, y1, x2, y2 = face.box
-    corners = np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]], np.float64)
-    mapped = corners @ matrix[:, :2].T + matrix[:, 2]
-    box = np.concatenate([mapped.min(0), mapped.max(0)]).astype(face.box.dtype)
-    landmarks = (face.landmarks @ matrix[:, :2].T + matrix[:, 2]).astype(face.landmarks.dtype)
-    vertices = face.mesh_vertices
-    if vertices is not None:
-        vertices = vertices.copy()
-        vertices[:, :2] = vertices[:, :2] @ matrix[:, :2].T + matrix[:, 2]
-    return dataclasses.replace(face, box=box, landmarks=landmarks, mesh_vertices=vertices)
-
-
 def merge_faces(faces: Sequence[Face], iou_threshold: float, views: Sequence[int] | None = None, *, cross_view_overlap: float = 0.5) -> list[Face]:
     """Greedy suppression over faces found in different views of one frame, best score first.
 
@@ -80,7 +63,7 @@ def merge_faces(faces: Sequence[Face], iou_threshold: float, views: Sequence[int
     return [faces[i] for i in kept]
 
 
-class MultiViewDetector:
+class MultiViewDetector(FaceDetector):
     """A :class:`Detector` run over several views of each image, faces merged in the original frame.
 
     - ``rotations``: also detect in the image turned 90, 180 and 270 degrees (faces of people lying down,
@@ -90,8 +73,8 @@ class MultiViewDetector:
     - ``max_pixels``: views whose network input would exceed this many pixels are downscaled first, with a
       :class:`LargeImageWarning` (``None``: no bound).
 
-    Offers the calls the pipeline makes on a :class:`Detector` (``__call__``, ``detect_batch``, ``model``,
-    ``device``, ``nms_threshold``).
+    A :class:`~retinaface.inference.detector.FaceDetector`: the per-face stages of ``detector`` (refine, track,
+    mesh) run once on the merged faces.
     """
 
     def __init__(
@@ -108,6 +91,7 @@ class MultiViewDetector:
         if max_pixels is not None and max_pixels < 1:
             raise ValueError(f"the pixel budget must be positive, got {max_pixels}")
         self.detector = detector
+        self.stages = detector.stages
         self.rotations = ROTATIONS if rotations else (0,)
         self.augmentation = TestTimeAugmentation(detector, scale_factors=tuple(scale_factors), flip=flip)
         self.max_pixels = max_pixels
@@ -115,10 +99,6 @@ class MultiViewDetector:
     @property
     def model(self):
         return self.detector.model
-
-    @property
-    def device(self) -> torch.device:
-        return self.detector.device
 
     @property
     def nms_threshold(self) -> float:
@@ -135,8 +115,15 @@ class MultiViewDetector:
         pixels = height * width * largest * largest
         return min(1.0, float(np.sqrt(self.max_pixels / pixels)))
 
-    def __call__(self, image: np.ndarray) -> list[Face]:
-        """Faces in ``image`` (``ndarray[H, W, 3]`` BGR), in its pixels."""
+    def find(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
+        """Per image, the faces of every view merged in its pixels; one network batch when no view changes
+        anything."""
+        plain = len(self.rotations) == 1 and self.augmentation.is_identity
+        if plain and all(self.budget_scale(*im.shape[:2]) == 1.0 for im in images):
+            return self.detector.find(images)
+        return [self._find_one(image) for image in images]
+
+    def _find_one(self, image: np.ndarray) -> list[Face]:
         height, width = image.shape[:2]
         scale = self.budget_scale(height, width)
         if scale < 1.0:
@@ -154,17 +141,9 @@ class MultiViewDetector:
             back = cv2.invertAffineTransform(rotation_matrix(degrees, small_w, small_h))
             if scale < 1.0:
                 back = back / scale  # rotation first, then undo the budget's downscale
-            found = self.augmentation(view)
-            faces.extend(found if degrees == 0 and scale == 1.0 else (transform_face(f, back) for f in found))
+            found = self.augmentation.find([view])[0]
+            faces.extend(found if degrees == 0 and scale == 1.0 else (f.transformed(back, (width, height)) for f in found))
             views.extend([degrees] * len(found))
         if len(self.rotations) == 1:
             return faces
         return merge_faces(faces, self.nms_threshold, views)
-
-    def detect_batch(self, images: Sequence[np.ndarray], *, tracker: IouTracker | None = None) -> list[list[Face]]:
-        """Per-image faces; plain batched detection when no view changes anything. ``tracker`` and mesh
-        fitting as in :meth:`Detector.detect_batch`."""
-        plain = len(self.rotations) == 1 and self.augmentation.is_identity
-        if plain and all(self.budget_scale(*im.shape[:2]) == 1.0 for im in images):
-            return self.detector.detect_batch(images, tracker=tracker)
-        return self.detector.track_and_fit(images, [self(image) for image in images], tracker=tracker)

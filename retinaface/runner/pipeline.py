@@ -284,11 +284,14 @@ def _run_animation(detector, workflow, source, frames, out_path, json_out, draw,
     from ..outputs.video import write_animation
 
     duration = frame_durations_ms(source)
+    # one tracker per animation, as for videos: track ids, smoothing and mesh warm starts follow the same faces
+    fps = 1000.0 / duration
+    tracker = workflow.new_tracker(fps) if workflow is not None else IouTracker(fps=fps)
     if workflow is not None:
-        workflow.begin(sequence=True, fps=1000.0 / duration)
+        workflow.begin(sequence=True, tracker=tracker)
     pictures, records = [], AtomicJsonLines(json_out)
     try:
-        faces_per_frame = (faces for batch in _batches(frames, batch_size) for faces in detector.detect_batch(batch))
+        faces_per_frame = (faces for batch in _batches(frames, batch_size) for faces in detector.detect_batch(batch, tracker=tracker))
         for index, faces in enumerate(faces_per_frame):
             picture, record = _finish_frame(detector, workflow, source, index, frames[index], faces, include_mesh, draw)
             pictures.append(picture)
@@ -472,10 +475,10 @@ def _run_video(detector, video, out_path, json_out, draw, batch_size, include_me
         video.close()
         raise
     # One tracker per video: track ids in the JSON, per-track warm starts for the mesh fits, and the
-    # workflow's smoothing and anonymisation all follow the same faces.
-    tracker = workflow.new_tracker() if workflow is not None else IouTracker()
+    # detector's smoothing and the workflow's anonymisation all follow the same faces.
+    tracker = workflow.new_tracker(video.fps) if workflow is not None else IouTracker(fps=video.fps)
     if workflow is not None:
-        workflow.begin(sequence=True, fps=video.fps, tracker=tracker)
+        workflow.begin(sequence=True, tracker=tracker)
     records = AtomicJsonLines(json_out)
     bar = tqdm(total=video.frame_count, unit="frame", disable=not progress, desc="detect", file=sys.stderr)
     decoded: queue.Queue = queue.Queue(maxsize=_QUEUE_BATCHES)

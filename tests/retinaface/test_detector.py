@@ -125,11 +125,11 @@ def test_drawing_meshes_draws_the_carried_vertices(astronaut_image):
 
 
 def test_poses_are_estimated_when_first_read_and_equal_the_eager_estimate(detector, astronaut_image, monkeypatch):
-    import retinaface.inference.detector as detector_module
+    import retinaface.faces.face as face_module
     from retinaface.faces.pose import estimate_pose
 
     calls = []
-    monkeypatch.setattr(detector_module, "estimate_pose", lambda *a: calls.append(a) or estimate_pose(*a))
+    monkeypatch.setattr(face_module, "estimate_pose", lambda *a: calls.append(a) or estimate_pose(*a))
     faces = detector(astronaut_image)
     assert len(faces) == 1 and not calls  # detection alone estimates nothing
     height, width = astronaut_image.shape[:2]
@@ -137,29 +137,32 @@ def test_poses_are_estimated_when_first_read_and_equal_the_eager_estimate(detect
     assert faces[0].pose_reason is reason is None and len(calls) == 1
     assert (faces[0].pose.yaw, faces[0].pose.pitch, faces[0].pose.roll) == (eager.yaw, eager.pitch, eager.roll)
     assert faces[0].to_dict()["pose"] == eager.to_dict() and len(calls) == 1  # estimated once
-    # given values are kept; a face built without its image size has no pose
+    # a face built without its image size has no camera, hence no pose, and says why
     from retinaface.faces.face import Face
 
-    given = Face(faces[0].box, 0.9, faces[0].landmarks, faces[0].mesh_coefficients, pose=None, pose_reason="given")
     bare = Face(faces[0].box, 0.9, faces[0].landmarks, faces[0].mesh_coefficients)
-    assert (given.pose, given.pose_reason, bare.pose, bare.pose_reason) == (None, "given", None, None) and len(calls) == 1
+    assert (bare.pose, bare.pose_reason) == (None, "image size unknown") and len(calls) == 1
+    assert bare.to_dict()["pose_reason"] == "image size unknown"
 
 
-def test_new_landmarks_give_a_new_estimated_pose_but_keep_a_given_one(detector, astronaut_image):
-    """An estimated pose follows the landmarks it came from: after the landmarks are replaced (as the
-    refiner does) it is estimated again from the new ones, here the same face rolled by 20 degrees in the
-    image (pose.roll is clockwise-positive, so it grows by about 20); a pose that was given is kept."""
+def test_the_pose_always_belongs_to_the_current_landmarks(detector, astronaut_image):
+    """The pose is derived from the landmarks, never carried: after the landmarks are replaced, edited in
+    place, or a copy is made with new ones (``dataclasses.replace``, as smoothing does), it is estimated
+    from the new ones. Here the same face rolled by 20 degrees in the image (pose.roll is clockwise-positive,
+    so it grows by about 20)."""
+    import dataclasses
+
     import cv2
-
-    from retinaface.faces.face import Face
 
     face = detector(astronaut_image)[0]
     before = face.pose.roll
     centre = face.landmarks.mean(axis=0)
     turn = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), -20.0, 1.0)  # OpenCV: positive = anticlockwise
-    face.landmarks = (np.c_[face.landmarks, np.ones(5)] @ turn.T).astype(np.float32)
+    rolled = (np.c_[face.landmarks, np.ones(5)] @ turn.T).astype(np.float32)
+    copy = dataclasses.replace(face, landmarks=rolled)
+    assert copy.pose.roll == pytest.approx(before + 20.0, abs=2.0)
+    assert face.pose.roll == pytest.approx(before)  # the original keeps its own
+    face.landmarks[:] = rolled  # in place
     assert face.pose.roll == pytest.approx(before + 20.0, abs=2.0)
-    given = Face(face.box, 0.9, face.landmarks, face.mesh_coefficients, pose=face.pose, image_size=face.image_size)
-    kept = given.pose
-    given.landmarks = given.landmarks + 5.0
-    assert given.pose is kept
+    face.landmarks = (np.c_[rolled, np.ones(5)] @ cv2.invertAffineTransform(turn).T).astype(np.float32)
+    assert face.pose.roll == pytest.approx(before, abs=0.5)

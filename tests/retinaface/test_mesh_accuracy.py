@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from retinaface import mesh_accuracy
+from retinaface.evaluation import mesh_accuracy
 from retinaface.evaluation.mesh_accuracy import mediapipe_references, nme, reference_rotation, rotation_angle, similarity_procrustes
 from retinaface.faces.pose import estimate_pose, euler_from_rotation, head_model_vertices, template_landmarks
 

@@ -154,9 +154,10 @@ def test_face_record_schema_for_pose_and_missing_pose() -> None:
     landmarks, box = project(about("y", 20))
     pose, _ = estimate_pose(landmarks, box, WIDTH, HEIGHT)
     base = dict(box=box, score=0.9, landmarks=landmarks, mesh_coefficients=np.zeros(144))
-    with_pose = Face(**base, pose=pose).to_dict()
+    with_pose = Face(**base, image_size=(WIDTH, HEIGHT)).to_dict()
     assert with_pose["pose"] == {"yaw": round(pose.yaw, 1), "pitch": round(pose.pitch, 1), "roll": round(pose.roll, 1)}
     assert "pose_reason" not in with_pose
-    without = Face(**base, pose=None, pose_reason="face smaller than 20 px", track_id=3).to_dict()
-    assert without["pose"] is None and without["pose_reason"] == "face smaller than 20 px" and without["track_id"] == 3
+    tiny = dict(base, box=box / 10, landmarks=landmarks / 10)  # the same face, 10x smaller
+    without = Face(**tiny, track_id=3, image_size=(WIDTH, HEIGHT)).to_dict()
+    assert without["pose"] is None and without["pose_reason"].startswith("face smaller than") and without["track_id"] == 3
     json.dumps(without, allow_nan=False)

@@ -80,23 +80,27 @@ def test_a_briefly_missed_face_keeps_its_id_and_state() -> None:
 
 def test_detector_hands_each_face_its_previous_frame_for_warm_starts(detector, astronaut_image) -> None:
     from retinaface import Detector
+    from retinaface.inference.stages import FaceStages
 
-    class Recording(Detector):
+    class RecordingFitter:
         """Stands in for the mesh fit: records the warm-start states it is given and leaves one per face."""
 
-        def fit_meshes(self, image, faces, init=None):
+        calls: list = []
+
+        def __call__(self, image, faces, init=None):
             self.calls.append(list(init))
             for face in faces:
                 face.mesh_state = ("fit of frame", len(self.calls) - 1, face.track_id)
             return faces
 
-    recording = Recording(detector.model)
-    recording.decode_mesh, recording.calls = True, []
+    fitter = RecordingFitter()
+    recording = Detector(detector.model)
+    recording.stages = FaceStages(mesh_fitter=fitter)
     tracker = IouTracker()
     shifted = np.roll(astronaut_image, 6, axis=1)  # the face moved a little: same track
     first = recording.detect_batch([astronaut_image, shifted], tracker=tracker)
     second = recording.detect_batch([astronaut_image], tracker=tracker)
     assert [len(f) for f in first + second] == [1, 1, 1]
     assert {f[0].track_id for f in first + second} == {0}
-    assert recording.calls == [[None], [("fit of frame", 0, 0)], [("fit of frame", 1, 0)]]
-    assert tracker.state[0] is second[0][0]
+    assert fitter.calls == [[None], [("fit of frame", 0, 0)], [("fit of frame", 1, 0)]]
+    assert tracker.state[0].face is second[0][0]

@@ -1,4 +1,4 @@
-"""Per-frame workflow: tracks, smoothing, carried anonymisation, crops in the JSON extras."""
+"""Per-frame workflow: tracks, carried anonymisation, crops in the JSON extras; smoothing as a per-face stage."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def _textured(height=240, width=320) -> np.ndarray:
 
 def test_face_missed_for_a_frame_stays_blurred_and_keeps_its_track():
     workflow = FaceWorkflow(WorkflowConfig(anonymize="blur", carry_frames=2))
-    workflow.begin(sequence=True, fps=25)
+    workflow.begin(sequence=True)
     image = _textured()
     face = _face([100, 60, 160, 140])
     first = workflow.process("clip.mp4", 0, image, [face])
@@ -50,19 +50,31 @@ def test_keep_track_ids_leaves_that_face_visible():
     assert np.any(result.image[10:70, 10:60] != image[10:70, 10:60], axis=2).mean() > 0.97
 
 
-def test_smoothing_reduces_box_jitter():
+def test_smoothing_stage_reduces_box_jitter_and_the_pose_follows_the_smoothed_landmarks():
+    from retinaface.config import SmoothConfig
+    from retinaface.faces.tracking import IouTracker
+    from retinaface.inference.stages import FaceStages, TrackSmoother
+
     rng = np.random.default_rng(3)
-    raw, smooth = [], []
+    jitter = rng.normal(0, 1.5, (90, 4))
+    spread = {}
     for smoothed in (False, True):
-        workflow = FaceWorkflow(WorkflowConfig(track=True, smooth=smoothed))
-        workflow.begin(sequence=True, fps=30)
+        stages = FaceStages(smoother=TrackSmoother(SmoothConfig()) if smoothed else None)
+        tracker = IouTracker(fps=30.0)
         boxes = []
         for frame in range(90):
-            jitter = rng.normal(0, 1.5, 4)
-            (face,) = workflow.process("clip.mp4", frame, _textured(60, 60), [_face(np.array([100, 100, 160, 170]) + jitter)]).faces
-            boxes.append(face.box)
-        (smooth if smoothed else raw).append(np.std(np.array(boxes)[20:], axis=0).mean())
-    assert smooth[0] < 0.5 * raw[0]
+            face = _face(np.array([100, 100, 160, 170]) + jitter[frame])
+            face.image_size = (320, 240)
+            (faces,) = stages([_textured(60, 60)], [[face]], tracker=tracker)
+            assert faces[0].track_id == 0
+            boxes.append(faces[0].box)
+        spread[smoothed] = np.std(np.array(boxes)[20:], axis=0).mean()
+        if smoothed:  # the pose is the smoothed landmarks' pose
+            from retinaface.faces.pose import estimate_pose
+
+            pose, _ = estimate_pose(faces[0].landmarks, faces[0].box, 320, 240)
+            assert faces[0].pose.to_dict() == pose.to_dict()
+    assert spread[True] < 0.5 * spread[False]
 
 
 def test_stills_get_no_track_ids_and_crops_are_recorded(tmp_path):

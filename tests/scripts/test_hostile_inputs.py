@@ -375,7 +375,8 @@ def test_benchmark_checks_outputs_before_scoring_and_warns_on_nan_scores(tmp_pat
 # --- wrong results without a word --------------------------------------------------------------------------
 
 def test_mid_stream_size_change_reports_each_frames_own_size(tmp_path, monkeypatch, detector):
-    from retinaface import pipeline, run_detect
+    from retinaface import run_detect
+    from retinaface.runner import pipeline
     from retinaface.media.video import count_video_frames
 
     clip = tmp_path / "clip.mp4"
