@@ -13,11 +13,11 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parent.parent
-CROWD = REPO.parent / "shared" / "data" / "images" / "crowd.jpg"  # optional real photo (shared data)
+from retinaface.media.samples import ASTRONAUT_FACE_BOX  # hand-annotated (x1 y1 x2 y2)
 
-# Hand-annotated face box of the shipped astronaut photo (x1 y1 x2 y2), see retinaface/samples.py.
-ASTRONAUT_BOX = (176.0, 58.0, 272.0, 176.0)
+from .conftest import CROWD  # the shared photo, through RETINAFACE_SHARED_DATA like every other test
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -73,23 +73,40 @@ def test_installed_package_does_not_claim_datasets_or_mesh(installed_wheel: Path
         assert found[name] is None or not Path(found[name]).is_relative_to(REPO), found[name]
 
 
-def test_console_command_detects_with_the_shipped_weights(installed_wheel: Path, tmp_path: Path) -> None:
-    photo = CROWD if CROWD.is_file() else installed_wheel / "retinaface/datasets/samples/astronaut.jpg"
-    command = installed_wheel / "bin" / "retinaface"
+@pytest.fixture(scope="module")
+def console_detections(installed_wheel: Path, tmp_path_factory, request) -> dict[str, list[list[float]]]:
+    """One ``retinaface detect`` run of the installed command on a folder with the shipped astronaut photo and,
+    when the shared data has it, the crowd photo: face boxes per file name."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("photos")
+    shutil.copy(installed_wheel / "retinaface/datasets/samples/astronaut.jpg", folder / "astronaut.jpg")
+    if CROWD.is_file():
+        shutil.copy(CROWD, folder / "crowd.jpg")
+    cwd = tmp_path_factory.mktemp("cwd")
     result = run_outside_checkout(
-        installed_wheel, [str(command), "detect", str(photo), "--no-draw", "--json", "faces.jsonl", "--no-progress"], tmp_path
+        installed_wheel, [str(installed_wheel / "bin" / "retinaface"), "detect", str(folder), "--no-draw", "--json", "faces.jsonl", "--no-progress"], cwd
     )
     assert result.returncode == 0, result.stderr
-    (record,) = [json.loads(line) for line in (tmp_path / "faces.jsonl").read_text().splitlines()]
-    boxes = [face["box"] for face in record["faces"]]
-    if photo == CROWD:
-        assert 24 <= len(boxes) <= 32  # about 27 faces by the published weights (shared data README)
-    else:
-        import torch
-        from torchvision.ops import box_iou
+    records = [json.loads(line) for line in (cwd / "faces.jsonl").read_text().splitlines()]
+    assert sorted(Path(r["source"]).name for r in records) == sorted(p.name for p in folder.iterdir())
+    return {Path(r["source"]).name: [face["box"] for face in r["faces"]] for r in records}
 
-        assert len(boxes) == 1
-        assert box_iou(torch.tensor(boxes), torch.tensor([ASTRONAUT_BOX])).item() > 0.6
+
+def test_console_command_detects_with_the_shipped_weights(console_detections) -> None:
+    import torch
+    from torchvision.ops import box_iou
+
+    boxes = console_detections["astronaut.jpg"]
+    assert len(boxes) == 1
+    assert box_iou(torch.tensor(boxes), torch.tensor([ASTRONAUT_FACE_BOX])).item() > 0.6
+
+
+def test_console_command_finds_the_crowd(console_detections, crowd_path: Path) -> None:
+    """The shared crowd photo, found through the same setting as the other tests (conftest: skipped with its
+    path when the shared data is absent, failed when RETINAFACE_SHARED_DATA names a folder without it)."""
+    assert crowd_path == CROWD
+    assert 24 <= len(console_detections["crowd.jpg"]) <= 32  # about 27 faces by the published weights (shared data README)
 
 
 def test_console_command_lists_its_subcommands(installed_wheel: Path, tmp_path: Path) -> None:

@@ -5,9 +5,8 @@ import torch
 from retinaface.mesh.prior import MULTIPIE68_TO_TEMPLATE, build_prior_from_ict, load_prior, similarity
 from retinaface.mesh.template import load_template
 
-from ..conftest import SHARED_DATA
+from ..conftest import ICT_FACE_MODEL, shared_file
 
-ICT = SHARED_DATA / "ict_face_model" / "ict_face_area.npz"
 # Multi-PIE mirror partner of each of the 68 points
 MIRROR68 = (
     list(range(16, -1, -1)) + list(range(26, 16, -1)) + [27, 28, 29, 30] + [35, 34, 33, 32, 31]
@@ -53,11 +52,11 @@ def test_shipped_prior_is_an_upright_symmetric_face_with_sane_modes():
     assert 0.005 < float(motion.mean()) < 0.1 and torch.isfinite(shapes).all()
 
 
-@pytest.mark.skipif(not ICT.is_file(), reason=f"ICT Face Model not found at {ICT} (shared data folder beside the checkout)")
 def test_mapping_puts_ict_landmarks_on_the_template_landmarks():
+    ict_path = shared_file(ICT_FACE_MODEL)  # skipped with the path when the shared data is absent (see conftest)
     template = load_template().vertices.numpy().astype(np.float64)
-    arrays = build_prior_from_ict(ICT, template, num_identity=5, template_share=0.0)
-    with np.load(ICT) as ict:
+    arrays = build_prior_from_ict(ict_path, template, num_identity=5, template_share=0.0)
+    with np.load(ict_path) as ict:
         neutral, landmarks = ict["neutral"].astype(np.float64), ict["landmarks_68"]
     # the mapped mean at the template's landmark vertices against ICT's own landmarks, in the same frame
     ids = np.array(MULTIPIE68_TO_TEMPLATE)[17:]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io as stdio
 
+import av
 import cv2
 import numpy as np
+import pillow_heif
 import pytest
 from PIL import Image, ImageOps
 
@@ -66,7 +68,7 @@ def test_every_exif_orientation_gives_the_upright_faces(tmp_path, detector):
 
 
 def test_heic_photo_is_read(tmp_path):
-    pytest.importorskip("pillow_heif").register_heif_opener()
+    pillow_heif.register_heif_opener()
     rgb = np.zeros((40, 60, 3), np.uint8)
     rgb[:, :30] = (250, 10, 10)
     # HEIF turns pictures by its own 'irot' box, which libheif applies while decoding; the EXIF tag is
@@ -91,8 +93,6 @@ def test_corrupt_heic_is_one_sentence(tmp_path):
 
 
 def _write_video_with_tone(path, *, frames: int, fps: int = 25, seconds_audio: float, size=(96, 64), rotation: int = 0):
-    import av
-
     with av.open(str(path), "w") as out:
         video = out.add_stream("libx264", rate=fps)
         video.width, video.height = size
@@ -118,8 +118,6 @@ def _write_video_with_tone(path, *, frames: int, fps: int = 25, seconds_audio: f
 
 
 def _streams(path):
-    import av
-
     with av.open(str(path)) as container:
         video = container.streams.video[0]
         codec = video.codec_context.name
@@ -133,7 +131,6 @@ def _streams(path):
 
 
 def test_h264_writer_keeps_audio_and_frame_count(tmp_path):
-    pytest.importorskip("av")
     source = tmp_path / "tone.mp4"
     _write_video_with_tone(source, frames=50, seconds_audio=2.0)
     _, source_frames, _, source_audio = _streams(source)
@@ -151,7 +148,6 @@ def test_h264_writer_keeps_audio_and_frame_count(tmp_path):
 
 
 def test_h264_writer_without_audio_pads_odd_sizes(tmp_path):
-    pytest.importorskip("av")
     writer = H264VideoWriter(tmp_path / "odd.mp4", fps=10, size=(33, 21))
     for _ in range(4):
         writer.write(np.full((21, 33, 3), 128, np.uint8))
@@ -161,7 +157,6 @@ def test_h264_writer_without_audio_pads_odd_sizes(tmp_path):
 
 
 def test_rotated_phone_video_is_read_upright(tmp_path):
-    pytest.importorskip("av")
     _write_video_with_tone(tmp_path / "phone.mp4", frames=3, seconds_audio=0.2, rotation=90)
     with VideoSource(tmp_path / "phone.mp4") as video:
         frame = next(iter(video))

