@@ -19,6 +19,7 @@ def test_cached_hierarchy_matches_a_rebuild_and_is_well_formed():
     cached = load_hierarchy()
     rebuilt = build_hierarchy(t.vertices.numpy(), t.faces.numpy())
     assert [len(level.vertices) for level in cached.levels] == [len(level.vertices) for level in rebuilt.levels]
+    assert len(cached.up) == len(rebuilt.up) == len(cached.down) == len(cached.levels) - 1 >= 2
     for a, b in zip(cached.up, rebuilt.up):
         np.testing.assert_allclose(a, b, atol=1e-6)
     sizes = [len(level.vertices) for level in cached.levels]

@@ -136,9 +136,12 @@ def test_h264_writer_keeps_audio_and_frame_count(tmp_path):
     _, source_frames, _, source_audio = _streams(source)
     with VideoSource(source) as video:
         writer = H264VideoWriter(tmp_path / "out.mp4", fps=video.fps, size=(video.width, video.height), audio_from=source)
+        written = 0
         for frame in video:
             writer.write(255 - frame)
+            written += 1
         writer.close()
+    assert written == 50
     codec, frames, audio, seconds = _streams(tmp_path / "out.mp4")
     assert codec == "h264"
     assert frames == source_frames == 50

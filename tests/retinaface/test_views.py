@@ -66,12 +66,31 @@ def test_huge_image_is_downscaled_within_the_budget(astronaut_image, detector):
         assert len(MultiViewDetector(detector, max_pixels=None)(astronaut_image)) == 1
 
 
+def _matched(expected: np.ndarray, faces, threshold: float) -> int:
+    """How many ``expected`` boxes have their own detection (one-to-one, greedy by IoU) with IoU >= ``threshold``."""
+    if not faces:
+        return 0
+    iou = box_iou(torch.tensor(expected, dtype=torch.float64), torch.tensor(np.array([f.box for f in faces]), dtype=torch.float64))
+    matched = 0
+    while iou.numel() and iou.max() >= threshold:
+        row, col = divmod(int(iou.argmax()), iou.shape[1])
+        iou[row, :], iou[:, col] = -1, -1
+        matched += 1
+    return matched
+
+
 def test_rotations_on_the_crowd_photo(crowd_image, detector):
     upright = detector(crowd_image)
+    assert len(upright) >= 20
+    width = crowd_image.shape[1]
     turned = np.ascontiguousarray(np.rot90(crowd_image, 1))
+    # np.rot90 (counter-clockwise) takes pixel (x, y) to (y, W - x): where each upright face must be found
+    boxes = np.array([f.box for f in upright], np.float64)
+    expected = np.stack([boxes[:, 1], width - boxes[:, 2], boxes[:, 3], width - boxes[:, 0]], axis=1)
     plain_turned = detector(turned)
     with_rotations = MultiViewDetector(detector, rotations=True)(turned)
-    assert len(with_rotations) >= 0.9 * len(upright) > len(plain_turned)
+    assert _matched(expected, with_rotations, 0.8) >= 0.9 * len(upright)
+    assert _matched(expected, plain_turned, 0.5) < 0.5 * len(upright)  # the turned faces defeat the plain detector
 
 
 def test_merge_drops_cross_view_duplicates_by_overlap_of_the_smaller_box():

@@ -215,6 +215,7 @@ def test_ground_truth_mat_round_trip_and_folder_evaluation(tmp_path):
     save_ground_truth(gt, tmp_path / "gt")
     loaded = load_ground_truth(tmp_path / "gt")
     assert loaded.events == gt.events and loaded.files == gt.files
+    assert len(loaded.boxes[0]) == len(gt.boxes[0]) == 2
     assert all(np.array_equal(a, b) for a, b in zip(loaded.boxes[0], gt.boxes[0]))
     assert [k.tolist() for k in loaded.keep["easy"][0]] == [[2], [1]]
     rows = np.array([[10, 10, 20, 20, 0.9], [300, 300, 10, 10, 0.1]])  # a hit on A, then a false positive

@@ -49,6 +49,15 @@ def short_video(tmp_path_factory):
     return path, face_boxes
 
 
+@pytest.fixture(scope="module")
+def full_size_records(short_video, tmp_path_factory):
+    """JSON records of ``short_video`` detected at full size (``--max-size 0``), PyTorch backend."""
+    path = tmp_path_factory.mktemp("full") / "full.jsonl"
+    result = run(short_video[0], "--no-draw", "--json", path, "--max-size", "0")
+    assert result.returncode == 0, result.stderr
+    return read_jsonl(path)
+
+
 def test_image_writes_annotated_copy_and_json(tmp_path):
     result = run(ASTRONAUT, "--output", tmp_path / "out.png", "--json", tmp_path / "faces.jsonl")
     assert result.returncode == 0, result.stderr
@@ -98,7 +107,7 @@ def test_video_keeps_size_and_rate_and_finds_pasted_faces(tmp_path, short_video)
     result = run(video, "--output", out, "--json", tmp_path / "v.jsonl", "--batch-size", "4", "--max-size", "0")
     assert result.returncode == 0, result.stderr
     records = read_jsonl(tmp_path / "v.jsonl")
-    assert [r["frame"] for r in records] == list(range(12))
+    assert [r["frame"] for r in records] == list(range(12)) and len(face_boxes) == 12
     for record, truth in zip(records, face_boxes):
         assert (record["width"], record["height"]) == (1280, 720)
         assert len(record["faces"]) == 3
@@ -206,31 +215,44 @@ def test_ctrl_c_closes_outputs_with_frames_done(tmp_path):
     assert not list(tmp_path.glob(".*partial*"))  # temp files were moved into place
 
 
-def test_onnxruntime_backend_and_exported_file_on_video(tmp_path, short_video):
+def test_onnxruntime_backend_and_exported_file_on_video(tmp_path, short_video, full_size_records):
     video, _ = short_video
-    torch_run = run(video, "--no-draw", "--json", tmp_path / "t.jsonl", "--max-size", "0")
     onnx_file = tmp_path / "m.onnx"
     export = subprocess.run([sys.executable, str(REPO / "scripts" / "export_onnx.py"), "--output", str(onnx_file)], capture_output=True, text=True)
     assert export.returncode == 0, export.stderr
     assert "mesh_coefficients" in export.stdout and "detections per image: the same" in export.stdout
     ort_run = run(video, "--no-draw", "--json", tmp_path / "o.jsonl", "--max-size", "0", "--backend", "onnxruntime", "--weights", onnx_file)
-    assert torch_run.returncode == 0 and ort_run.returncode == 0, ort_run.stderr
-    for a, b in zip(read_jsonl(tmp_path / "t.jsonl"), read_jsonl(tmp_path / "o.jsonl")):
+    assert ort_run.returncode == 0, ort_run.stderr
+    torch_records, ort_records = full_size_records, read_jsonl(tmp_path / "o.jsonl")
+    assert [r["frame"] for r in torch_records] == [r["frame"] for r in ort_records] == list(range(12))
+    assert sum(len(r["faces"]) for r in torch_records) >= 36  # three faces a frame at full size
+    for a, b in zip(torch_records, ort_records):
         assert len(a["faces"]) == len(b["faces"])
         for fa, fb in zip(a["faces"], b["faces"]):
             assert np.abs(np.array(fa["box"]) - np.array(fb["box"])).max() <= 0.5
 
 
-def test_video_default_detection_size_is_640(tmp_path, short_video):
+def test_video_default_detection_size_is_640(tmp_path, short_video, full_size_records):
     video, face_boxes = short_video
     result = run(video, "--no-draw", "--json", tmp_path / "d.jsonl")
-    assert result.returncode == 0, result.stderr
-    records = read_jsonl(tmp_path / "d.jsonl")
+    explicit = run(video, "--no-draw", "--json", tmp_path / "e.jsonl", "--max-size", "640")
+    assert result.returncode == 0 and explicit.returncode == 0, result.stderr + explicit.stderr
+    records, explicit_records = read_jsonl(tmp_path / "d.jsonl"), read_jsonl(tmp_path / "e.jsonl")
+    assert [r["frame"] for r in records] == [r["frame"] for r in explicit_records] == list(range(12)) and len(face_boxes) == 12
+    # the default is exactly an explicit --max-size 640: the same faces in every frame
+    for default, at_640 in zip(records, explicit_records):
+        assert len(default["faces"]) == len(at_640["faces"])
+        for a, b in zip(default["faces"], at_640["faces"]):
+            np.testing.assert_allclose(a["box"], b["box"], atol=1e-3)
+            assert a["score"] == pytest.approx(b["score"], abs=1e-6)
     # still reported in original 1280x720 pixels, and the two larger faces are found at 640 px
     for record, truth in zip(records, face_boxes):
         assert (record["width"], record["height"]) == (1280, 720)
         iou = box_iou(torch.tensor([f["box"] for f in record["faces"]]).reshape(-1, 4), torch.tensor(truth[:2], dtype=torch.float32))
         assert (iou.max(dim=0).values >= 0.5).all()
+    # and 640 px is not full size: there the smallest copy is found in every frame
+    assert len(full_size_records) == 12 and all(len(r["faces"]) == 3 for r in full_size_records)
+    assert sum(len(r["faces"]) for r in records) < 36
 
 
 def test_mesh_overlay_and_json(tmp_path):
@@ -269,7 +291,9 @@ def test_json_carries_head_pose_and_video_faces_keep_their_track_ids(tmp_path, s
     result = run(video, "--no-draw", "--json", tmp_path / "v.jsonl")
     assert result.returncode == 0, result.stderr
     ids_per_face: dict[int, set] = {0: set(), 1: set()}
-    for record, truth in zip(read_jsonl(tmp_path / "v.jsonl"), face_boxes):
+    records = read_jsonl(tmp_path / "v.jsonl")
+    assert len(records) == len(face_boxes) == 12
+    for record, truth in zip(records, face_boxes):
         found = torch.tensor([f["box"] for f in record["faces"]]).reshape(-1, 4)
         iou = box_iou(torch.tensor(truth[:2], dtype=torch.float32), found)
         for k, row in enumerate(iou):
