@@ -50,7 +50,9 @@ def draw_faces(image: np.ndarray, faces: Sequence[Face], *, show_scores: bool = 
             draw_pose_axes(canvas, face, max(1, thickness))
         if show_scores:
             label = f"{face.score:.2f}"
-            scale = 0.4 * thickness
+            # at most 60 % of the face's width (a label larger than its face hides it), readable down to 0.3
+            width_at_1 = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 1.0, 1)[0][0]
+            scale = max(0.3, min(0.4 * thickness, 0.6 * face_size / width_at_1))
             (tw, th), baseline = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
             top = max(0, y1 - th - baseline - 2)
             cv2.rectangle(canvas, (x1, top), (x1 + tw + 2, top + th + baseline + 2), BOX_COLOUR, -1)

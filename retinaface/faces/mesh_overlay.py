@@ -1,9 +1,11 @@
-"""Drawing face meshes over images, semi-transparent, from their vertices in image pixels.
+"""Drawing face meshes over images, shaded and semi-transparent, from their vertices in image pixels.
 
 The overlay draws whatever mesh a face carries (``Face.mesh_vertices``: the decoded or fitted mesh placed
 in the image), so it shows exactly what the JSON holds, whichever way the mesh was obtained. Triangles are
-filled with their vertices' mean colour far to near (painter's order by depth), the edges of the nearer
-triangles drawn darker on top, and the result blended over the photo. NumPy and OpenCV only; no rendering pipeline is needed.
+filled far to near (painter's order by depth) in one light tint shaded by how squarely they face the
+camera, so the mesh's shape (brows, nose, cheeks, jaw) shows even on a 60 px face and stands apart from
+the skin under it; the edges of the nearer triangles are drawn on top of larger faces. NumPy and OpenCV
+only; no rendering pipeline is needed.
 """
 
 from __future__ import annotations
@@ -17,8 +19,12 @@ import numpy as np
 from .face import Face
 from ..utils.resources import package_path
 
+MESH_TINT = np.array([255.0, 190.0, 40.0])
+"""BGR colour of a triangle facing the camera squarely (a bright azure, far from skin tones)."""
+AMBIENT = 0.3
+"""Brightness of a triangle seen edge-on; facing the camera it reaches 1."""
 EDGE_SHADE = 0.55
-"""Edges are drawn in the face's median colour times this factor, so the mesh's structure shows."""
+"""Edges are drawn in the mesh's median colour times this factor, so its structure shows."""
 MIN_WIREFRAME_SIZE = 40.0
 """Faces smaller than this (pixels, box's longer side) get filled triangles only: edges would cover them."""
 
@@ -51,21 +57,23 @@ def mesh_vertices_of(faces: Sequence[Face], branch=None) -> list[np.ndarray | No
 def draw_meshes(image: np.ndarray, faces: Sequence[Face], branch=None, *, opacity: float = 0.5) -> np.ndarray:
     """A copy of ``image`` (``ndarray[H, W, 3]`` BGR) with each face's mesh drawn at ``opacity``.
 
-    Faces use ``Face.mesh_vertices`` (x, y pixels, view depth; larger = farther) and ``Face.mesh_colours``
-    (RGB in [0, 1]; the template's colours when absent). Faces without vertices are decoded by ``branch``
-    when given, else skipped; faces with non-finite vertices are skipped.
+    Faces use ``Face.mesh_vertices`` (x, y pixels, view depth; larger = farther), shaded by each
+    triangle's normal (module docstring). Faces without vertices are decoded by ``branch`` when given,
+    else skipped; faces with non-finite vertices are skipped.
     """
     canvas = image.copy()
     if not faces:
         return canvas
-    triangles, template_colours = _template()
+    triangles, _ = _template()
     layer = canvas.copy()
     mask = np.zeros(canvas.shape[:2], dtype=np.uint8)
     for face, vertices in zip(faces, mesh_vertices_of(faces, branch)):
         if vertices is None or not np.isfinite(vertices).all():
             continue
-        colours = face.mesh_colours if face.mesh_colours is not None else template_colours
-        tri_colours = np.clip(colours[triangles].mean(axis=1), 0, 1)[:, ::-1] * 255  # BGR
+        corners3d = vertices[triangles].astype(np.float64)
+        normals = np.cross(corners3d[:, 1] - corners3d[:, 0], corners3d[:, 2] - corners3d[:, 0])
+        facing = np.abs(normals[:, 2]) / np.linalg.norm(normals, axis=1).clip(min=1e-9)
+        tri_colours = MESH_TINT * (AMBIENT + (1 - AMBIENT) * facing)[:, None]
         order = np.argsort(-vertices[triangles, 2].mean(axis=1))  # far first (painter's order)
         # fixed-point coordinates (4 fractional bits) keep small faces' triangles from snapping to whole pixels
         corners = np.round(vertices[triangles][:, :, :2] * 16).astype(np.int32)

@@ -187,7 +187,10 @@ def estimate_pose(landmarks: np.ndarray, box: np.ndarray, width: int, height: in
     # second start from a frontal face at the box's distance (template width 2 -> box width) is tried and
     # the better solution facing the camera wins.
     best = None
-    ok, rvec, tvec = cv2.solvePnP(obj, points, K, None, flags=cv2.SOLVEPNP_SQPNP)
+    try:
+        ok, rvec, tvec = cv2.solvePnP(obj, points, K, None, flags=cv2.SOLVEPNP_SQPNP)
+    except cv2.error:  # SQPnP refuses points spread over a tiny part of the view (a small face in a large photo)
+        ok = False
     if ok and np.isfinite(rvec).all() and np.isfinite(tvec).all():
         best = _refine(obj, points, K, rvec, tvec, size)
     if best is None or best[0] > _GOOD_FIT:
