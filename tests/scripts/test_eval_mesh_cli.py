@@ -7,7 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from scipy.spatial.transform import Rotation
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "eval_mesh_head.py"
@@ -26,20 +28,33 @@ def synthetic_val(tmp_path_factory):
     return root / "val"
 
 
-def test_released_weights_detect_the_faces_and_their_zero_head_equals_the_baseline(synthetic_val, tmp_path):
+def _true_rotation_degrees(synthetic_val) -> list[float]:
+    """Each rendered face's head rotation in degrees, from its coefficients as the split records them: the
+    layout is 128 latent, then the camera (location xyz, pose xyz, focal), the pose an axis-angle vector
+    (pi / 2) tanh(r) whose length is the angle; what a zero (template, frontal) prediction gets wrong."""
+    params = json.loads((synthetic_val / "render_params.json").read_text())
+    pose = [np.array(face["coefficients"][131:134]) for faces in params.values() for face in faces]
+    return [float(np.degrees(Rotation.from_rotvec(np.pi / 2 * np.tanh(r)).magnitude())) for r in pose]
+
+
+def test_released_weights_detect_the_faces_and_score_their_zero_head_against_the_rendered_poses(synthetic_val, tmp_path):
+    truth = _true_rotation_degrees(synthetic_val)
+    faces = len(truth)
+    assert faces >= 3 and np.median(truth) > 5
     result = run("mobilenet0.25", synthetic_val, "--json", tmp_path / "mesh.json")
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((tmp_path / "mesh.json").read_text())
-    faces = sum(len(v) for v in json.loads((synthetic_val / "render_params.json").read_text()).values())
     assert summary["mesh_faces"] == faces and 0 < summary["mesh_matched"] <= faces
-    # the released mesh head is zero: it predicts the template, exactly the baseline
-    for key in ("mesh_rotation_deg", "mesh_light_deg", "mesh_pixel_l1"):
-        assert summary[key] == pytest.approx(summary[f"{key}_zero"], abs=1e-5)
-    assert summary["mesh_rotation_deg_zero"] > 1.0
+    assert min(truth) - 1e-3 <= summary["mesh_rotation_deg_zero"] <= max(truth) + 1e-3
     assert "rotation" in result.stdout
+    # at the true boxes every face is scored: the released head is zero (frontal), so its median rotation error
+    # is the median of the rendered rotations, and so is the zero baseline's
     at_boxes = run("mobilenet0.25", synthetic_val, "--at-true-boxes", "--json", tmp_path / "boxes.json")
     assert at_boxes.returncode == 0, at_boxes.stderr[-2000:]
-    assert json.loads((tmp_path / "boxes.json").read_text())["mesh_matched"] == faces
+    scored = json.loads((tmp_path / "boxes.json").read_text())
+    assert scored["mesh_matched"] == faces
+    assert scored["mesh_rotation_deg"] == pytest.approx(np.median(truth), abs=1e-3)
+    assert scored["mesh_rotation_deg_zero"] == pytest.approx(np.median(truth), abs=1e-3)
 
 
 def test_folder_without_render_parameters_is_one_error_line(tmp_path):
