@@ -1,5 +1,5 @@
 # Two commands for a fresh machine (Python 3.10+ with venv; no conda, no GPU needed):
-#   make demo   - create .venv if missing, install, detect faces in a generated sample video
+#   make demo   - create .venv if missing, install, detect faces, poses and meshes in a generated sample video
 #   make test   - the whole test suite (what CI runs)
 PYTHON ?= python3
 VENV ?= .venv
@@ -20,7 +20,8 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(PY) scripts/make_demo_video.py $(DEMO_DIR)/astronauts.mp4
-	$(PY) scripts/detect.py $(DEMO_DIR)/astronauts.mp4 --output $(DEMO_DIR)/astronauts_faces.mp4 --json $(DEMO_DIR)/astronauts_faces.jsonl
+	@# --max-size 1280: the clip's full resolution, so the smallest of its three faces is found too (videos default to 640)
+	$(PY) scripts/detect.py $(DEMO_DIR)/astronauts.mp4 --mesh --max-size 1280 --output $(DEMO_DIR)/astronauts_faces.mp4 --json $(DEMO_DIR)/astronauts_faces.jsonl
 	@echo "annotated video: $(DEMO_DIR)/astronauts_faces.mp4, detections: $(DEMO_DIR)/astronauts_faces.jsonl"
 
 test: $(STAMP)

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..utils.rotations import rotation_error_degrees as geodesic_degrees
 from .branch import MeshBranch
 from .coefficients import random_coefficients, split_coefficients
 from .renderer import face_rotation, lights_from_params
@@ -26,9 +27,7 @@ def multiscale_l1(image: Tensor, target: Tensor, levels: int = 4) -> Tensor:
 
 def rotation_error_degrees(camera_a: Tensor, camera_b: Tensor) -> Tensor:
     """Angle ``Tensor[K]`` between the face rotations of two camera parameter sets ``Tensor[K, 7]``."""
-    ra, rb = face_rotation(camera_a), face_rotation(camera_b)
-    cosine = ((ra.transpose(1, 2) @ rb).diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2
-    return torch.rad2deg(torch.acos(cosine.clamp(-1.0, 1.0)))
+    return geodesic_degrees(face_rotation(camera_a), face_rotation(camera_b))
 
 
 def light_error_degrees(illumination_a: Tensor, illumination_b: Tensor) -> Tensor:

@@ -125,7 +125,28 @@ class LossConfig:
     mesh's five landmark vertices, placed by the head's coefficients at every positive anchor, against the
     face's annotated landmarks (mean distance in the crop's NDC). Tried at 0.01 because the pixel term alone
     did not teach the head rotation in the synthetic preset; it did not either, at 1.35x the step time
-    (README, training), so it is off."""
+    (docs/training.md), so it is off."""
+
+    def __post_init__(self) -> None:
+        check_fields(self, _LOSS_RULES)
+
+
+def _non_negative(value: float) -> bool:
+    return value >= 0
+
+
+_LOSS_RULES = {
+    **{name: (_non_negative, "a number >= 0") for name in (
+        "cls_weight", "box_weight", "landmark_weight", "pixel_weight", "mesh_latent_weight", "mesh_smoothness_weight",
+        "mesh_box_weight", "mesh_landmark_weight")},
+    "positive_iou": (lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    "negative_iou": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    "negative_ratio": (lambda v: v > 0, "a number > 0"),
+    "min_negatives": (lambda v: v >= 0, "an integer >= 0"),
+    "max_mesh_faces": (lambda v: v >= 1, "an integer >= 1"),
+    "mesh_crop_size": (lambda v: v >= 16, "an integer >= 16 (pixels)"),
+    "mesh_pixel_levels": (lambda v: v >= 1, "an integer >= 1"),
+}
 
 
 REFINE_PRESETS: dict[str, RefineConfig] = {
@@ -189,6 +210,12 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         if not isinstance(value, bool):
             raise ConfigError(f"{key}: expected true/false, got {value!r}")
         return value
+    if dataclasses.is_dataclass(annotation):  # a nested config: given whole, or as a dict (stored configs)
+        if isinstance(value, annotation):
+            return value
+        if isinstance(value, Mapping):
+            return replace_config(annotation(), value)
+        raise ConfigError(f"{key}: expected {annotation.__name__} settings, got {value!r}")
     if annotation is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
@@ -223,15 +250,26 @@ def _parse_literal(text: str) -> Any:
 def replace_config(config: C, values: Mapping[str, Any]) -> C:
     """Return a copy of dataclass ``config`` with ``values`` applied, type-checked.
 
-    Raises ``ConfigError`` for keys the dataclass does not have.
+    Keys of a nested config field are dotted (``loss.box_weight``); a nested field may also be given whole,
+    as a dataclass or a dict. Raises ``ConfigError`` for keys the dataclass does not have.
     """
     hints = typing.get_type_hints(type(config))
     names = {f.name for f in dataclasses.fields(config)}
-    updates = {}
+    updates: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {}
     for key, value in values.items():
+        head, dot, rest = key.partition(".")
+        if dot and head in names and dataclasses.is_dataclass(hints[head]):  # "loss.box_weight": a nested config's key
+            nested.setdefault(head, {})[rest] = value
+            continue
         if key not in names:
-            raise ConfigError(f"unknown config key {key!r} for {type(config).__name__}; known keys: {sorted(names)}")
+            inner = [f"{name}.{key}" for name in sorted(names) if dataclasses.is_dataclass(hints[name])
+                     and key in {f.name for f in dataclasses.fields(hints[name])}]
+            hint = f"; did you mean {inner[0]}?" if inner else f"; known keys: {sorted(names)}"
+            raise ConfigError(f"unknown config key {key!r} for {type(config).__name__}{hint}")
         updates[key] = _coerce(value, hints[key], key)
+    for head, inner_values in nested.items():
+        updates[head] = replace_config(updates.get(head, getattr(config, head)), inner_values)
     return dataclasses.replace(config, **updates)
 
 

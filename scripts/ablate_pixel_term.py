@@ -4,7 +4,7 @@
 Trains the same preset on the same synthetic data once per seed and arm, in this process, one run after
 the other:
   with      the preset as it is (the pixel term at pixel_weight, our mesh landmark term at mesh_landmark_weight)
-  without   --pixel_weight=0 --mesh_landmark_weight=0 (the mesh branch is not run in training)
+  without   --loss.pixel_weight=0 --loss.mesh_landmark_weight=0 (the mesh branch is not run in training)
 then prints the final validation AP (easy / medium / hard, official protocol) per run and, per arm, the mean
 and standard deviation over the seeds, with the paired differences (same seed: same initial weights, data
 order and augmentation), and writes JSON. Runs already finished under --output are read, not retrained; a folder
@@ -19,7 +19,7 @@ import statistics
 import sys
 from pathlib import Path
 
-ARMS = {"with": [], "without": ["--pixel_weight=0", "--mesh_landmark_weight=0"]}
+ARMS = {"with": [], "without": ["--loss.pixel_weight=0", "--loss.mesh_landmark_weight=0"]}
 LEVELS = ("easy", "medium", "hard")
 
 

@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "benchmark": ("retinaface.cli.benchmark", "WIDER FACE val average precision with the official protocol"),
     "export": ("retinaface.cli.export", "export weights to ONNX for the onnxruntime backend"),
     "eval-mesh": ("retinaface.cli.eval_mesh", "mesh head errors against the true render parameters of a synthetic set"),
+    "hallucinate": ("retinaface.cli.hallucinate", "hallucinated faces: gradient ascent on noise until a chosen output responds"),
 }
 
 

@@ -98,14 +98,12 @@ def _predict_distributed(args, gt) -> tuple[object, object, object] | int:
 
 
 def _benchmark(args, interruption) -> int:
-    from .. import InputError, WeightsError
+    from .. import InputError
     from ..utils.distributed import current_shard, end_process_group
     from ..outputs.guards import locked_outputs, refuse_overwriting_inputs
-    from ..errors import OutputError
     from ..outputs.atomic import atomic_write, check_writable
     from ..evaluation.wider_benchmark import plot_pr_curves
     from ..evaluation.wider_eval import SETTINGS, evaluate_folder, load_ground_truth
-    from ..errors import WiderFormatError
 
     report: dict = {}
     shard = None
@@ -175,15 +173,8 @@ def _benchmark(args, interruption) -> int:
             if args.plot is not None:
                 plot_pr_curves(result, args.plot)
                 print(f"wrote {args.plot}")
-    except OutputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except (InputError, WeightsError, WiderFormatError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # a file system problem outside the atomic writers (logs, folders)
-        print(f"error: {common.os_error(exc)}", file=sys.stderr)
-        return 1
+    except common.REPORTED_ERRORS as exc:
+        return common.report_error(exc)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return interruption.exit_code

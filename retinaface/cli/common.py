@@ -8,8 +8,9 @@ import math
 import os
 import sys
 import warnings
-from typing import Iterator
+from typing import Callable, Iterator
 
+from ..errors import OutputError, RetinaFaceError
 from ..utils.signals import Interruption, interrupt_on_termination
 
 
@@ -24,8 +25,8 @@ def device(text: str) -> str:
     """argparse type: ``auto`` or a device present on this machine."""
     if text == "auto":
         return text
-    from ..inference.detector import resolve_device
     from ..errors import InputError
+    from ..inference.detector import resolve_device
 
     try:
         resolve_device(text)
@@ -74,6 +75,24 @@ def os_error(exc: OSError) -> str:
     """``OSError`` as one sentence: ``cannot access PATH: reason``."""
     where = f" {exc.filename}" if exc.filename else ""
     return f"cannot access{where}: {exc.strerror or exc}"
+
+
+REPORTED_ERRORS = (RetinaFaceError, OSError, MemoryError)
+"""What every command reports as one ``error:`` line (:func:`report_error`) instead of a traceback."""
+
+
+def report_error(exc: BaseException, describe: Callable[[BaseException], str] = str) -> int:
+    """Print one of :data:`REPORTED_ERRORS` as ``error: ...`` on stderr and return the exit code: 2 for what
+    the user gave (input, options, weights, annotations), 1 for what failed while working (outputs, the
+    file system, memory)."""
+    if isinstance(exc, MemoryError):
+        print("error: out of memory; try smaller inputs or batches", file=sys.stderr)
+        return 1
+    if isinstance(exc, OSError):  # a file system problem outside the atomic writers (logs, folders)
+        print(f"error: {os_error(exc)}", file=sys.stderr)
+        return 1
+    print(f"error: {describe(exc)}", file=sys.stderr)
+    return 1 if isinstance(exc, OutputError) else 2
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> str:

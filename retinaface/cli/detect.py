@@ -108,8 +108,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _detect(args: argparse.Namespace, interruption) -> int:
-    from .. import Detector, InputError, WeightsError, run_detect
-    from ..errors import OutputError
+    from .. import Detector, run_detect
     from ..runner.pipeline import VIDEO_MAX_SIZE, classify_source
     from ..utils.distributed import current_shard, end_process_group, shard_device, start_process_group
     from ..inference.views import MultiViewDetector
@@ -147,20 +146,13 @@ def _detect(args: argparse.Namespace, interruption) -> int:
             decode_workers=args.decode_workers, resume=args.resume, shard=shard,
         )
         end_process_group(shard)
-    except OutputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except (InputError, WeightsError, ImportError) as exc:
+    except common.REPORTED_ERRORS as exc:
+        return common.report_error(exc)
+    except ImportError as exc:  # an optional media package missing
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except RuntimeError as exc:  # e.g. out of memory on the device
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 1
-    except OSError as exc:  # a file system problem outside the atomic writers (logs, folders)
-        print(f"error: {common.os_error(exc)}", file=sys.stderr)
-        return 1
-    except MemoryError:
-        print("error: out of memory; use a smaller --max-size or --batch-size", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # before any output was opened
         print("interrupted: nothing written", file=sys.stderr)

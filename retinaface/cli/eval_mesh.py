@@ -16,6 +16,8 @@ import json
 import sys
 from pathlib import Path
 
+from . import common
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -35,7 +37,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.split / 'render_params.json'} not found; give a split written by make_synthetic.py", file=sys.stderr)
         return 2
 
-    from .. import InputError, WeightsError
     from ..outputs.atomic import atomic_write
     from ..evaluation.mesh_eval import evaluate_at_boxes, evaluate_detections, format_summary
     from ..model.weights import load_model
@@ -48,9 +49,8 @@ def main(argv: list[str] | None = None) -> int:
             errors = evaluate_detections(
                 model, args.split, score_threshold=args.score_threshold, iou_threshold=args.iou_threshold, max_images=args.max_images
             )
-    except (InputError, WeightsError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except common.REPORTED_ERRORS as exc:
+        return common.report_error(exc)
     summary = errors.summary()
     print(format_summary(summary))
     if args.json:

@@ -31,9 +31,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _export(args, interruption) -> int:
-    from .. import InputError, WeightsError, load_model
+    from .. import load_model
     from ..outputs.guards import locked_outputs, refuse_overwriting_inputs
-    from ..errors import OutputError
     from ..outputs.atomic import check_writable
     from ..media.images import read_image
     from ..export.onnx import export_onnx, verify_export
@@ -48,15 +47,8 @@ def _export(args, interruption) -> int:
         with locked_outputs(args.output):
             model = load_model(weights)
             data = export_onnx(model, args.output, opset=args.opset, dense_mesh=args.dense_mesh)
-    except OutputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except (InputError, WeightsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # a file system problem outside the atomic writers (logs, folders)
-        print(f"error: {common.os_error(exc)}", file=sys.stderr)
-        return 1
+    except common.REPORTED_ERRORS as exc:
+        return common.report_error(exc)
     except KeyboardInterrupt:
         print(f"interrupted: {args.output} not written", file=sys.stderr)
         return interruption.exit_code

@@ -28,10 +28,20 @@ from pathlib import Path
 from . import common
 
 
+def _flat_keys(config, prefix: str = ""):
+    """``(key, default)`` of every setting, nested configs' keys dotted (``loss.box_weight``)."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from _flat_keys(value, f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", value
+
+
 def main(argv: list[str] | None = None) -> int:
     from ..training.loop import TRAIN_PRESETS, TrainConfig
 
-    fields = "\n".join(f"  --{f.name}={f.default!r}" for f in dataclasses.fields(TrainConfig))
+    fields = "\n".join(f"  --{key}={value!r}" for key, value in _flat_keys(TrainConfig()))
     parser = common.ArgumentParser(
         prog="retinaface train", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 1)[1] + f"\nconfig keys (defaults of the base config):\n{fields}",
@@ -55,13 +65,9 @@ def _last_line(exc: BaseException) -> str:
 
 
 def _train(parser, args, overrides, interruption) -> int:
-    import os
 
-    from .. import InputError, WeightsError
-    from ..errors import ConfigError
-    from ..errors import AnnotationError
     from ..outputs.guards import locked_outputs
-    from ..errors import OutputError
+    from ..utils.distributed import current_shard
     from ..training.run_dir import check_run_dir
     from ..training.loop import train, train_config
 
@@ -70,21 +76,14 @@ def _train(parser, args, overrides, interruption) -> int:
         config = train_config(args.preset, overrides, resume=args.resume)
         if not args.resume and not config.train_labels:
             parser.error("give --train_labels=PATH (a WIDER label.txt) or --resume CHECKPOINT")
-        main_process = int(os.environ.get("RANK", "0")) == 0
+        main_process = current_shard().is_main
         output = Path(config.output)
         if main_process:
             check_run_dir(output, resume=args.resume)
         with locked_outputs(output if main_process else None):
             result = train(config, resume=args.resume, progress=not args.no_progress, device=args.device)
-    except OutputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except (ConfigError, AnnotationError, InputError, WeightsError) as exc:
-        print(f"error: {_last_line(exc)}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # a file system problem outside the atomic writers (logs, folders)
-        print(f"error: {common.os_error(exc)}", file=sys.stderr)
-        return 1
+    except common.REPORTED_ERRORS as exc:
+        return common.report_error(exc, _last_line)
     except FloatingPointError as exc:
         print(f"error: {_last_line(exc)}; lower --lr or set --clip_grad_norm, then --resume", file=sys.stderr)
         return 1

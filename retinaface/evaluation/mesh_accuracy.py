@@ -29,8 +29,9 @@ from typing import Sequence
 
 import numpy as np
 
-from ..outputs.atomic import atomic_write
 from ..faces.pose import _FLIP, HeadPose, euler_from_rotation
+from ..outputs.atomic import atomic_write
+from ..utils.rotations import rotation_error_degrees
 
 REFERENCE_CONTEXT = 1.8
 """Side of the square crop given to mediapipe, in units of the box's longer side."""
@@ -70,12 +71,6 @@ def reference_rotation(points: np.ndarray, template_vertices: np.ndarray) -> np.
     return _FLIP @ rotation @ _FLIP
 
 
-def rotation_angle(a: np.ndarray, b: np.ndarray) -> float:
-    """Angle in degrees of the rotation taking ``a`` to ``b`` (both ``ndarray[3, 3]``)."""
-    cosine = (np.trace(a.T @ b) - 1.0) / 2.0
-    return float(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))))
-
-
 @dataclass
 class PoseError:
     """Our pose against the reference: ``angle`` (geodesic, degrees), ``mean_abs`` (mean |difference| of
@@ -91,7 +86,7 @@ def pose_error(pose: HeadPose, reference_points: np.ndarray, template_vertices: 
     ref = reference_rotation(reference_points, template_vertices)
     ref_angles = euler_from_rotation(ref)
     ours = np.array([pose.yaw, pose.pitch, pose.roll])
-    return PoseError(rotation_angle(pose.relative_rotation, ref), float(np.abs(ours - ref_angles).mean()),
+    return PoseError(float(rotation_error_degrees(pose.relative_rotation, ref)), float(np.abs(ours - ref_angles).mean()),
                      tuple(float(a) for a in ref_angles))
 
 
@@ -189,9 +184,8 @@ def evaluate_photos(
     counts (``detected``, ``large``, ``no_reference``) and ``detector_seconds`` (the detector's calls alone)."""
     import time
 
-    from ..media.images import read_image
-
     from ..faces.pose import head_model_vertices
+    from ..media.images import read_image
 
     template = head_model_vertices()  # the reference pose is measured in the same head frame as ours
     rows: list[FaceAccuracy] = []

@@ -30,21 +30,10 @@ from torch import Tensor
 from torchvision.ops import box_convert, box_iou, roi_align
 
 from ..mesh.coefficients import LATENT_DIM
+from ..utils.rotations import rotation_error_degrees
 
 if TYPE_CHECKING:
     from ..model.retinaface import RetinaFace
-
-
-def rotation_error_degrees(rotation_a: Tensor, rotation_b: Tensor) -> Tensor:
-    """Geodesic angle in degrees between rotations ``Tensor[K, 3, 3]`` and ``Tensor[K, 3, 3]`` -> ``Tensor[K]``.
-
-    Uses ``atan2(sin, cos)`` of the relative rotation, accurate near 0 and 180 degrees alike.
-    """
-    relative = rotation_a.transpose(-1, -2) @ rotation_b
-    cos = (relative.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2
-    skew = relative - relative.transpose(-1, -2)
-    sin = torch.stack([skew[..., 2, 1], skew[..., 0, 2], skew[..., 1, 0]], dim=-1).norm(dim=-1) / 2
-    return torch.rad2deg(torch.atan2(sin, cos))
 
 
 def direction_error_degrees(direction_a: Tensor, direction_b: Tensor) -> Tensor:

@@ -12,10 +12,8 @@ and :func:`finish_training` (final weights).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -23,15 +21,15 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Sampler
 
 from ..errors import ConfigError
-from ..config import InferenceConfig, MODEL_PRESETS, LossConfig, apply_overrides, check_fields, config_from_dict, config_to_dict, model_preset, replace_config
+from ..config import InferenceConfig, MODEL_PRESETS, LossConfig, apply_overrides, check_fields, config_from_dict, config_to_dict, model_preset
 from ..outputs.atomic import atomic_write
 from ..model.retinaface import RetinaFace, build_retinaface
 from ..utils.rng import seeded
+from ..utils.distributed import Shard, current_shard, end_process_group, shard_device, start_process_group, wait_for_all
 
 
 @dataclass(frozen=True)
@@ -71,16 +69,8 @@ class TrainConfig:
     are folded into the convolutions (identity statistics that batch statistics would wreck)."""
     clip_grad_norm: float = 0.0
     """Clip the gradient norm to this (0: no clipping); useful when fine-tuning folded weights."""
-    # the loss settings a run may change (defaults: LossConfig's); see :meth:`loss_config`
-    cls_weight: float = LossConfig.cls_weight
-    box_weight: float = LossConfig.box_weight
-    landmark_weight: float = LossConfig.landmark_weight
-    pixel_weight: float = LossConfig.pixel_weight
-    negative_ratio: float = LossConfig.negative_ratio
-    max_mesh_faces: int = LossConfig.max_mesh_faces
-    mesh_pixel_levels: int = LossConfig.mesh_pixel_levels
-    mesh_box_weight: float = LossConfig.mesh_box_weight
-    mesh_landmark_weight: float = LossConfig.mesh_landmark_weight
+    loss: LossConfig = field(default_factory=LossConfig)
+    """The training objective (weights of the terms, matching, the mesh terms); override as ``--loss.KEY=VALUE``."""
     mesh_optimizer: str = "adam"
     """Optimiser of the parameters only the pixel term trains (``heads.mesh.*`` and the mesh decoder):
     ``adam`` (at ``mesh_lr``, default) or ``sgd`` (the paper's: one SGD for everything, at ``lr * mesh_lr_scale``).
@@ -117,11 +107,6 @@ class TrainConfig:
         if bool(self.val_images) != bool(self.val_gt_dir):
             raise ConfigError("validation needs both val_images and val_gt_dir (or neither)")
 
-    def loss_config(self) -> LossConfig:
-        """The :class:`LossConfig` this run trains with (its fields of the same names, the rest default)."""
-        names = {f.name for f in dataclasses.fields(LossConfig)}
-        return replace_config(LossConfig(), {k: v for k, v in config_to_dict(self).items() if k in names})
-
 def _at_least(minimum: float):
     return lambda value: value >= minimum
 
@@ -142,18 +127,9 @@ _TRAIN_CONFIG_RULES = {
     "decay_epochs": (lambda v: all(e >= 0 for e in v), "epochs >= 0"),
     "gamma": (lambda v: v > 0, "a number > 0"),
     "clip_grad_norm": (_at_least(0), "a number >= 0 (0: no clipping)"),
-    "cls_weight": (_at_least(0), "a number >= 0"),
-    "box_weight": (_at_least(0), "a number >= 0"),
-    "landmark_weight": (_at_least(0), "a number >= 0"),
-    "pixel_weight": (_at_least(0), "a number >= 0"),
-    "negative_ratio": (lambda v: v > 0, "a number > 0"),
-    "max_mesh_faces": (_at_least(1), "an integer >= 1"),
     "mesh_optimizer": (lambda v: v in ("adam", "sgd"), "adam or sgd"),
     "mesh_lr": (lambda v: v > 0, "a number > 0"),
     "mesh_lr_scale": (lambda v: v > 0, "a number > 0"),
-    "mesh_pixel_levels": (_at_least(1), "an integer >= 1"),
-    "mesh_box_weight": (_at_least(0), "a number >= 0"),
-    "mesh_landmark_weight": (_at_least(0), "a number >= 0"),
     "min_face_size": (_at_least(0), "a number >= 0"),
     "seed": (_at_least(0), "an integer >= 0"),
     "output": (lambda v: bool(v.strip()), "a folder path"),
@@ -234,33 +210,6 @@ def lr_factor(step: int, *, steps_per_epoch: int, warmup_epochs: float, decay_ep
     return warm * gamma ** sum(epoch >= d for d in decay_epochs)
 
 
-@dataclass
-class Distributed:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed() -> Distributed:
-    """Join the ``torchrun`` process group if launched by it (gloo on CPU, NCCL on GPU)."""
-    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) < 2:
-        return Distributed()
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend)
-    info = Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
-    if torch.cuda.is_available():
-        torch.cuda.set_device(info.local_rank)
-    return info
-
-
 def build_model_for_training(config: TrainConfig) -> RetinaFace:
     """The model with the loss of ``config`` and weights from ``config.init`` (random ones fixed by ``config.seed``)."""
     from ..model.weights import load_model
@@ -268,10 +217,10 @@ def build_model_for_training(config: TrainConfig) -> RetinaFace:
     if config.init == "scratch":
         with seeded(config.seed):
             return set_train_mode(
-                build_retinaface(model_preset(config.model), loss=config.loss_config(), imagenet_weights=config.imagenet_weights or None),
+                build_retinaface(model_preset(config.model), loss=config.loss, imagenet_weights=config.imagenet_weights or None),
                 config,
             )
-    model = load_model(config.init, loss=config.loss_config())
+    model = load_model(config.init, loss=config.loss)
     if model.config != model_preset(config.model):
         raise ConfigError(f"--init {config.init} is a {model.config.backbone} model but the config trains {config.model}")
     return set_train_mode(model, config)
@@ -345,7 +294,7 @@ class TrainingRun:
     """Everything :func:`setup_training` builds; the loop functions read and advance it."""
 
     config: TrainConfig
-    info: Distributed
+    info: Shard
     device: torch.device
     model: RetinaFace
     trained: nn.Module
@@ -407,9 +356,11 @@ def setup_training(config: TrainConfig, *, device: str = "auto") -> TrainingRun:
     from ..datasets.transforms import TrainAugmentation
     from ..datasets.wider import WiderFaceDataset
 
-    info = init_distributed()
+    info = current_shard()  # torchrun's place for this process, the same set-up as detection's
+    device = shard_device(info, device)
     if device == "auto":
-        device = f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu"
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    start_process_group(info, device)
     device_t = torch.device(device)
     model = build_model_for_training(config).to(device_t)
     augmentation = TrainAugmentation(size=config.image_size, min_face_size=config.min_face_size, pixel_mean_bgr=model.config.pixel_mean_bgr)
@@ -430,7 +381,7 @@ def setup_training(config: TrainConfig, *, device: str = "auto") -> TrainingRun:
         mesh_scheduler = torch.optim.lr_scheduler.LambdaLR(mesh_optimizer, lambda step: lr_factor(step, **schedule))
     scaler = torch.amp.GradScaler("cuda") if config.amp and device_t.type == "cuda" else None
     trained = model
-    if info.enabled:
+    if info.distributed:
         trained = nn.parallel.DistributedDataParallel(model, device_ids=[info.local_rank] if device_t.type == "cuda" else None)
     return TrainingRun(
         config=config, info=info, device=device_t, model=model, trained=trained, dataset=dataset, sampler=sampler,
@@ -461,7 +412,7 @@ def resume_training(run: TrainingRun, checkpoint_path: str) -> None:
 
 def open_logs(run: TrainingRun) -> None:
     """Main process: create the output folder, write ``config.json`` and open TensorBoard (when installed)."""
-    if not run.info.main:
+    if not run.info.is_main:
         return
     run.output.mkdir(parents=True, exist_ok=True)
     (run.output / "config.json").write_text(json.dumps(config_to_dict(run.config), indent=2) + "\n")
@@ -536,7 +487,7 @@ def train_epoch(run: TrainingRun, result: TrainResult, *, progress: bool = True)
     )
     bar = tqdm(
         loader, total=run.steps_per_epoch, initial=position.step_in_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
-        disable=not (progress and info.main), file=sys.stderr, unit="step",
+        disable=not (progress and info.is_main), file=sys.stderr, unit="step",
     )
     tick, images_seen, stop = time.perf_counter(), 0, False
     for images, targets in bar:
@@ -546,7 +497,7 @@ def train_epoch(run: TrainingRun, result: TrainResult, *, progress: bool = True)
         position.step_in_epoch += 1
         images_seen += len(images) * info.world_size
         end_of_epoch = position.step_in_epoch == run.steps_per_epoch
-        if info.main and (position.global_step % config.log_every == 0 or end_of_epoch):
+        if info.is_main and (position.global_step % config.log_every == 0 or end_of_epoch):
             rate = images_seen / max(time.perf_counter() - tick, 1e-9)
             record = {
                 "step": position.global_step, "epoch": epoch + position.step_in_epoch / run.steps_per_epoch,
@@ -570,7 +521,7 @@ def train_epoch(run: TrainingRun, result: TrainResult, *, progress: bool = True)
 
 def checkpoint(run: TrainingRun, *, epoch: int, step_in_epoch: int) -> None:
     """``last.pt`` in the output folder (main process only)."""
-    if run.info.main:
+    if run.info.is_main:
         save_checkpoint(run.output / "last.pt", run, epoch=epoch, step_in_epoch=step_in_epoch)
 
 
@@ -596,13 +547,12 @@ def finish_training(run: TrainingRun) -> None:
     """Write ``final.safetensors`` (main process), close the logs and leave the process group."""
     if run.writer is not None:
         run.writer.close()
-    if run.info.main:
+    if run.info.is_main:
         from ..model.weights import save_safetensors
 
         save_safetensors(run.model, run.output / "final.safetensors")
-    if run.info.enabled:
-        dist.barrier()
-        dist.destroy_process_group()
+    wait_for_all(run.info)
+    end_process_group(run.info)
 
 
 def train(config: TrainConfig, *, resume: str | None = None, progress: bool = True, device: str = "auto") -> TrainResult:
@@ -618,7 +568,7 @@ def train(config: TrainConfig, *, resume: str | None = None, progress: bool = Tr
         epoch = run.position.epoch
         stop = train_epoch(run, result, progress=progress)
         last_epoch = stop or epoch + 1 == config.epochs
-        if run.info.main and config.val_images and config.val_gt_dir and ((epoch + 1) % config.val_every == 0 or last_epoch):
+        if run.info.is_main and config.val_images and config.val_gt_dir and ((epoch + 1) % config.val_every == 0 or last_epoch):
             validate_epoch(run, result, epoch=epoch + 1, progress=progress)
         if stop:
             break

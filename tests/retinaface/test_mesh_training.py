@@ -77,7 +77,7 @@ def test_pixel_term_reaches_the_mesh_head(tiny_data, tmp_path):
     assert summary["mesh_matched"] == summary["mesh_faces"] > 10
     assert summary["mesh_pixel_l1"] != summary["mesh_pixel_l1_zero"]  # the head's renders are no longer the template's
 
-    no_pixel = train(_config(tiny_data, tmp_path / "off", mesh_lr_scale=10, epochs=10, pixel_weight=0), progress=False, device="cpu")
+    no_pixel = train(_config(tiny_data, tmp_path / "off", mesh_lr_scale=10, epochs=10, **{"loss.pixel_weight": 0}), progress=False, device="cpu")
     assert no_pixel.global_step == 10
     untouched = load_model(tmp_path / "off" / "final.safetensors")
     assert all(p.abs().max().item() == 0 for n, p in untouched.named_parameters() if n.startswith("heads.mesh."))

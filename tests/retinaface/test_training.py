@@ -63,7 +63,7 @@ def tiny_data(tmp_path_factory):
 def _config(tiny_data, output, **extra):
     overrides = [
         f"--train_labels={tiny_data / 'train' / 'label.txt'}", f"--output={output}", "--image_size=96", "--batch_size=2",
-        "--workers=0", "--epochs=3", "--checkpoint_every=2", "--log_every=1", "--max_mesh_faces=2",
+        "--workers=0", "--epochs=3", "--checkpoint_every=2", "--log_every=1", "--loss.max_mesh_faces=2",
     ] + [f"--{k}={v}" for k, v in extra.items()]
     return train_config("mobilenet0.25-synthetic", overrides)
 
@@ -99,7 +99,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tiny_data, tmp_path
         sys.executable, str(TRAIN), "--preset", "mobilenet0.25-synthetic", "--no-progress",
         *[f"--{k}" if v is None else f"--{k}={v}" for k, v in dict(
             train_labels=tiny_data / "train" / "label.txt", output=out, image_size=96, batch_size=2, workers=0,
-            epochs=3, checkpoint_every=1, max_mesh_faces=2, max_steps=steps).items()],
+            epochs=3, checkpoint_every=1, max_steps=steps).items()], "--loss.max_mesh_faces=2",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # see one_thread
     reference = subprocess.run(args(tmp_path / "ref", 7), capture_output=True, text=True, timeout=600, env=env)
@@ -133,7 +133,7 @@ def test_torchrun_two_cpu_processes(tiny_data, tmp_path):
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
          f"--master_port={_free_port()}", str(TRAIN),
          "--preset", "mobilenet0.25-synthetic", "--no-progress", f"--train_labels={tiny_data / 'train' / 'label.txt'}",
-         f"--output={tmp_path / 'ddp'}", "--image_size=96", "--batch_size=2", "--workers=0", "--epochs=1", "--max_mesh_faces=2"],
+         f"--output={tmp_path / 'ddp'}", "--image_size=96", "--batch_size=2", "--workers=0", "--epochs=1", "--loss.max_mesh_faces=2"],
         capture_output=True, text=True, timeout=600, env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]

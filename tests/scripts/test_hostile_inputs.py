@@ -291,7 +291,7 @@ def tiny_run(tmp_path_factory):
     generate(root / "data", num_train=2, num_val=1, seed=1, height=96, width=128, progress=False)
     config = train_config("mobilenet0.25-synthetic", [
         f"--train_labels={root / 'data' / 'train' / 'label.txt'}", f"--output={root / 'run'}", "--image_size=64",
-        "--batch_size=2", "--workers=0", "--epochs=1", "--max_mesh_faces=1", "--pixel_weight=0",
+        "--batch_size=2", "--workers=0", "--epochs=1", "--loss.max_mesh_faces=1", "--loss.pixel_weight=0",
     ])
     train(config, progress=False)
     return root
