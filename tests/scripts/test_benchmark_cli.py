@@ -11,6 +11,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
+from torchvision.ops import box_iou
 
 from retinaface.media.samples import demo_frames
 from retinaface.evaluation.wider_eval import SETTINGS, WiderGroundTruth, save_ground_truth
@@ -52,13 +54,31 @@ def tiny_wider(tmp_path_factory):
     return root, gt
 
 
-def test_detector_run_scores_saves_and_resumes(tmp_path, tiny_wider):
-    root, gt = tiny_wider
-    pred = tmp_path / "pred"
-    report = tmp_path / "ap.json"
-    plot = tmp_path / "pr.png"
+@pytest.fixture(scope="module")
+def plain_run(tiny_wider, tmp_path_factory):
+    """The benchmark on ``tiny_wider`` without options: (prediction folder, report path, plot path, result)."""
+    root, _ = tiny_wider
+    folder = tmp_path_factory.mktemp("plain")
+    pred, report, plot = folder / "pred", folder / "ap.json", folder / "pr.png"
     result = run("--wider-root", root / "WIDER_val", "--gt-dir", root / "gt", "--predictions", pred, "--json", report, "--plot", plot)
     assert result.returncode == 0, result.stderr
+    return pred, report, plot, result
+
+
+def _predictions(folder: Path) -> dict[str, np.ndarray]:
+    """Prediction files as ``{event/name: rows [x y w h score]}``, read by hand from the WIDER text format."""
+    found = {}
+    for path in sorted(folder.rglob("*.txt")):
+        lines = path.read_text().splitlines()
+        count = int(lines[1])
+        assert len(lines) == 2 + count, path
+        found[f"{path.parent.name}/{path.stem}"] = np.array([[float(v) for v in line.split()] for line in lines[2:]]).reshape(-1, 5)
+    return found
+
+
+def test_detector_run_scores_saves_and_resumes(tmp_path, tiny_wider, plain_run):
+    root, gt = tiny_wider
+    pred, report, plot, result = plain_run
     assert "4 written, 0 reused, 1 images missing, 1 unreadable" in result.stdout
     assert "ms/image median" in result.stdout
     data = json.loads(report.read_text())
@@ -82,11 +102,30 @@ def test_detector_run_scores_saves_and_resumes(tmp_path, tiny_wider):
     assert {s: only[s] for s in SETTINGS} == {s: data[s] for s in SETTINGS}
 
 
-def test_flip_option_runs(tmp_path, tiny_wider):
-    root, _ = tiny_wider
+def test_flip_changes_the_predictions(tmp_path, tiny_wider, plain_run):
+    """--flip detects in the mirrored image too and merges: other boxes and scores than the plain run, the same
+    faces still found (each pasted face has a detection with IoU >= 0.5), not a plain run under another name."""
+    root, gt = tiny_wider
     result = run("--wider-root", root / "WIDER_val", "--gt-dir", root / "gt", "--predictions", tmp_path / "p", "--flip", "--json", tmp_path / "a.json")
     assert result.returncode == 0, result.stderr
-    assert json.loads((tmp_path / "a.json").read_text())["speed"]["flip"] is True
+    report = json.loads((tmp_path / "a.json").read_text())
+    assert report["speed"]["flip"] is True and json.loads(plain_run[1].read_text())["speed"]["flip"] is False
+    plain, flipped = _predictions(plain_run[0]), _predictions(tmp_path / "p")
+    assert sorted(plain) == sorted(flipped) and len(plain) == 4
+    changed = 0
+    for key in plain:
+        a, b = plain[key], flipped[key]
+        event, name = key.split("/")
+        truth = gt.boxes[gt.events.index(event)][gt.files[gt.events.index(event)].index(name)]
+        corners = lambda xywh: torch.tensor(np.c_[xywh[:, :2], xywh[:, :2] + xywh[:, 2:4]], dtype=torch.float64).reshape(-1, 4)  # noqa: E731
+        for rows in (a, b):
+            iou = box_iou(corners(truth), corners(rows[rows[:, 4] >= 0.5]))
+            assert iou.shape[1] > 0 and (iou.max(dim=1).values >= 0.5).all(), key
+        same_shape = a.shape == b.shape
+        changed += (not same_shape) or not np.allclose(a, b, atol=0.05)
+    assert changed == len(plain)  # every image's predictions moved
+    assert sum(len(rows) for rows in flipped.values()) > sum(len(rows) for rows in plain.values())  # the union of two views
+    assert abs(report["medium"] - json.loads(plain_run[1].read_text())["medium"]) < 0.1
 
 
 def test_bad_arguments_are_one_line_errors(tmp_path, tiny_wider):
