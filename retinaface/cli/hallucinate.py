@@ -76,24 +76,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _hallucinate(args: argparse.Namespace, interruption) -> int:
-    from ..errors import OutputError, RetinaFaceError
     from ..model.base import torch_threads
 
     try:
         with torch_threads(args.threads or None):  # the mesh fits of --mesh too
             return _run(args)
-    except OutputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except RetinaFaceError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except common.REPORTED_ERRORS as exc:  # bad targets, weights, outputs: one error line
+        return common.report_error(exc)
     except ImportError as exc:  # --mesh without pytorch3d / torch-geometric
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:
-        print(f"error: {common.os_error(exc)}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print(f"interrupted: the targets finished so far are in {args.output}", file=sys.stderr)
         return interruption.exit_code
