@@ -26,7 +26,7 @@ def make_folder(folder: Path, count: int) -> list[Path]:
     import cv2
 
     from retinaface.media.images import read_image
-    from retinaface.media.samples import ASTRONAUT
+    from retinaface.samples import ASTRONAUT
 
     existing = sorted(folder.glob("*.jpg"))
     if len(existing) == count:

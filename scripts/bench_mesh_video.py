@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Video speed with meshes: frames/s of detect.py's pipeline on a generated 1280x720 clip with three faces.
 
-Runs the same clip (the astronaut sample, three moving copies; retinaface.media.samples.demo_frames) through
+Runs the same clip (the astronaut sample, three moving copies; retinaface.samples.demo_frames) through
 run_detect three ways in one process, so the figures share the machine's load: detection only; detection
 with the landmark refiner (the closer look that --mesh turns on; its video preset, as detect.py uses on
 videos); and Detector(mesh=True) (refiner, warm-
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     from retinaface.config import REFINE_PRESETS
     from retinaface.outputs.atomic import atomic_write
     from retinaface.runner.pipeline import VIDEO_MAX_SIZE
-    from retinaface.media.samples import write_demo_video
+    from retinaface.samples import write_demo_video
 
     video = REFINE_PRESETS["video"]
     runs = {

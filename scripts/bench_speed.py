@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     from retinaface.model.convert import fetch_published_onnx
     from retinaface.outputs.atomic import atomic_write
     from retinaface.runner.pipeline import VIDEO_MAX_SIZE
-    from retinaface.media.samples import demo_frames, write_demo_video
+    from retinaface.samples import demo_frames, write_demo_video
 
     try:
         reference = fetch_published_onnx(args.cache)

@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from retinaface.errors import InputError
     from retinaface.outputs.atomic import check_writable
-    from retinaface.media.samples import write_demo_video
+    from retinaface.samples import write_demo_video
 
     try:
         check_writable(args.output)

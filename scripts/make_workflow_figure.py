@@ -21,7 +21,7 @@ from retinaface.faces.anonymize import anonymize
 from retinaface.faces.drawing import draw_faces
 from retinaface.media.images import read_image
 from retinaface.outputs.atomic import write_image
-from retinaface.media.samples import ASTRONAUT
+from retinaface.samples import ASTRONAUT
 
 PANEL = 176
 REGION = (slice(0, 300), slice(75, 375))  # the head and shoulders of the 512x512 photo

@@ -13,7 +13,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-from retinaface.media.samples import ASTRONAUT_FACE_BOX  # hand-annotated (x1 y1 x2 y2)
+from retinaface.samples import ASTRONAUT_FACE_BOX  # hand-annotated (x1 y1 x2 y2)
 
 from .conftest import CROWD  # the shared photo, through RETINAFACE_SHARED_DATA like every other test
 

@@ -36,7 +36,7 @@ def _export(args, interruption) -> int:
     from ..outputs.atomic import check_writable
     from ..media.images import read_image
     from ..export.onnx import export_onnx, verify_export
-    from ..media.samples import ASTRONAUT
+    from ..samples import ASTRONAUT
     from ..model.weights import resolve_weights
 
     try:

@@ -41,16 +41,18 @@ _LIVE_TEMP_FILES: set[Path] = set()
 @atexit.register
 def _remove_live_temp_files() -> None:
     for tmp in list(_LIVE_TEMP_FILES):
-        _drop_temp(tmp)
+        drop_temp(tmp)
 
 
-def _drop_temp(tmp: Path) -> None:
+def drop_temp(tmp: Path) -> None:
+    """Remove an unpublished temp file (if it is still there) and forget it."""
     with contextlib.suppress(OSError):
         tmp.unlink(missing_ok=True)
     _LIVE_TEMP_FILES.discard(tmp)
 
 
-def _temp_path_for(path: Path) -> Path:
+def temp_path_for(path: Path) -> Path:
+    """A new, registered temp file beside ``path`` (same folder, so the final rename is atomic)."""
     # Keep the real extension last so encoders (OpenCV picks the container by suffix) see it.
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
@@ -61,11 +63,12 @@ def _temp_path_for(path: Path) -> Path:
     return Path(tmp)
 
 
-def _write_failed(path: Path, exc: OSError) -> OutputError:
+def write_failed(path: Path, exc: OSError) -> OutputError:
+    """The one-sentence :class:`OutputError` for a write to ``path`` that failed with ``exc``."""
     return OutputError(f"cannot write output {path}: {exc.strerror or exc}; the previous file, if any, is unchanged")
 
 
-def _sync(tmp: Path) -> None:
+def sync_to_disk(tmp: Path) -> None:
     """Flush ``tmp`` to the disk: some file systems (NFS, quotas) report a full disk only here."""
     fd = os.open(tmp, os.O_RDONLY)
     try:
@@ -92,17 +95,17 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> No
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise _write_failed(path, exc) from None
-    tmp = _temp_path_for(path)
+        raise write_failed(path, exc) from None
+    tmp = temp_path_for(path)
     try:
         write(tmp)
-        _sync(tmp)
+        sync_to_disk(tmp)
         _publish(tmp, path)
     except OSError as exc:
-        _drop_temp(tmp)
-        raise _write_failed(path, exc) from None
+        drop_temp(tmp)
+        raise write_failed(path, exc) from None
     except BaseException:
-        _drop_temp(tmp)
+        drop_temp(tmp)
         raise
 
 
@@ -155,7 +158,7 @@ class AtomicJsonLines(TempFileOutput):
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        self._tmp = _temp_path_for(self.path)
+        self._tmp = temp_path_for(self.path)
         self._handle = open(self._tmp, "w", encoding="utf-8")
         self.records = 0
 
@@ -164,7 +167,7 @@ class AtomicJsonLines(TempFileOutput):
             self._handle.write(json.dumps(record) + "\n")
         except OSError as exc:
             self.discard()
-            raise _write_failed(self.path, exc) from None
+            raise write_failed(self.path, exc) from None
         self.records += 1
 
     def finish(self) -> None:
@@ -177,12 +180,12 @@ class AtomicJsonLines(TempFileOutput):
             self._handle.close()
         except OSError as exc:
             self.discard()
-            raise _write_failed(self.path, exc) from None
+            raise write_failed(self.path, exc) from None
 
     def discard(self) -> None:
         with contextlib.suppress(OSError):  # the unwritten buffer of a full disk fails again here
             self._handle.close()
-        _drop_temp(self._tmp)
+        drop_temp(self._tmp)
 
 
 def publish_together(*writers: TempFileOutput | None) -> None:

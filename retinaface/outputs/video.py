@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import InputError, OutputError
 from ..media.video import count_video_frames
-from .atomic import TempFileOutput, _drop_temp, _sync, _temp_path_for, _write_failed
+from .atomic import TempFileOutput, drop_temp, sync_to_disk, temp_path_for, write_failed
 
 
 class AtomicVideoWriter(TempFileOutput):
@@ -25,11 +25,11 @@ class AtomicVideoWriter(TempFileOutput):
 
     def __init__(self, path: str | os.PathLike, *, fps: float, size: tuple[int, int]) -> None:
         self.path = Path(path)
-        self._tmp = _temp_path_for(self.path)
+        self._tmp = temp_path_for(self.path)
         fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
         self._writer = cv2.VideoWriter(str(self._tmp), fourcc, float(fps), size)
         if not self._writer.isOpened():
-            _drop_temp(self._tmp)
+            drop_temp(self._tmp)
             raise InputError(f"cannot write video {self.path} (no encoder for {self.path.suffix!r})")
         self.size = (int(size[0]), int(size[1]))
         self.frames = 0
@@ -54,16 +54,16 @@ class AtomicVideoWriter(TempFileOutput):
         self._writer.release()
         self._finished = True
         if self.frames == 0:
-            _drop_temp(self._tmp)
+            drop_temp(self._tmp)
             raise OutputError(f"no frames to write to {self.path}; the previous file, if any, is unchanged")
         try:
-            _sync(self._tmp)
+            sync_to_disk(self._tmp)
         except OSError as exc:
-            _drop_temp(self._tmp)
-            raise _write_failed(self.path, exc) from None
+            drop_temp(self._tmp)
+            raise write_failed(self.path, exc) from None
         found = count_video_frames(self._tmp)
         if found != self.frames:
-            _drop_temp(self._tmp)
+            drop_temp(self._tmp)
             raise OutputError(
                 f"cannot write video {self.path}: the encoder stored {found} of {self.frames} frames (disk full?); "
                 "the previous file, if any, is unchanged"
@@ -73,7 +73,7 @@ class AtomicVideoWriter(TempFileOutput):
         if not self._finished:
             self._writer.release()
             self._finished = True
-        _drop_temp(self._tmp)
+        drop_temp(self._tmp)
 
 
 H264_EXTENSIONS = {".mp4", ".m4v", ".mov", ".mkv"}
@@ -131,7 +131,7 @@ class H264VideoWriter(TempFileOutput):
         import av
 
         self.path = Path(path)
-        self._tmp = _temp_path_for(self.path)
+        self._tmp = temp_path_for(self.path)
         self.frames = 0
         self.resized = 0
         self._finished = False
@@ -237,7 +237,7 @@ class H264VideoWriter(TempFileOutput):
             self._out.mux(self._video.encode(picture))
         except OSError as exc:  # PyAV's FFmpeg errors are OSErrors: a full disk shows up here
             self.discard()
-            raise _write_failed(self.path, exc) from None
+            raise write_failed(self.path, exc) from None
         self.frames += 1
 
     def finish(self) -> None:
@@ -252,10 +252,10 @@ class H264VideoWriter(TempFileOutput):
             self._mux_audio_until(float(self.frames / self._rate))
             self._out.close()
             self._finished = True
-            _sync(self._tmp)
+            sync_to_disk(self._tmp)
         except OSError as exc:
             self.discard()
-            raise _write_failed(self.path, exc) from None
+            raise write_failed(self.path, exc) from None
         except BaseException:
             self.discard()
             raise
@@ -272,7 +272,7 @@ class H264VideoWriter(TempFileOutput):
             except Exception:  # already failing; the temp file goes regardless
                 pass
         self._finished = True
-        _drop_temp(self._tmp)
+        drop_temp(self._tmp)
 
 
 def open_video_writer(path: str | os.PathLike, *, fps: float, size: tuple[int, int], audio_from: str | os.PathLike | None = None):

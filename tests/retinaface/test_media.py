@@ -16,7 +16,7 @@ from retinaface.media.video import VideoSource
 from retinaface.media.images import read_image
 from retinaface.media.images import EXIF_ORIENTATION_TAG, apply_exif_orientation
 from retinaface.outputs.video import H264VideoWriter
-from retinaface.media.samples import ASTRONAUT, ASTRONAUT_FACE_BOX
+from retinaface.samples import ASTRONAUT, ASTRONAUT_FACE_BOX
 
 # How each EXIF orientation stores the upright picture: the inverse of what a viewer applies.
 _STORE = {

@@ -17,7 +17,7 @@ class Missing(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, Missing())
 import cv2
 from retinaface import Detector
-from retinaface.media.samples import ASTRONAUT
+from retinaface.samples import ASTRONAUT
 
 image = cv2.imread(str(ASTRONAUT))
 counts = {backend: len(Detector.from_pretrained(backend=backend, device="cpu")(image)) for backend in ("torch", "onnxruntime")}

@@ -5,7 +5,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from retinaface.media.samples import demo_frames
+from retinaface.samples import demo_frames
 
 from ..conftest import PUBLISHED_ONNX_SHA256, load_published_onnx
 

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-from retinaface.media.samples import demo_frames
+from retinaface.samples import demo_frames
 from retinaface.faces.tracking import IouTracker, OneEuroFilter
 
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from retinaface.cli.detect import main as detect_main
-from retinaface.media.samples import ASTRONAUT, ASTRONAUT_FACE_BOX, write_demo_video
+from retinaface.samples import ASTRONAUT, ASTRONAUT_FACE_BOX, write_demo_video
 from retinaface.mesh.template import load_template
 
 OPTIONS = {"flip": ["--flip"], "scales": ["--scales", "0.75,1"], "rotations": ["--rotations"], "smooth": ["--smooth"]}

@@ -9,9 +9,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..outputs.video import AtomicVideoWriter
-from ..utils.resources import package_path
-from .images import read_image
+from .outputs.video import AtomicVideoWriter
+from .utils.resources import package_path
+from .media.images import read_image
 
 SAMPLES_DIR = package_path("retinaface.datasets", "samples")
 ASTRONAUT = SAMPLES_DIR / "astronaut.jpg"  # NASA photo of Eileen Collins, public domain (via scikit-image)
