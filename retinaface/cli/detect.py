@@ -64,6 +64,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     faces.add_argument("--track", action="store_true", help="videos/animations: add a track_id per face (implied by --smooth, --blur, --pixelate)")
     faces.add_argument("--smooth", action="store_true", help="videos/animations: smooth each track's box and landmarks (One-Euro filter), before meshes and poses follow them")
     faces.add_argument("--crops", type=Path, metavar="DIR", help="write each face's aligned crop into DIR; the JSON records its path and transform")
+    faces.add_argument("--mesh-export", type=Path, metavar="DIR", help="with --mesh: write each face's fitted mesh into DIR as a PLY file with vertex colours (centimetres, head-centred, y up, z towards the viewer; the JSON records its path)")
     faces.add_argument("--crop-style", choices=("arcface112", "ffhq"), default="arcface112", help="crop: ArcFace 112x112 template or FFHQ-style 512x512 (default: %(default)s)")
     hide = faces.add_mutually_exclusive_group()
     hide.add_argument("--blur", action="store_true", help="anonymise: blur every face (the output shows no boxes)")
@@ -78,6 +79,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-draw", action="store_true", help="write only the JSON Lines file")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
+    if args.mesh_export is not None and not args.mesh:
+        parser.error("--mesh-export needs --mesh")
     if args.mesh_steps is not None and not args.mesh:
         parser.error("--mesh-steps needs --mesh")
     if any(not f > 0 for f in args.scales):
@@ -134,7 +137,7 @@ def _detect(args: argparse.Namespace, interruption) -> int:
             max_pixels=round(args.max_pixels * 1e6) or None,
         )
         workflow = FaceWorkflow(WorkflowConfig(
-            track=args.track or args.smooth, crops_dir=args.crops, crop_style=args.crop_style,
+            track=args.track or args.smooth, crops_dir=args.crops, crop_style=args.crop_style, meshes_dir=args.mesh_export,
             anonymize="blur" if args.blur else "pixelate" if args.pixelate else None,
             anonymize_strength=args.anonymize_strength, keep_largest=args.keep_largest,
             keep_track_ids=tuple(args.keep_track_ids), carry_frames=args.carry_frames,

@@ -45,6 +45,7 @@ class Face:
       the image size is unknown, with the reason in :attr:`pose_reason`
     - :attr:`roll`: in-plane rotation of the eye line in the image (any angle, also upside down), unlike
       ``pose.roll``, which describes heads within about 90 degrees of upright
+    - :attr:`landmarks68`: the 68 Multi-PIE / iBUG points of the fitted mesh (``None`` without a mesh)
     """
 
     box: np.ndarray
@@ -88,6 +89,19 @@ class Face:
         dx, dy = self.landmarks[1] - self.landmarks[0]
         return float(np.degrees(np.arctan2(dy, dx)))
 
+    @property
+    def landmarks68(self) -> np.ndarray | None:
+        """``ndarray[68, 2]`` (x, y pixels) in the iBUG / Multi-PIE order (jaw 0-16 from the subject's right,
+        brows 17-26, nose 27-35, eyes 36-47, lips 48-67), read off the fitted mesh's vertices through the
+        template's 68-point correspondence (``retinaface.mesh.prior.MULTIPIE68_TO_TEMPLATE``); ``None``
+        without a mesh. The jaw points are fixed vertices of the mesh, so on a head turned far they follow
+        the jaw bone rather than the visible outline."""
+        if self.mesh_vertices is None:
+            return None
+        from ..mesh.prior import MULTIPIE68_TO_TEMPLATE
+
+        return np.asarray(self.mesh_vertices)[list(MULTIPIE68_TO_TEMPLATE), :2]
+
     def transformed(self, matrix: np.ndarray, image_size: tuple[int, int] | None) -> Face:
         """This face in another frame: ``matrix`` (``ndarray[2, 3]``, affine, pixels to pixels: a scaling, a
         mirroring, a 90-degree rotation or a mix) maps box, landmarks and mesh points; ``image_size`` is
@@ -110,7 +124,8 @@ class Face:
         """JSON-friendly dict: ``{"box": [x1, y1, x2, y2], "score", "landmarks": [[x, y] x 5], "roll",
         "pose": {"yaw", "pitch", "roll"} or null}``, plus ``"pose_reason"`` when the pose is null and
         ``"track_id"`` in videos; with ``include_mesh`` also ``mesh_coefficients`` and, if fitted,
-        ``mesh_vertices`` ``[[x, y, depth] x 468]`` (image pixels, the template's vertex order)."""
+        ``mesh_vertices`` ``[[x, y, depth] x 468]`` (image pixels, the template's vertex order) and
+        ``landmarks68`` ``[[x, y] x 68]``."""
         pose, reason = self._pose_and_reason()
         record: dict[str, Any] = {
             "box": [round(float(v), decimals) for v in self.box],
@@ -127,5 +142,6 @@ class Face:
             record["mesh_coefficients"] = [round(float(v), 5) for v in self.mesh_coefficients]
             if self.mesh_vertices is not None:
                 record["mesh_vertices"] = [[round(float(c), 1) for c in v] for v in self.mesh_vertices]
+                record["landmarks68"] = [[round(float(x), decimals), round(float(y), decimals)] for x, y in self.landmarks68]
             record["mesh_residual"] = self.mesh_residual
         return record

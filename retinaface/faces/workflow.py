@@ -30,6 +30,7 @@ class WorkflowConfig:
       ``keep_largest`` / ``keep_track_ids`` leave chosen faces untouched; in sequences a track missed for up
       to ``carry_frames`` frames stays covered at its last box
     - ``crops_dir`` / ``crop_style``: write each face's aligned crop (``arcface112`` or ``ffhq``)
+    - ``meshes_dir``: write each fitted face mesh as a PLY file (:mod:`retinaface.faces.mesh_export`)
     """
 
     track: bool = False
@@ -41,6 +42,7 @@ class WorkflowConfig:
     carry_frames: int = 2
     crops_dir: Path | None = None
     crop_style: str = "arcface112"
+    meshes_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if self.anonymize is not None and self.anonymize not in METHODS:
@@ -102,16 +104,28 @@ class FaceWorkflow:
         if self.config.crops_dir is not None:
             for index, face in enumerate(faces):
                 extras[index]["crop"] = self._write_crop(source, frame, index, image, face)
+        if self.config.meshes_dir is not None:
+            for index, face in enumerate(faces):
+                if face.mesh_model_vertices is not None:  # faces too small to fit have no mesh
+                    extras[index]["mesh_file"] = self._write_mesh(source, frame, index, face)
         picture = self._anonymized(image, faces) if self.config.anonymize is not None else None
         return FrameResult(faces, picture, extras)
+
+    def _file_name(self, source: str, frame: int, index: int, suffix: str) -> str:
+        """``<input stem>[_<frame>]_<face>.<suffix>``: one file per face, frames numbered in sequences."""
+        stem = Path(source).stem if not source.startswith("camera:") else source.replace(":", "")
+        return f"{stem}_{frame:06d}_{index:02d}{suffix}" if self._sequence or frame else f"{stem}_{index:02d}{suffix}"
+
+    def _write_mesh(self, source: str, frame: int, index: int, face: Face) -> str:
+        from .mesh_export import write_face_mesh
+
+        return os.fspath(write_face_mesh(Path(self.config.meshes_dir) / self._file_name(source, frame, index, ".ply"), face))
 
     def _write_crop(self, source: str, frame: int, index: int, image: np.ndarray, face: Face) -> dict:
         from ..outputs.atomic import write_image
 
         crop = align_face(image, face.landmarks, style=self.config.crop_style)
-        stem = Path(source).stem if not source.startswith("camera:") else source.replace(":", "")
-        name = f"{stem}_{frame:06d}_{index:02d}.png" if self._sequence or frame else f"{stem}_{index:02d}.png"
-        path = Path(self.config.crops_dir) / name
+        path = Path(self.config.crops_dir) / self._file_name(source, frame, index, ".png")
         write_image(path, crop.image)
         return {"path": os.fspath(path), "style": self.config.crop_style, **crop.to_dict()}
 
