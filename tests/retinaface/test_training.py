@@ -1,4 +1,4 @@
-"""Training: schedule, sampling, presets, exact resume (also after SIGKILL) and torchrun on 2 CPU processes."""
+"""Training: schedule, sampling, presets, exact resume (also after SIGKILL, and of torchrun on 2 CPU processes), SIGTERM."""
 
 from __future__ import annotations
 
@@ -127,21 +127,59 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_torchrun_two_cpu_processes(tiny_data, tmp_path):
+def _torchrun(tiny_data, output, *extra):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-         f"--master_port={_free_port()}", str(TRAIN),
-         "--preset", "mobilenet0.25-synthetic", "--no-progress", f"--train_labels={tiny_data / 'train' / 'label.txt'}",
-         f"--output={tmp_path / 'ddp'}", "--image_size=96", "--batch_size=2", "--workers=0", "--epochs=1", "--loss.max_mesh_faces=2"],
+         f"--master_port={_free_port()}", str(TRAIN), "--preset", "mobilenet0.25-synthetic", "--no-progress",
+         f"--train_labels={tiny_data / 'train' / 'label.txt'}", f"--output={output}", "--image_size=96", "--batch_size=2",
+         "--workers=0", "--epochs=2", "--checkpoint_every=1", "--loss.max_mesh_faces=2", *extra],
         capture_output=True, text=True, timeout=600, env=env,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    # 6 images over 2 ranks with batch 2: 2 steps per epoch, each seeing 4 images
-    assert "trained 2 steps (1 epochs)" in result.stdout
-    from retinaface.model.weights import load_model
 
-    load_model(tmp_path / "ddp" / "final.safetensors")
+
+def test_torchrun_two_cpu_processes_resume_exactly_after_an_interruption(tiny_data, tmp_path):
+    """Two processes stopped after their first step and resumed (again two processes) end with the weights
+    of an uninterrupted two-process run, bit for bit: the sampler's shards, the optimiser and the gradient
+    all-reduce carry over."""
+    reference = _torchrun(tiny_data, tmp_path / "ddp")
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    # 6 images over 2 ranks with batch 2: 2 steps per epoch, each seeing 4 images
+    assert "trained 4 steps (2 epochs)" in reference.stdout
+    stopped = _torchrun(tiny_data, tmp_path / "part", "--max_steps=1")
+    assert stopped.returncode == 0, stopped.stderr[-3000:]
+    checkpoint = tmp_path / "part" / "last.pt"
+    assert torch.load(checkpoint, weights_only=True)["global_step"] == 1
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    resumed = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+         f"--master_port={_free_port()}", str(TRAIN), "--resume", str(checkpoint), "--no-progress", "--max_steps=0"],
+        capture_output=True, text=True, timeout=600, env=env,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "trained 4 steps (2 epochs)" in resumed.stdout
+    a, b = _weights(tmp_path / "ddp" / "final.safetensors"), _weights(tmp_path / "part" / "final.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_sigterm_keeps_the_last_checkpoint_and_says_how_to_resume(tiny_data, tmp_path):
+    output = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, str(TRAIN), "--preset", "mobilenet0.25-synthetic", "--no-progress",
+         f"--train_labels={tiny_data / 'train' / 'label.txt'}", f"--output={output}", "--image_size=96", "--batch_size=2",
+         "--workers=0", "--epochs=50", "--checkpoint_every=1", "--loss.max_mesh_faces=1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    checkpoint = output / "last.pt"
+    deadline = time.time() + 300
+    while time.time() < deadline and not checkpoint.exists() and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr[-2000:]
+    assert f"resume with --resume {checkpoint}" in stderr and "Traceback" not in stderr
+    state = torch.load(checkpoint, weights_only=True)
+    assert state["global_step"] >= 1 and not (output / "final.safetensors").exists()
 
 
 def test_bad_training_input_is_one_line(tmp_path):
