@@ -68,7 +68,7 @@ def _iou(a, b) -> float:
     import torch
     from torchvision.ops import box_iou
 
-    return float(box_iou(torch.tensor([a], dtype=torch.float64), torch.tensor([b], dtype=torch.float64))[0, 0])
+    return float(box_iou(torch.tensor(np.array([a]), dtype=torch.float64), torch.tensor(np.array([b]), dtype=torch.float64))[0, 0])
 
 
 def test_every_exif_orientation_gives_the_upright_faces(tmp_path, detector):
