@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Mesh and head-pose accuracy on real photos against mediapipe FaceMesh (the independent judge).
 
-For every detected face of at least --min-size px (box's longer side) that mediapipe also finds:
+For every detected face of at least --min-size px (box's longer side) that mediapipe also finds, summarised
+per photo and per face size (24-60 px, at least 60 px):
 NME (mean 2-D vertex distance / sqrt(box area)) of (a) the template placed in the box by the mesh path
 with zero coefficients (the baseline) and (b) what Detector(mesh=True) outputs now; whether (b) beats (a);
 and the error of our five-landmark PnP pose against the pose of the reference points (similarity
@@ -23,6 +24,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+SIZE_GROUPS = ((24.0, 60.0), (60.0, float("inf")))
+"""Face sizes reported apart (box's longer side, px): small faces and the rest."""
 SHARED_DATA = Path(os.environ.get("RETINAFACE_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
@@ -42,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mediapipe-python", default="/tmp/mpenv/bin/python", help="interpreter of the throwaway mediapipe environment")
     parser.add_argument("--cache", type=Path, default=REPO / "runs" / "mesh_accuracy_reference.json")
     parser.add_argument("--json", type=Path, default=REPO / "runs" / "bench_mesh_accuracy.json")
-    parser.add_argument("--min-size", type=float, default=60.0)
+    parser.add_argument("--min-size", type=float, default=SIZE_GROUPS[0][0], help="smallest face scored, box's longer side in px (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--mesh-steps", type=int, default=None, help="fitting steps (default: the Detector's)")
     parser.add_argument("--no-refine", action="store_true", help="fit to the detector's first landmarks, without the closer look")
@@ -80,8 +83,15 @@ def main(argv: list[str] | None = None) -> int:
     per_image = {}
     for name in dict.fromkeys(r.image for r in rows):
         per_image[name] = summarize([r for r in rows if r.image == name])
+    per_size = {
+        (f"{low:g}-{high:g} px" if high != float("inf") else f">= {low:g} px"): summarize([r for r in rows if low <= r.size < high])
+        for low, high in SIZE_GROUPS
+    }
     print()
-    for name, s in {**per_image, "all": summary}.items():
+    for name, s in {**per_image, **per_size, "all": summary}.items():
+        if not s["faces"]:
+            print(f"{name:<14} faces   0")
+            continue
         print(f"{name:<14} faces {s['faces']:3d}  median NME template {fmt(s['median_nme_template'])}  mesh "
               f"{fmt(s['median_nme_mesh'])}  better than template {fmt(s['better_than_template'], '.0%')}  "
               f"median pose error {fmt(s['median_pose_angle_error'], '.1f')} deg (geodesic), "
@@ -90,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Detector(mesh=True): {counts['detector_seconds']:.2f} s for {len(args.photos)} photos, "
           f"{counts['detector_seconds'] / max(counts['detected'], 1):.3f} s per detected face ({args.threads} threads)")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"summary": summary, "per_image": per_image, "faces": [asdict(r) for r in rows]}, indent=1))
+    args.json.write_text(json.dumps({"summary": summary, "per_image": per_image, "per_size": per_size, "faces": [asdict(r) for r in rows]}, indent=1))
     print(f"wrote {args.json}")
     return 0
 

@@ -37,7 +37,7 @@ REFERENCE_CONTEXT = 1.8
 """Side of the square crop given to mediapipe, in units of the box's longer side."""
 REFERENCE_CROP = 256
 """Pixels of that crop (mediapipe's face mesh works best around 192-256 px)."""
-MEDIAPIPE_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "mediapipe_reference.py"
+MEDIAPIPE_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "mediapipe_reference.py"  # in a checkout
 """The worker run in mediapipe's environment (in the source checkout; not part of the wheel)."""
 
 
