@@ -228,3 +228,20 @@ class Detector(FaceDetector):
             size = (image.shape[1], image.shape[0])
             results.append([Face(boxes[i], float(scores[i]), landmarks[i], mesh[i], image_size=size) for i in range(len(scores))])
         return results
+
+
+class ViewsDetector(FaceDetector):
+    """Base of the detectors that run a :class:`Detector`'s network over views of each image (test-time
+    scales and mirroring, rotations): they share its network and its per-face stages."""
+
+    def __init__(self, detector: Detector) -> None:
+        self.detector = detector
+        self.stages = detector.stages
+
+    @property
+    def model(self) -> RetinaFace | OnnxRetinaFace:
+        return self.detector.model
+
+    @property
+    def nms_threshold(self) -> float:
+        return self.detector.nms_threshold

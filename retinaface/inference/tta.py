@@ -11,7 +11,7 @@ from torchvision.ops import batched_nms
 
 from ..faces.face import Face
 from ..faces.landmarks import mirror_matrix
-from .detector import Detector, FaceDetector
+from .detector import Detector, ViewsDetector
 
 SCALE_MODES = ("original", "mxnet")
 
@@ -29,7 +29,7 @@ def base_scale(height: int, width: int, mode: str, *, short_side: int = 1600, lo
     raise ValueError(f"unknown scale mode {mode!r}; choose one of {SCALE_MODES}")
 
 
-class TestTimeAugmentation(FaceDetector):
+class TestTimeAugmentation(ViewsDetector):
     """Run ``detector``'s network at several scales and optionally mirrored, then merge with NMS.
 
     ``scale_factors`` multiply the mode's base scale (e.g. ``(0.5, 1.0, 1.5)``). With one scale and no flip
@@ -48,19 +48,10 @@ class TestTimeAugmentation(FaceDetector):
         flip: bool = False,
     ) -> None:
         base_scale(1, 1, scale_mode)  # validates the mode
-        self.detector = detector
-        self.stages = detector.stages
+        super().__init__(detector)
         self.scale_mode = scale_mode
         self.scale_factors = tuple(scale_factors)
         self.flip = flip
-
-    @property
-    def model(self):
-        return self.detector.model
-
-    @property
-    def nms_threshold(self) -> float:
-        return self.detector.nms_threshold
 
     @property
     def is_identity(self) -> bool:

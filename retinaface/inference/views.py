@@ -12,7 +12,7 @@ import torch
 from torchvision.ops import box_iou
 
 from ..faces.face import Face
-from .detector import Detector, FaceDetector
+from .detector import Detector, ViewsDetector
 from .tta import TestTimeAugmentation
 
 DEFAULT_MAX_PIXELS = 36_000_000
@@ -63,7 +63,7 @@ def merge_faces(faces: Sequence[Face], iou_threshold: float, views: Sequence[int
     return [faces[i] for i in kept]
 
 
-class MultiViewDetector(FaceDetector):
+class MultiViewDetector(ViewsDetector):
     """A :class:`Detector` run over several views of each image, faces merged in the original frame.
 
     - ``rotations``: also detect in the image turned 90, 180 and 270 degrees (faces of people lying down,
@@ -90,19 +90,10 @@ class MultiViewDetector(FaceDetector):
             raise ValueError(f"scales must be positive numbers, got {list(scale_factors)}")
         if max_pixels is not None and max_pixels < 1:
             raise ValueError(f"the pixel budget must be positive, got {max_pixels}")
-        self.detector = detector
-        self.stages = detector.stages
+        super().__init__(detector)
         self.rotations = ROTATIONS if rotations else (0,)
         self.augmentation = TestTimeAugmentation(detector, scale_factors=tuple(scale_factors), flip=flip)
         self.max_pixels = max_pixels
-
-    @property
-    def model(self):
-        return self.detector.model
-
-    @property
-    def nms_threshold(self) -> float:
-        return self.detector.nms_threshold
 
     def budget_scale(self, height: int, width: int) -> float:
         """Factor (<= 1) the image is downscaled by before detection to respect ``max_pixels``."""
