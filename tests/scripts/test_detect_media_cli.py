@@ -178,11 +178,9 @@ def test_smooth_makes_video_landmarks_steadier(clip_with_tone, kept_run, tmp_pat
 ARCFACE_EYES = np.array([[38.2946, 51.6963], [73.5318, 51.5014]])
 
 
-@pytest.mark.parametrize("style", ["arcface112", "ffhq"])
-def test_crop_style_sets_the_crop_size_and_where_the_eyes_land(tmp_path, detector, style):
-    result = run(ASTRONAUT, "--no-draw", "--json", tmp_path / "c.jsonl", "--crops", tmp_path / "crops", "--crop-style", style)
-    assert result.returncode == 0, result.stderr
-    (face,) = read_jsonl(tmp_path / "c.jsonl")[0]["faces"]
+def _assert_crop_puts_the_eyes_where_its_style_does(face, style, detector):
+    """The crop of one JSON ``face`` has the style's size, and the eyes land where the style's template puts
+    them: by the recorded transform, and in the crop's own pixels (the face detected again inside it)."""
     crop = cv2.imread(face["crop"]["path"])
     size = {"arcface112": 112, "ffhq": 512}[style]
     assert crop.shape == (size, size, 3) and face["crop"]["size"] == [size, size] and face["crop"]["style"] == style
@@ -209,6 +207,13 @@ def test_crop_style_sets_the_crop_size_and_where_the_eyes_land(tmp_path, detecto
     np.testing.assert_allclose(again.landmarks[:2] - margin, eyes, atol=0.06 * size)
     found_distance = np.linalg.norm(again.landmarks[1] - again.landmarks[0]) / size
     assert found_distance == pytest.approx(np.linalg.norm(eyes[1] - eyes[0]) / size, abs=0.02)  # 0.31 vs 0.25 of the side
+
+
+def test_crop_style_ffhq_gives_512_px_crops_with_the_eyes_where_ffhq_puts_them(tmp_path, detector):
+    result = run(ASTRONAUT, "--no-draw", "--json", tmp_path / "c.jsonl", "--crops", tmp_path / "crops", "--crop-style", "ffhq")
+    assert result.returncode == 0, result.stderr
+    (face,) = read_jsonl(tmp_path / "c.jsonl")[0]["faces"]
+    _assert_crop_puts_the_eyes_where_its_style_does(face, "ffhq", detector)
 
 
 @pytest.mark.parametrize("suffix", [".gif", ".webp"])
@@ -243,18 +248,16 @@ def test_exif_rotated_phone_photo_gives_upright_boxes(tmp_path):
     assert abs(face["roll"]) < 15
 
 
-def test_rotated_photo_with_rotations_and_crops(tmp_path):
+def test_rotated_photo_with_rotations_and_arcface_crops(tmp_path, detector):
     turned = np.rot90(cv2.imread(str(ASTRONAUT)), 1)
     cv2.imwrite(str(tmp_path / "turned.png"), np.ascontiguousarray(turned))
-    result = run(tmp_path / "turned.png", "--no-draw", "--json", tmp_path / "rot.jsonl", "--rotations", "--crops", tmp_path / "crops")
+    result = run(tmp_path / "turned.png", "--no-draw", "--json", tmp_path / "rot.jsonl", "--rotations", "--crops", tmp_path / "crops",
+                 "--crop-style", "arcface112")
     assert result.returncode == 0, result.stderr
     (face,) = read_jsonl(tmp_path / "rot.jsonl")[0]["faces"]
     assert face["roll"] == pytest.approx(-90, abs=15)
-    crop = cv2.imread(face["crop"]["path"])
-    assert crop.shape == (112, 112, 3)
-    transform = np.array(face["crop"]["transform"])
-    eyes = np.array(face["landmarks"][:2]) @ transform[:, :2].T + transform[:, 2]
-    assert abs(eyes[0, 1] - eyes[1, 1]) < 3 and eyes[0, 0] < eyes[1, 0]  # upright in the crop
+    # 112 x 112 and upright in the crop: the eyes level, where ArcFace's template has them, also in the pixels
+    _assert_crop_puts_the_eyes_where_its_style_does(face, "arcface112", detector)
 
 
 @pytest.mark.parametrize(
