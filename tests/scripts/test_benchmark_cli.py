@@ -14,7 +14,7 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
-from retinaface.media.samples import demo_frames
+from retinaface.samples import demo_frames
 from retinaface.evaluation.wider_eval import SETTINGS, WiderGroundTruth, save_ground_truth
 
 REPO = Path(__file__).resolve().parents[2]

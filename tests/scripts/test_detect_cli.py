@@ -18,7 +18,7 @@ import torch
 from torchvision.ops import box_iou
 
 from retinaface.outputs.video import AtomicVideoWriter
-from retinaface.media.samples import demo_frames
+from retinaface.samples import demo_frames
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "detect.py"

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from torchvision.ops import box_iou
 
-from retinaface.media.samples import ASTRONAUT_FACE_BOX, demo_frames
+from retinaface.samples import ASTRONAUT_FACE_BOX, demo_frames
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "detect.py"
