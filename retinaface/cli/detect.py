@@ -104,6 +104,19 @@ def _ints(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+UNRECORDED_OPTIONS = {"input", "output", "json", "no_draw", "no_progress", "device", "batch_size", "decode_workers", "resume"}
+"""Options that change no record (where things go, how fast, whether to resume); every other option does."""
+
+
+def record_settings(args: argparse.Namespace, max_size: int) -> dict[str, object]:
+    """The options that made the records, ``{"--option": value}``, recorded with resumable part files: a
+    ``--resume`` continues only with the same ones. Weights files by their full path, ``--max-size`` as used."""
+    settings = {f"--{name.replace('_', '-')}": value for name, value in vars(args).items() if name not in UNRECORDED_OPTIONS}
+    weights = Path(args.weights)
+    settings.update({"--weights": str(weights.resolve()) if weights.is_file() else args.weights, "--max-size": max_size})
+    return settings
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with common.command_session() as interruption:
@@ -111,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _detect(args: argparse.Namespace, interruption) -> int:
-    from .. import Detector, run_detect
-    from ..runner.pipeline import VIDEO_MAX_SIZE, classify_source
+    from .. import Detector
+    from ..runner.pipeline import VIDEO_MAX_SIZE, DetectOptions, classify_source, detect
     from ..utils.distributed import current_shard, end_process_group, shard_device, start_process_group
     from ..inference.views import MultiViewDetector
     from ..config import REFINE_PRESETS, SmoothConfig
@@ -142,12 +155,12 @@ def _detect(args: argparse.Namespace, interruption) -> int:
             anonymize_strength=args.anonymize_strength, keep_largest=args.keep_largest,
             keep_track_ids=tuple(args.keep_track_ids), carry_frames=args.carry_frames,
         ))
-        summary = run_detect(
-            views, args.input, output=args.output, json_path=args.json, draw=not args.no_draw,
+        summary = detect(views, args.input, DetectOptions(
+            output=args.output, json_path=args.json, draw=not args.no_draw,
             batch_size=args.batch_size, include_mesh=args.mesh, progress=not args.no_progress, workflow=workflow,
             protected=[args.weights] if Path(args.weights).is_file() else [],
-            decode_workers=args.decode_workers, resume=args.resume, shard=shard,
-        )
+            decode_workers=args.decode_workers, resume=args.resume, shard=shard, settings=record_settings(args, max_size),
+        ))
         end_process_group(shard)
     except common.REPORTED_ERRORS as exc:
         return common.report_error(exc)

@@ -14,6 +14,7 @@ from tqdm import tqdm
 from ..utils.distributed import Shard
 from ..errors import InputError
 from ..outputs.atomic import atomic_write
+from ..outputs.records import claim_results_folder
 from ..media.images import read_image
 from ..inference.tta import TestTimeAugmentation
 from .wider_eval import SETTINGS, WiderGroundTruth, WiderResult, write_prediction_file
@@ -50,35 +51,17 @@ class PredictionRun:
         return {"images_timed": len(self.milliseconds), "ms_mean": float(times.mean()), "ms_median": float(np.median(times))}
 
 
-SETTINGS_FILE = "settings.json"
-
-
 def claim_prediction_folder(pred_dir: str | os.PathLike, settings: dict, *, overwrite: bool, write: bool = True) -> None:
     """Record the detector ``settings`` in ``<pred_dir>/settings.json``, or ``InputError`` if the folder holds
-    predictions made with other settings: reusing them (resume) would silently mix two detectors' results.
-    ``overwrite`` redoes every image, so the folder is then simply taken over. ``write=False`` only checks
-    (the other processes of a torchrun run: rank 0 writes)."""
-    import json
-
+    predictions made with other settings or of unknown origin: reusing them (resume) would silently mix two
+    detectors' results (the rule every resumable output follows: :func:`claim_results_folder`). ``overwrite``
+    redoes every image, so the folder is then simply taken over. ``write=False`` only checks (the other
+    processes of a torchrun run: rank 0 writes)."""
     pred_dir = Path(pred_dir)
-    path = pred_dir / SETTINGS_FILE
-    if not overwrite and path.is_file():
-        try:
-            stored = json.loads(path.read_text())
-        except (ValueError, UnicodeDecodeError):
-            stored = None
-        if stored != settings:
-            raise InputError(
-                f"--predictions {pred_dir} holds predictions made with other settings ({path}); "
-                "choose another folder, or --overwrite to redo them all"
-            )
-    elif not overwrite and any(pred_dir.glob("*/*.txt")):
-        raise InputError(
-            f"--predictions {pred_dir} holds predictions of unknown origin (no {SETTINGS_FILE}); "
-            "choose another folder, or --overwrite to redo them all"
-        )
-    if write:
-        atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(settings, indent=2) + "\n"))
+    claim_results_folder(
+        pred_dir, settings, reuse=not overwrite, holds_results=any(pred_dir.glob("*/*.txt")), name=f"--predictions {pred_dir}",
+        what="predictions", otherwise="choose another folder, or --overwrite to redo them all", write=write,
+    )
 
 
 def find_image(images_root: Path, event: str, name: str) -> Path | None:

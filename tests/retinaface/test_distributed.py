@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from retinaface.outputs.records import ResumableJsonLines
+from retinaface.outputs.records import ResumableJsonLines, claim_results_folder
 from retinaface.utils.distributed import Shard, current_shard
 from retinaface.errors import InputError
 
@@ -47,16 +47,38 @@ def test_parts_merge_in_input_order_and_resume(tmp_path):
     lines = final.read_text().splitlines()
     assert [json.loads(line)["source"] for line in lines] == order
     assert not rerun.parts_dir.exists()
-    # a rerun after completion finds everything done and merging again changes nothing
+    # the final file is an output, never read back: a rerun after completion has nothing to resume (its
+    # settings went with the parts), and a merge without parts would write an empty file
     again = ResumableJsonLines(final, Shard())
-    assert again.done() == set(order)
-    before = final.read_bytes()
-    again.merge(order)
-    assert final.read_bytes() == before
+    assert again.done() == set() and not again.holds_records()
 
 
-def test_foreign_file_at_json_path_is_refused(tmp_path):
+def test_results_are_reused_only_with_the_settings_that_made_them(tmp_path):
+    """The one folder-resume rule: settings recorded beside the results, a resume with other settings or over
+    results of unknown origin refused in one sentence naming what differs and what to do."""
+    parts = tmp_path / "faces.jsonl.parts"
+    claim = lambda settings, **kw: claim_results_folder(  # noqa: E731
+        parts, settings, name="the parts", what="records", otherwise="start over", **kw)
+    claim({"--flip": False, "--scales": (1.0,)}, reuse=False, holds_results=False)
+    assert json.loads((parts / "settings.json").read_text()) == {"--flip": False, "--scales": [1.0]}
+    claim({"--flip": False, "--scales": (1.0,)}, reuse=True, holds_results=True)  # the same settings resume
+    with pytest.raises(InputError) as refused:
+        claim({"--flip": True, "--scales": (1.0,)}, reuse=True, holds_results=True)
+    assert str(refused.value) == (
+        f"the parts holds records made with other settings ({parts / 'settings.json'}: --flip=false there, --flip=true now); start over"
+    )
+    claim({"--flip": True}, reuse=False, holds_results=True)  # a fresh run takes the folder over
+    (parts / "settings.json").unlink()
+    claim({"--flip": True}, reuse=True, holds_results=False)  # nothing to reuse: nothing to check, settings recorded
+    assert json.loads((parts / "settings.json").read_text()) == {"--flip": True}
+    (parts / "settings.json").unlink()
+    with pytest.raises(InputError, match="the parts holds records of unknown origin \\(no settings.json\\); start over"):
+        claim({"--flip": True}, reuse=True, holds_results=True)
+
+
+def test_foreign_file_among_the_part_files_is_refused(tmp_path):
     final = tmp_path / "faces.jsonl"
-    final.write_text("not json\n")
-    with pytest.raises(InputError, match="not a JSON Lines file"):
+    (tmp_path / "faces.jsonl.parts").mkdir()
+    (tmp_path / "faces.jsonl.parts" / "rank0.jsonl").write_text("not json\n")
+    with pytest.raises(InputError, match="rank0.jsonl is not a JSON Lines file"):
         ResumableJsonLines(final, Shard()).done()

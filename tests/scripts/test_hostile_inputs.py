@@ -30,7 +30,7 @@ from retinaface.cli import export as export_cli
 from retinaface.cli import train as train_cli
 from retinaface.outputs.guards import OutputLock, lock_path
 from retinaface.outputs.video import AtomicVideoWriter
-from retinaface.media.samples import demo_frames
+from retinaface.samples import demo_frames
 from retinaface.evaluation.wider_eval import SETTINGS, WiderGroundTruth, save_ground_truth
 
 REPO = Path(__file__).resolve().parents[2]
@@ -376,7 +376,7 @@ def test_benchmark_checks_outputs_before_scoring_and_warns_on_nan_scores(tmp_pat
 
 def test_mid_stream_size_change_reports_each_frames_own_size(tmp_path, monkeypatch, detector):
     from retinaface import run_detect
-    from retinaface.runner import pipeline
+    from retinaface.runner import sources
     from retinaface.media.video import count_video_frames
 
     clip = tmp_path / "clip.mp4"
@@ -385,12 +385,12 @@ def test_mid_stream_size_change_reports_each_frames_own_size(tmp_path, monkeypat
         writer.write(frame)
     writer.close()
 
-    class SizeChangingVideo(pipeline.VideoSource):
+    class SizeChangingVideo(sources.VideoSource):
         def __iter__(self):
             for index, frame in enumerate(super().__iter__()):
                 yield frame if index < 4 else cv2.resize(frame, (80, 60))
 
-    monkeypatch.setattr(pipeline, "VideoSource", SizeChangingVideo)
+    monkeypatch.setattr(sources, "VideoSource", SizeChangingVideo)
     out, records = tmp_path / "o.mp4", tmp_path / "o.jsonl"
     summary = run_detect(detector, str(clip), output=out, json_path=records, progress=False)
     sizes = [(r["width"], r["height"]) for r in map(json.loads, records.read_text().splitlines())]
