@@ -75,7 +75,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     faces.add_argument("--carry-frames", type=common.int_at_least(0, 10_000), default=2, help="keep covering a tracked face missed for up to this many frames (default: %(default)s)")
     folders = parser.add_argument_group("folders (several processes: torchrun --nproc_per_node=N scripts/detect.py FOLDER ...)")
     folders.add_argument("--decode-workers", type=common.int_at_least(0, 64), default=2, help="threads decoding images ahead of the network; 0 = one after the other (default: %(default)s)")
-    folders.add_argument("--resume", action="store_true", help="continue an interrupted folder run: keep its records (<json>.parts/) and detect only the missing images")
+    folders.add_argument("--resume", action="store_true", help="continue an interrupted folder run: keep its records (<json>.parts/; refused if they were made with other options) and detect only the missing images")
     parser.add_argument("--no-draw", action="store_true", help="write only the JSON Lines file")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)

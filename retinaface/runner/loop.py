@@ -79,36 +79,6 @@ class Batch:
     faces: list[list[Face]] = field(default_factory=list)
 
 
-@dataclass
-class FrameSteps:
-    """What happens to a frame's final faces before the sinks: the face workflow (track ids, crops,
-    anonymisation), the drawing (``draw``: some sink shows pictures) and the JSON record (``include_mesh``)."""
-
-    detector: FaceDetector
-    workflow: FaceWorkflow | None
-    include_mesh: bool
-    draw: bool
-
-    def __call__(self, frame: Frame, faces: list[Face]) -> tuple[np.ndarray | None, dict[str, Any]]:
-        """The picture to write (``None`` without ``draw``) and the JSON record of one detected frame."""
-        extras, picture = None, None
-        if self.workflow is not None:
-            result = self.workflow.process(frame.key, frame.index, frame.image, faces)
-            faces, extras, picture = result.faces, result.extras, result.image
-        if self.draw and picture is None:
-            picture = self._annotate(frame.image, faces)
-        record = frame_record(frame.key, frame.index, frame.image, faces, include_mesh=self.include_mesh, extras=extras)
-        return (picture if self.draw else None), record
-
-    def _annotate(self, image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
-        mesh_branch = getattr(self.detector.model, "mesh_branch", None)
-        if self.include_mesh and mesh_branch is not None:
-            from ..faces.mesh_overlay import draw_meshes
-
-            image = draw_meshes(image, faces, mesh_branch)
-        return draw_faces(image, faces)
-
-
 class DetectLoop:
     """The loop over one source: :meth:`run` detects in every frame and writes each into ``media`` (the
     annotated copy, if any) then ``records``, counting into ``summary``, then concludes the sinks.
@@ -124,14 +94,13 @@ class DetectLoop:
         batch_size: int = 1, include_mesh: bool = False, workflow: FaceWorkflow | None = None, progress: bool = True,
     ) -> None:
         self.detector, self.source, self.records, self.media, self.summary = detector, source, records, media, summary
-        self.batch_size, self.progress = batch_size, progress
+        self.batch_size, self.include_mesh, self.workflow, self.progress = batch_size, include_mesh, workflow, progress
         self.tracker = None
         if source.fps is not None:
             self.tracker = workflow.new_tracker(source.fps) if workflow is not None else IouTracker(fps=source.fps)
         if workflow is not None:
             workflow.begin(sequence=self.tracker is not None, tracker=self.tracker)
         self.window = batch_size if self.tracker is not None or batch_size == 1 else 4 * batch_size
-        self.steps = FrameSteps(detector, workflow, include_mesh, draw=media is not None)
         self.sinks = [sink for sink in (media, records) if sink is not None]  # the record last: it says the frame is done
         self.decoded: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)
         self.detected: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)
@@ -200,12 +169,33 @@ class DetectLoop:
                 tqdm.write(f"warning: skipped {message}", file=sys.stderr)
             self.bar.update(len(batch.skipped))
             for frame, faces in zip(batch.frames, batch.faces):
-                picture, record = self.steps(frame, faces)
+                picture, record = self._finish_frame(frame, faces)
                 for sink in self.sinks:
                     sink.write(frame, picture, record)
                 self.summary.frames += 1
                 self.summary.faces += len(faces)
                 self.bar.update(1)
+
+    def _finish_frame(self, frame: Frame, faces: list[Face]) -> tuple[np.ndarray | None, dict[str, Any]]:
+        """The face workflow (track ids, crops, anonymisation), then the picture to write (``None`` when no
+        sink shows pictures) and the JSON record of one detected frame."""
+        extras, picture = None, None
+        if self.workflow is not None:
+            result = self.workflow.process(frame.key, frame.index, frame.image, faces)
+            faces, extras, picture = result.faces, result.extras, result.image
+        if self.media is None:
+            picture = None
+        elif picture is None:
+            picture = self._annotate(frame.image, faces)
+        return picture, frame_record(frame.key, frame.index, frame.image, faces, include_mesh=self.include_mesh, extras=extras)
+
+    def _annotate(self, image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
+        mesh_branch = getattr(self.detector.model, "mesh_branch", None)
+        if self.include_mesh and mesh_branch is not None:
+            from ..faces.mesh_overlay import draw_meshes
+
+            image = draw_meshes(image, faces, mesh_branch)
+        return draw_faces(image, faces)
 
 
 def _detect_each(detect_batch: Callable, frames: list[Frame], skipped: list[str]) -> list[list[Face] | None]:
