@@ -69,6 +69,14 @@ class MeshBranch(nn.Module):
             raise RuntimeError("this mesh branch was built without a pixel loss")
         return self.pixel_criterion(self, coefficients, images_rgb, boxes, image_index, generator=generator)
 
+    def pixel_faces(self, boxes: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """Indices ``Tensor[k]`` of the faces at ``boxes`` ``Tensor[K, 4]`` that the pixel loss renders
+        (:meth:`MeshPixelLoss.select`): drawing them before the head is read lets a head that runs per face
+        (the RoI head) run on these only. :meth:`pixel_loss` on the selection draws nothing further."""
+        if self.pixel_criterion is None:
+            raise RuntimeError("this mesh branch was built without a pixel loss")
+        return self.pixel_criterion.select(boxes, generator=generator)
+
     def landmark_distance(self, coefficients: Tensor, boxes: Tensor, landmarks: Tensor) -> Tensor:
         """``Tensor[K]``: mean distance between the mesh's five landmark vertices, placed in the image by
         ``coefficients`` ``Tensor[K, 144]`` for crops at ``boxes`` ``Tensor[K, 4]`` (x1 y1 x2 y2 pixels), and
@@ -167,6 +175,19 @@ class MeshPixelLoss(nn.Module):
         laplacian = uniform_laplacian(template.num_vertices, face_edges(template.faces))
         self.register_buffer("laplacian", laplacian, persistent=False)
 
+    def select(self, boxes: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """Indices ``Tensor[k]`` of the faces at ``boxes`` ``Tensor[K, 4]`` the loss uses: those with a finite
+        box at least 1 px wide and high, at most ``max_faces`` of them, a random subset drawn from
+        ``generator`` (a CPU generator; default: the global CPU one) when there are more. Selecting a
+        selection again returns it whole and draws nothing."""
+        widths, heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+        usable = torch.isfinite(boxes).all(dim=1) & (widths >= 1) & (heights >= 1)
+        picked = torch.nonzero(usable).squeeze(1)
+        if picked.numel() > self.max_faces:
+            order = torch.randperm(picked.numel(), generator=generator).to(picked.device)
+            picked = picked[order[: self.max_faces]]
+        return picked
+
     def forward(
         self,
         branch: MeshBranch,
@@ -180,13 +201,8 @@ class MeshPixelLoss(nn.Module):
         """Pixel loss of ``branch`` for ``coefficients`` ``Tensor[K, 144]`` of positive anchors, ``images_rgb``
         ``Tensor[N, 3, H, W]`` in [0, 1], their ground-truth ``boxes`` ``Tensor[K, 4]`` (x1 y1 x2 y2, pixels
         of ``images_rgb``) and ``image_index`` ``Tensor[K]``. Returns the scalar loss (0 when ``K == 0``).
-        The subset beyond ``max_faces`` is drawn from ``generator`` (a CPU generator; default: the global CPU one)."""
-        widths, heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-        usable = torch.isfinite(boxes).all(dim=1) & (widths >= 1) & (heights >= 1)
-        picked = torch.nonzero(usable).squeeze(1)
-        if picked.numel() > self.max_faces:
-            order = torch.randperm(picked.numel(), generator=generator).to(picked.device)
-            picked = picked[order[: self.max_faces]]
+        The faces used are :meth:`select`'s."""
+        picked = self.select(boxes, generator=generator)
         if picked.numel() == 0:
             return coefficients.sum() * 0.0
         boxes, coefficients = boxes[picked].float(), coefficients[picked].float()

@@ -22,7 +22,16 @@ from .mesh.coefficients import MESH_COEFFICIENT_LAYOUT, NUM_MESH_COEFFICIENTS
 from .errors import ConfigError
 
 
+def check_fields(config: Any, rules: Mapping[str, tuple[Callable[[Any], bool], str]]) -> None:
+    """``ConfigError`` for the first field whose value breaks its rule: ``{name: (test, "what is expected")}``.
 
+    Called from a config's ``__post_init__``, so presets, ``--key=value`` overrides and configs stored in
+    checkpoints are all checked when they are built, before any work.
+    """
+    for key, (test, expected) in rules.items():
+        value = getattr(config, key)
+        if not test(value):
+            raise ConfigError(f"{key}={value!r} is invalid: expected {expected}")
 
 
 @dataclass(frozen=True)
@@ -42,6 +51,20 @@ class ModelConfig:
     mesh_decoder_channels: tuple[int, ...] = (64, 32, 16)
     """Graph-conv widths of the mesh decoder, coarsest level first."""
     mesh_chebyshev_order: int = 6
+    mesh_head: str = "roi"
+    """Where each face's mesh coefficients come from. ``"roi"`` (new models): RoI Align of the face's box on
+    the pyramid level its size belongs to, 3x3 convs and a linear layer (:class:`~retinaface.model.heads.RoIMeshHead`),
+    run at the kept detections and, in training, at the pixel term's faces. ``"anchor"``: the paper's 1x1 conv
+    per anchor, which the released weights use. A stored config without this key (the released weights,
+    checkpoints written before the key existed) means ``"anchor"``: see :meth:`from_stored`. Why the default
+    departs from the paper: docs/training.md."""
+    mesh_roi_size: int = 8
+    """Side (cells) of the ``roi`` head's RoI Align output."""
+    mesh_roi_convs: int = 3
+    """3x3 convs of the ``roi`` head (the last has stride 2, halving the side before the linear layer)."""
+
+    def __post_init__(self) -> None:
+        check_fields(self, _MODEL_RULES)
 
     @property
     def num_anchors_per_location(self) -> int:
@@ -49,6 +72,28 @@ class ModelConfig:
         if len(counts) != 1:
             raise ConfigError("every pyramid level needs the same number of anchor sizes")
         return counts.pop()
+
+    @classmethod
+    def from_stored(cls, data: Mapping[str, Any]) -> "ModelConfig":
+        """The config of a weights file, checkpoint or ONNX file (:func:`config_to_dict` output). One written
+        before the mesh head was a choice has no ``mesh_head`` key and was built with the per-anchor head, so
+        a missing key means ``"anchor"``, not today's default."""
+        return config_from_dict(cls, {"mesh_head": "anchor", **data})
+
+    def without_mesh_head(self) -> "ModelConfig":
+        """This config with the mesh-head settings at their defaults: compares two configs' detection
+        networks (backbone to score, box and landmark heads), whichever mesh head each has."""
+        defaults = ModelConfig()
+        return dataclasses.replace(
+            self, mesh_head=defaults.mesh_head, mesh_roi_size=defaults.mesh_roi_size, mesh_roi_convs=defaults.mesh_roi_convs
+        )
+
+
+_MODEL_RULES = {
+    "mesh_head": (lambda v: v in ("anchor", "roi"), "anchor or roi"),
+    "mesh_roi_size": (lambda v: v >= 1, "an integer >= 1 (cells)"),
+    "mesh_roi_convs": (lambda v: v >= 0, "an integer >= 0"),
+}
 
 
 @dataclass(frozen=True)
@@ -221,18 +266,6 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return value
     return value
-
-
-def check_fields(config: Any, rules: Mapping[str, tuple[Callable[[Any], bool], str]]) -> None:
-    """``ConfigError`` for the first field whose value breaks its rule: ``{name: (test, "what is expected")}``.
-
-    Called from a config's ``__post_init__``, so presets, ``--key=value`` overrides and configs stored in
-    checkpoints are all checked when they are built, before any work.
-    """
-    for key, (test, expected) in rules.items():
-        value = getattr(config, key)
-        if not test(value):
-            raise ConfigError(f"{key}={value!r} is invalid: expected {expected}")
 
 
 def _parse_literal(text: str) -> Any:

@@ -13,7 +13,8 @@ Plus the pixel L1 of the predicted render against the image crop (RGB in [0, 1],
 averaged over the pixels the render covers). Each is reported next to the all-zero (template) coefficients,
 which is what an untrained head predicts. Detections are matched one-to-one to ground-truth faces by IoU
 (Hungarian assignment, IoU >= ``iou_threshold``); :func:`evaluate_at_boxes` skips detection and reads the
-head at each face's best anchor (the one the training loss supervises), which measures the head alone.
+head at each face's true box (the per-anchor head at the box's best anchor, the one the training loss
+supervises; the RoI head on the box itself), which measures the head alone.
 """
 
 from __future__ import annotations
@@ -233,26 +234,30 @@ def evaluate_detections(
 def evaluate_at_boxes(
     model: RetinaFace, split_dir: str | Path, *, max_images: int | None = None, crop_size: int = 112
 ) -> MeshHeadErrors:
-    """Like :func:`evaluate_detections`, but for every true face read the head at the anchor with the
-    highest IoU with its true box (the anchor the training loss always makes positive), and crop at the
-    true box: the head's accuracy independent of detection quality."""
+    """Like :func:`evaluate_detections`, but read the head at every true face's box (the per-anchor head at
+    the anchor with the highest IoU with it, which the training loss always makes positive; the RoI head on
+    the box), and crop at the true box: the head's accuracy independent of detection quality."""
+    from ..model.heads import mesh_coefficients_at
 
     def head_at_true_boxes(bgr, truth_boxes, truth, device):
         if not len(truth_boxes):
             return truth_boxes, truth.new_zeros(0, 144), truth
-        outputs, best = _best_anchors(model, bgr, truth_boxes)
-        return truth_boxes, outputs.mesh_coefficients[torch.zeros_like(best), best].cpu(), truth
+        outputs, best, network_boxes = _best_anchors(model, bgr, truth_boxes)
+        coefficients = mesh_coefficients_at(outputs.mesh_coefficients, torch.zeros_like(best), best, network_boxes)
+        return truth_boxes, coefficients.cpu(), truth
 
     return _evaluate_split(model, split_dir, max_images, crop_size, head_at_true_boxes)
 
 
 def _best_anchors(model: RetinaFace, bgr: Tensor, truth_boxes: Tensor):
-    """The network's outputs for one image (``Tensor[3, H, W]`` BGR on the model's device) and, per true box
-    ``Tensor[K, 4]`` (image pixels), the index of the anchor with the highest IoU with it."""
+    """The network's outputs for one image (``Tensor[3, H, W]`` BGR on the model's device), per true box
+    ``Tensor[K, 4]`` (image pixels) the index of the anchor with the highest IoU with it, and the boxes in
+    network-input pixels."""
     batch, _, scales, _ = model.preprocessor([bgr])
     outputs, anchors = model.head_outputs(batch, dense_mesh=False)
-    iou = box_iou(truth_boxes.to(batch.device) * scales[0], box_convert(anchors, "cxcywh", "xyxy"))
-    return outputs, iou.argmax(dim=1)
+    network_boxes = truth_boxes.to(batch.device) * scales[0]
+    iou = box_iou(network_boxes, box_convert(anchors, "cxcywh", "xyxy"))
+    return outputs, iou.argmax(dim=1), network_boxes
 
 
 @torch.no_grad()
@@ -260,7 +265,10 @@ def anchor_features(model: RetinaFace, split_dir: str | Path, *, max_images: int
     """What the mesh head reads for every true face of a synthetic split: ``(features Tensor[F, C + levels],
     truth Tensor[F, 144])``, the context feature at the face's best anchor (the anchor with the highest IoU
     with its true box) with a one-hot of the anchor's pyramid level appended, and the face's true render
-    coefficients. For probing how much of the truth one anchor's feature holds (``scripts/probe_pose_features.py``)."""
+    coefficients. For probing how much of the truth one anchor's feature holds (``scripts/probe_pose_features.py``);
+    the model's mesh head must be the per-anchor one (``mesh_head="anchor"``), whose features these are."""
+    if model.config.mesh_head != "anchor":
+        raise ValueError("anchor_features probes the per-anchor mesh head's input; load a model with mesh_head='anchor'")
     split_dir = Path(split_dir)
     params = load_render_params(split_dir / "render_params.json")
     device = next(model.parameters()).device
@@ -270,7 +278,7 @@ def anchor_features(model: RetinaFace, split_dir: str | Path, *, max_images: int
         if not len(truth_boxes):
             continue
         bgr, _ = _read(split_dir / "images", relative)
-        outputs, best = _best_anchors(model, bgr.float().to(device), truth_boxes)
+        outputs, best, _ = _best_anchors(model, bgr.float().to(device), truth_boxes)
         sparse = outputs.mesh_coefficients
         locations, levels, _ = sparse.locate(best)
         one_hot = torch.nn.functional.one_hot(levels, len(sparse.locations_per_level)).float()

@@ -16,8 +16,9 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import nms
 
-from ..config import InferenceConfig, ModelConfig, config_from_dict, config_to_dict
+from ..config import InferenceConfig, ModelConfig, config_to_dict
 from ..model.base import DetectionModel, box_coder_for, build_detection_stages
+from ..model.heads import RoIMeshHead
 from ..model.retinaface import RetinaFace
 from ..model.postprocess import DetectionPostProcessor, face_probability
 
@@ -71,7 +72,8 @@ class _DetectionGraph(nn.Module):
 
     The steps are :class:`~retinaface.postprocess.DetectionPostProcessor`'s, written for the ONNX exporter:
     threshold, per-image top-k, decoding, NMS per image (one ``NonMaxSuppression`` with the images as its
-    classes), and the mesh head evaluated at the kept anchors only.
+    classes), and the mesh head evaluated for the kept detections only: at their anchors (per-anchor head)
+    or on their boxes (RoI head: ``RoiAlign``, opset >= 16).
     """
 
     def __init__(self, model: RetinaFace, dense_mesh: bool) -> None:
@@ -105,7 +107,7 @@ class _DetectionGraph(nn.Module):
 
     def _sparse_mesh(self, features: list[Tensor], image_ids: Tensor, anchor_ids: Tensor) -> Tensor:
         """:class:`~retinaface.heads.SparseMeshCoefficients` indexing, traceable: ``Tensor[D, M]``."""
-        mesh = self.model.heads.sparse_mesh(features)
+        mesh = self.model.heads.mesh.sparse(features)
         num_levels, per_location, coefficients, channels = mesh.weight.shape
         locations, slots = anchor_ids // per_location, anchor_ids % per_location
         level = torch.zeros_like(locations)
@@ -141,7 +143,9 @@ class _DetectionGraph(nn.Module):
         selected = _NonMaxSuppression.apply(boxes[None], per_image[None], max_detections, nms_threshold, torch.tensor(-0.5))
         kept_images, keep = selected[:, 1], selected[:, 2]  # image-major, by descending score within an image
         kept_flat = flat[keep]
-        if self.dense_mesh:
+        if isinstance(heads.mesh, RoIMeshHead):
+            mesh = heads.mesh(features, kept_images, boxes[keep])
+        elif self.dense_mesh:
             mesh = heads.mesh(features).flatten(0, 1)[kept_flat]
         else:
             mesh = self._sparse_mesh(features, kept_images, anchor_ids[keep])
@@ -174,8 +178,10 @@ def export_onnx(
     - ``scores`` ``float32[D]``: face probability
     - ``boxes`` ``float32[D, 4]``: x1 y1 x2 y2 in input pixels (not clipped to the image)
     - ``landmarks`` ``float32[D, 10]``: x, y of the left eye, right eye, nose, left and right mouth corner
-    - ``mesh_coefficients`` ``float32[D, 144]``: the mesh head's raw parameters, computed at the kept anchors
-      only; ``dense_mesh`` computes them for every anchor first, as the training graph does (slower).
+    - ``mesh_coefficients`` ``float32[D, 144]``: the mesh head's raw parameters, computed for the kept
+      detections only: the RoI head (``mesh_head="roi"``) on their boxes, the per-anchor head at their
+      anchors; ``dense_mesh`` computes the per-anchor head for every anchor first, as the training graph
+      does (slower; the RoI head has no such form).
 
     Writes ``path`` (atomically) when given; returns the bytes.
     """
@@ -183,6 +189,10 @@ def export_onnx(
 
     from ..outputs.atomic import atomic_write
 
+    if model.config.mesh_head == "roi" and dense_mesh:
+        raise ValueError("dense_mesh applies to the per-anchor mesh head; this model's mesh head reads boxes (mesh_head='roi')")
+    if model.config.mesh_head == "roi" and opset < 16:
+        raise ValueError(f"the RoI mesh head exports as RoiAlign with half-pixel sampling, which needs opset >= 16 (got {opset})")
     # Export an inference copy: BatchNorm folded, heads merged and, for the MobileNet trunk, channels padded
     # to onnxruntime's 16-wide blocks. All three leave the outputs unchanged; the caller's model is untouched.
     model = copy.deepcopy(model).fuse_for_inference().to(memory_format=torch.contiguous_format)
@@ -292,7 +302,7 @@ class OnnxRetinaFace(DetectionModel):
         metadata = {p.key: p.value for p in proto.metadata_props}
         if CONFIG_METADATA_KEY not in metadata or json.loads(metadata.get(FORMAT_METADATA_KEY, "1")) != FORMAT_VERSION:
             raise ValueError("this ONNX file was not exported by this version of `retinaface export`; export it again")
-        self.config = config_from_dict(ModelConfig, json.loads(metadata[CONFIG_METADATA_KEY]))
+        self.config = ModelConfig.from_stored(json.loads(metadata[CONFIG_METADATA_KEY]))
         self.preprocessor, self.anchor_generator, self.postprocessor = build_detection_stages(
             self.config, inference or InferenceConfig()
         )

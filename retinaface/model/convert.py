@@ -10,6 +10,7 @@ plus bias.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import re
 import zipfile
 from pathlib import Path
@@ -143,7 +144,8 @@ def onnx_to_state_dict(onnx_model_bytes: bytes, model: RetinaFace) -> dict[str, 
 
 def convert_published_mobilenet(onnx_model_bytes: bytes) -> RetinaFace:
     """The MobileNet0.25 :class:`RetinaFace` carrying the published weights, in eval mode."""
-    with seeded(0):  # the untrained mesh tensors are fixed by this seed
-        model = build_retinaface(model_preset("mobilenet0.25"))
+    # the paper's per-anchor mesh head, as published; the untrained mesh tensors are fixed by the seed
+    with seeded(0):
+        model = build_retinaface(dataclasses.replace(model_preset("mobilenet0.25"), mesh_head="anchor"))
     model.load_state_dict(onnx_to_state_dict(onnx_model_bytes, model))
     return model.eval()

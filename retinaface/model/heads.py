@@ -1,16 +1,20 @@
-"""Per-level 1x1 conv heads predicting, for every anchor, score, box, landmarks and mesh coefficients."""
+"""Per-level 1x1 conv heads predicting, for every anchor, score, box and landmarks; and the two mesh heads:
+the paper's per-anchor one and one that reads each face's box (RoI Align)."""
 
 from __future__ import annotations
 
 import itertools
-from typing import NamedTuple
+import math
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 from torch import Tensor, nn
+from torchvision.ops import roi_align
+from torchvision.ops.misc import Conv2dNormActivation
 
 
 class SparseMeshCoefficients:
-    """Mesh coefficients evaluated only for the anchors that are indexed.
+    """Mesh coefficients of the per-anchor head evaluated only for the anchors that are indexed.
 
     The mesh head is a 1x1 convolution per level, so one anchor's coefficients are a linear map of the
     context feature at its location; computing them for the few kept detections instead of every anchor
@@ -48,6 +52,47 @@ class SparseMeshCoefficients:
         rows = torch.arange(len(block), device=block.device)
         return every_head.view(-1, num_levels * slots_per_location, coefficients)[rows, block]
 
+    def dependencies(self) -> tuple[Tensor, ...]:
+        """The tensors the coefficients are computed from (a zero multiple of them keeps the head in the graph)."""
+        return self.weight, self.bias, self.features
+
+
+class RoIMeshCoefficients:
+    """Mesh coefficients of a :class:`RoIMeshHead`, computed on demand for the faces asked for: the head reads
+    each face's box, so there is nothing per anchor to index. ``at(image_ids, boxes)`` -> ``Tensor[K, M]``.
+
+    - ``head``: the :class:`RoIMeshHead`
+    - ``features``: ``list[Tensor[N, C, H_l, W_l]]`` the context features of the batch, one per level
+    """
+
+    def __init__(self, head: "RoIMeshHead", features: list[Tensor]) -> None:
+        self.head = head
+        self.features = features
+
+    def at(self, image_ids: Tensor, boxes: Tensor) -> Tensor:
+        """Coefficients ``Tensor[K, M]`` of the faces at ``boxes`` ``Tensor[K, 4]`` (x1 y1 x2 y2, network-input
+        pixels) in images ``image_ids`` ``Tensor[K]``."""
+        return self.head(self.features, image_ids, boxes)
+
+    def __getitem__(self, index: object) -> Tensor:
+        raise TypeError("the RoI mesh head reads faces by their boxes, not by anchor: use mesh_coefficients_at()")
+
+    def dependencies(self) -> tuple[Tensor, ...]:
+        """The head's parameters and the features it reads (see :meth:`SparseMeshCoefficients.dependencies`)."""
+        return (*self.head.parameters(), *self.features)
+
+
+MeshOutputs = Tensor | SparseMeshCoefficients | RoIMeshCoefficients
+
+
+def mesh_coefficients_at(mesh: MeshOutputs, image_ids: Tensor, anchor_ids: Tensor, boxes: Tensor) -> Tensor:
+    """Mesh coefficients ``Tensor[K, M]`` of faces found at anchors ``(image_ids, anchor_ids)`` ``Tensor[K]``
+    with boxes ``Tensor[K, 4]`` (x1 y1 x2 y2, network-input pixels): read at the anchor for the per-anchor
+    head (dense or sparse), computed from the box for the RoI head."""
+    if isinstance(mesh, RoIMeshCoefficients):
+        return mesh.at(image_ids, boxes)
+    return mesh[image_ids, anchor_ids]
+
 
 class HeadOutputs(NamedTuple):
     """Raw network outputs for all anchors of a batch, anchors ordered level, row, column, size.
@@ -55,14 +100,15 @@ class HeadOutputs(NamedTuple):
     - ``class_logits``: ``Tensor[N, A, 2]`` (background, face)
     - ``box_deltas``: ``Tensor[N, A, 4]`` encoded with :class:`~retinaface.box_coder.BoxCoder`
     - ``landmark_deltas``: ``Tensor[N, A, 10]`` encoded, five (x, y) points
-    - ``mesh_coefficients``: ``Tensor[N, A, M]`` raw mesh parameters (M = 144 by default), or a
-      :class:`SparseMeshCoefficients` indexed the same way
+    - ``mesh_coefficients``: the per-anchor head's ``Tensor[N, A, M]`` raw mesh parameters (M = 144 by
+      default) or a :class:`SparseMeshCoefficients` indexed the same way; for the RoI head a
+      :class:`RoIMeshCoefficients`. :func:`mesh_coefficients_at` reads any of them.
     """
 
     class_logits: Tensor
     box_deltas: Tensor
     landmark_deltas: Tensor
-    mesh_coefficients: Tensor | SparseMeshCoefficients
+    mesh_coefficients: MeshOutputs
 
 
 class PredictionHead(nn.Module):
@@ -83,28 +129,129 @@ class PredictionHead(nn.Module):
         return torch.cat(outputs, dim=1)
 
 
-class _MeshHeadMixin:
-    """Mesh-head access shared by the trainable and the fused heads (both own ``self.mesh``)."""
+class AnchorMeshHead(PredictionHead):
+    """The paper's mesh head: a 1x1 conv per level giving every anchor ``num_coefficients`` coefficients.
 
-    mesh: PredictionHead
+    Zero-initialised: zero coefficients are the template face until the head is trained.
+    ``forward(features)`` gives the dense ``Tensor[N, A, M]``; :meth:`outputs` the lazy form.
+    """
 
-    def mesh_parameters(self) -> tuple[Tensor, Tensor]:
-        """Mesh head as ``weight`` ``Tensor[levels, S, M, C]`` and ``bias`` ``Tensor[levels, S, M]``."""
-        values = self.mesh.values_per_anchor
-        weight = torch.stack([conv.weight.flatten(1).unflatten(0, (-1, values)) for conv in self.mesh.convs])
-        bias = torch.stack([conv.bias.unflatten(0, (-1, values)) for conv in self.mesh.convs])
+    def __init__(self, in_channels: int, *, num_levels: int, anchors_per_location: int, num_coefficients: int):
+        super().__init__(in_channels, num_levels=num_levels, anchors_per_location=anchors_per_location, values_per_anchor=num_coefficients)
+        for conv in self.convs:
+            nn.init.zeros_(conv.weight)
+            nn.init.zeros_(conv.bias)
+
+    def parameters_per_anchor(self) -> tuple[Tensor, Tensor]:
+        """The head as ``weight`` ``Tensor[levels, S, M, C]`` and ``bias`` ``Tensor[levels, S, M]``."""
+        values = self.values_per_anchor
+        weight = torch.stack([conv.weight.flatten(1).unflatten(0, (-1, values)) for conv in self.convs])
+        bias = torch.stack([conv.bias.unflatten(0, (-1, values)) for conv in self.convs])
         return weight, bias
 
-    def sparse_mesh(self, features: list[Tensor]) -> SparseMeshCoefficients:
+    def sparse(self, features: list[Tensor]) -> SparseMeshCoefficients:
         flat = torch.cat([f.permute(0, 2, 3, 1).flatten(1, 2) for f in features], dim=1)
-        weight, bias = self.mesh_parameters()
+        weight, bias = self.parameters_per_anchor()
         return SparseMeshCoefficients(flat, weight, bias, [f.shape[-2] * f.shape[-1] for f in features])
 
+    def outputs(self, features: list[Tensor], *, dense: bool) -> Tensor | SparseMeshCoefficients:
+        """Every anchor's coefficients (``dense``) or the lazily indexed :class:`SparseMeshCoefficients`."""
+        return self(features) if dense else self.sparse(features)
 
-class RetinaFaceHeads(_MeshHeadMixin, nn.Module):
-    """The four task heads sharing the SSH features."""
 
-    def __init__(self, in_channels: int, *, num_levels: int, anchors_per_location: int, num_mesh_coefficients: int):
+def level_boundaries(anchor_sizes: Sequence[Sequence[int]]) -> list[float]:
+    """Face sizes (pixels, ``sqrt(w h)``) where one pyramid level hands over to the next: the geometric mean
+    of neighbouring levels' typical anchor sizes (each level's own geometric mean), so a face goes to the
+    level whose anchors fit it best. Default anchors: 45.3 and 181 px."""
+    typical = [math.exp(sum(math.log(s) for s in sizes) / len(sizes)) for sizes in anchor_sizes]
+    return [math.sqrt(a * b) for a, b in zip(typical, typical[1:])]
+
+
+class RoIMeshHead(nn.Module):
+    """A mesh head that reads the face: RoI Align of the face's box on the pyramid level whose anchors fit its
+    size, ``num_convs`` 3x3 convs (ReLU; the last with stride 2) and a linear layer to ``num_coefficients``.
+
+    The final layer is zero-initialised, so an untrained head gives exactly zero coefficients (the template
+    face), like the per-anchor head. It runs on the boxes it is given only: the kept detections at inference,
+    the faces of the pixel term in training.
+
+    ``forward(features, image_ids, boxes)``: ``features`` one ``Tensor[N, C, H_l, W_l]`` per level (strides
+    ``strides``), ``image_ids`` ``Tensor[K]`` int64, ``boxes`` ``Tensor[K, 4]`` x1 y1 x2 y2 network-input
+    pixels -> ``Tensor[K, num_coefficients]``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        *,
+        strides: Sequence[int],
+        anchor_sizes: Sequence[Sequence[int]],
+        num_coefficients: int,
+        pool_size: int,
+        num_convs: int,
+    ) -> None:
+        super().__init__()
+        if len(strides) != len(anchor_sizes):
+            raise ValueError("strides and anchor_sizes need one entry per pyramid level")
+        self.strides = tuple(strides)
+        self.pool_size = pool_size
+        self.register_buffer("boundaries", torch.tensor(level_boundaries(anchor_sizes), dtype=torch.float32), persistent=False)
+        self.convs = nn.Sequential(*(
+            Conv2dNormActivation(in_channels, in_channels, kernel_size=3, stride=2 if i == num_convs - 1 else 1,
+                                 norm_layer=None, activation_layer=nn.ReLU)
+            for i in range(num_convs)
+        ))
+        side = -(-pool_size // 2) if num_convs else pool_size
+        self.output = nn.Linear(in_channels * side * side, num_coefficients)
+        nn.init.zeros_(self.output.weight)
+        nn.init.zeros_(self.output.bias)
+
+    def levels(self, boxes: Tensor) -> Tensor:
+        """The pyramid level ``Tensor[K]`` (int64) each box is read on (see :func:`level_boundaries`)."""
+        size = ((boxes[:, 2] - boxes[:, 0]).clamp(min=0) * (boxes[:, 3] - boxes[:, 1]).clamp(min=0)).sqrt()
+        # a count of boundaries passed rather than bucketize: the same, and it exports to ONNX
+        return (size[:, None] >= self.boundaries.to(size)).long().sum(dim=1)
+
+    def pool(self, features: list[Tensor], image_ids: Tensor, boxes: Tensor) -> Tensor:
+        """Each box's ``Tensor[K, C, pool_size, pool_size]`` RoI Align on its level."""
+        rois = torch.cat([image_ids[:, None].to(boxes), boxes], dim=1).float()
+        levels = self.levels(boxes)
+        pooled = None
+        # Every level for every box, then each box's own: one fixed graph (no data-dependent split, so it
+        # traces and exports as it runs); the extra bilinear samples cost nothing next to the convs.
+        for level, (feature, stride) in enumerate(zip(features, self.strides)):
+            on_level = roi_align(feature.float(), rois, output_size=self.pool_size, spatial_scale=1.0 / stride, sampling_ratio=2, aligned=True)
+            pooled = on_level if pooled is None else torch.where((levels == level)[:, None, None, None], on_level, pooled)
+        return pooled
+
+    def forward(self, features: list[Tensor], image_ids: Tensor, boxes: Tensor) -> Tensor:
+        return self.output(self.convs(self.pool(features, image_ids, boxes)).flatten(1))
+
+    def outputs(self, features: list[Tensor], *, dense: bool = False) -> RoIMeshCoefficients:
+        """The lazy :class:`RoIMeshCoefficients` (there is no per-anchor form, dense or not)."""
+        return RoIMeshCoefficients(self, features)
+
+
+MeshHead = AnchorMeshHead | RoIMeshHead
+
+
+class RetinaFaceHeads(nn.Module):
+    """The four task heads sharing the SSH features.
+
+    ``mesh_head`` builds the mesh head (default: the paper's :class:`AnchorMeshHead`); it is called after the
+    other heads are made, so that the per-anchor head's random draws come in the order the released
+    weights' untrained tensors were drawn in.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        *,
+        num_levels: int,
+        anchors_per_location: int,
+        num_mesh_coefficients: int,
+        mesh_head: Callable[[], MeshHead] | None = None,
+    ):
         super().__init__()
         make = lambda k: PredictionHead(  # noqa: E731
             in_channels, num_levels=num_levels, anchors_per_location=anchors_per_location, values_per_anchor=k
@@ -112,18 +259,19 @@ class RetinaFaceHeads(_MeshHeadMixin, nn.Module):
         self.classification = make(2)
         self.box = make(4)
         self.landmarks = make(10)
-        self.mesh = make(num_mesh_coefficients)
-        # The mesh head starts at zero coefficients, i.e. the template face, until trained.
-        for conv in self.mesh.convs:
-            nn.init.zeros_(conv.weight)
-            nn.init.zeros_(conv.bias)
+        if mesh_head is None:
+            self.mesh: MeshHead = AnchorMeshHead(
+                in_channels, num_levels=num_levels, anchors_per_location=anchors_per_location, num_coefficients=num_mesh_coefficients
+            )
+        else:
+            self.mesh = mesh_head()
 
     def forward(self, features: list[Tensor], *, dense_mesh: bool = True) -> HeadOutputs:
-        mesh = self.mesh(features) if dense_mesh else self.sparse_mesh(features)
+        mesh = self.mesh.outputs(features, dense=dense_mesh)
         return HeadOutputs(self.classification(features), self.box(features), self.landmarks(features), mesh)
 
 
-class FusedRetinaFaceHeads(_MeshHeadMixin, nn.Module):
+class FusedRetinaFaceHeads(nn.Module):
     """Inference form of :class:`RetinaFaceHeads`: score, box and landmark heads as one 1x1 conv per level.
 
     Each output channel is the same dot product as in the separate heads, so results agree up to float
@@ -164,5 +312,5 @@ class FusedRetinaFaceHeads(_MeshHeadMixin, nn.Module):
         return class_logits, box_deltas, landmark_deltas
 
     def forward(self, features: list[Tensor], *, dense_mesh: bool = True) -> HeadOutputs:
-        mesh = self.mesh(features) if dense_mesh else self.sparse_mesh(features)
+        mesh = self.mesh.outputs(features, dense=dense_mesh)
         return HeadOutputs(*self.split(self.merged_outputs(features)), mesh)

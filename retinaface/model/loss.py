@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import box_convert
 
-from .heads import HeadOutputs, SparseMeshCoefficients
+from .heads import HeadOutputs, RoIMeshCoefficients, mesh_coefficients_at
 from .targets import AnchorTargets, TargetAssigner
 
 if TYPE_CHECKING:
@@ -82,26 +82,37 @@ class MultiTaskLoss(nn.Module):
             losses["loss_pixel"] = self.pixel_weight * self.pixel_term(
                 outputs, anchors, assigned, images_rgb, mesh_branch, generator, pixel_term_faces(targets))
         if self.mesh_landmark_weight > 0 and mesh_branch is not None:
-            losses["loss_mesh_landmarks"] = self.mesh_landmark_weight * self.mesh_landmark_term(outputs, assigned, targets, mesh_branch)
+            losses["loss_mesh_landmarks"] = self.mesh_landmark_weight * self.mesh_landmark_term(outputs, anchors, assigned, targets, mesh_branch)
         return losses
 
     @staticmethod
-    def mesh_landmark_term(outputs: HeadOutputs, assigned: AnchorTargets, targets: list[dict[str, Tensor]], mesh_branch: MeshBranch) -> Tensor:
-        """Mean :meth:`MeshBranch.landmark_distance` of the mesh coefficients at every positive anchor whose
-        face has landmarks and was not cut by an augmentation crop (``clipped``): the head's camera must put
-        the mesh's eyes, nose and mouth corners where the annotation has them. Every positive anchor, not one
-        per face as in the pixel term: no rendering is needed, and the detector reads the head at whichever
-        anchor its kept detection comes from. Mirrored images count (the face's geometry stays a face's)."""
-        image_ids, anchor_ids = torch.nonzero(assigned.landmarks_valid, as_tuple=True)
+    def mesh_landmark_term(
+        outputs: HeadOutputs, anchors: Tensor, assigned: AnchorTargets, targets: list[dict[str, Tensor]], mesh_branch: MeshBranch
+    ) -> Tensor:
+        """Mean :meth:`MeshBranch.landmark_distance` of the mesh coefficients of faces that have landmarks and
+        were not cut by an augmentation crop (``clipped``): the head's camera must put the mesh's eyes, nose
+        and mouth corners where the annotation has them. The per-anchor head is read at every positive
+        anchor of those faces, not one per face as in the pixel term: no rendering is needed, and the
+        detector reads it at whichever anchor its kept detection comes from. The RoI head reads the face's
+        box, the same for all its anchors, so it runs once per face (at its best anchor's row). Mirrored
+        images count (the face's geometry stays a face's)."""
+        mesh = outputs.mesh_coefficients
+        if isinstance(mesh, RoIMeshCoefficients):
+            image_ids, anchor_ids = face_anchors(assigned, anchors)
+            with_points = assigned.landmarks_valid[image_ids, anchor_ids]
+            image_ids, anchor_ids = image_ids[with_points], anchor_ids[with_points]
+        else:
+            image_ids, anchor_ids = torch.nonzero(assigned.landmarks_valid, as_tuple=True)
         keep = _per_face([~_clipped(t) for t in targets], assigned, image_ids, anchor_ids).bool()
         image_ids, anchor_ids = image_ids[keep], anchor_ids[keep]
+        boxes = assigned.matched_boxes[image_ids, anchor_ids]
         unused = _every_parameter(mesh_branch)
         if image_ids.numel() == 0:
-            return outputs.mesh_coefficients[image_ids, anchor_ids].sum() * 0.0 + unused
+            return mesh_coefficients_at(mesh, image_ids, anchor_ids, boxes).sum() * 0.0 + unused
         points = [t.get("landmarks", torch.zeros(t["boxes"].shape[0], 5, 2)).float().cpu().flatten(1) for t in targets]
         landmarks = _per_face(points, assigned, image_ids, anchor_ids).view(-1, 5, 2)
-        coefficients = outputs.mesh_coefficients[image_ids, anchor_ids].float()
-        distance = mesh_branch.landmark_distance(coefficients, assigned.matched_boxes[image_ids, anchor_ids], landmarks)
+        coefficients = mesh_coefficients_at(mesh, image_ids, anchor_ids, boxes).float()
+        distance = mesh_branch.landmark_distance(coefficients, boxes, landmarks)
         return distance.mean() + unused
 
     def detection_losses(self, outputs: HeadOutputs, assigned: AnchorTargets) -> dict[str, Tensor]:
@@ -121,7 +132,7 @@ class MultiTaskLoss(nn.Module):
         ) / max(int(with_points.sum()), 1)
         # Every head takes part in the graph even when a term is empty, so DDP sees each parameter used.
         mesh = outputs.mesh_coefficients
-        mesh_terms = (mesh.weight, mesh.bias, mesh.features) if isinstance(mesh, SparseMeshCoefficients) else (mesh,)
+        mesh_terms = (mesh,) if isinstance(mesh, Tensor) else mesh.dependencies()
         unused = outputs.landmark_deltas.sum() * 0.0 + sum(t.sum() * 0.0 for t in mesh_terms)
         return {
             "loss_cls": self.cls_weight * cls_loss,
@@ -142,13 +153,17 @@ class MultiTaskLoss(nn.Module):
         """The mesh branch's (unweighted) pixel loss at each face's best positive anchor (highest IoU with its
         box), at the faces' boxes, for the faces where ``faces_used`` (per image ``Tensor[G]`` bool, see
         :func:`pixel_term_faces`; default: all). One per face, so the branch's cap (``max_faces``) counts
-        faces: a large face has dozens of positive anchors and would otherwise take most of the sampled places."""
+        faces: a large face has dozens of positive anchors and would otherwise take most of the sampled places.
+        The faces are drawn first (:meth:`MeshBranch.pixel_faces`) and the head read for those only: the RoI
+        head runs on at most ``max_faces`` boxes per step, the boxes the pixel term renders into."""
         image_ids, anchor_ids = face_anchors(assigned, anchors)
         if faces_used is not None:
             keep = _per_face(faces_used, assigned, image_ids, anchor_ids).bool()
             image_ids, anchor_ids = image_ids[keep], anchor_ids[keep]
-        coefficients = outputs.mesh_coefficients[image_ids, anchor_ids]
         boxes = assigned.matched_boxes[image_ids, anchor_ids]
+        picked = mesh_branch.pixel_faces(boxes, generator=generator)
+        image_ids, anchor_ids, boxes = image_ids[picked], anchor_ids[picked], boxes[picked]
+        coefficients = mesh_coefficients_at(outputs.mesh_coefficients, image_ids, anchor_ids, boxes)
         pixel = mesh_branch.pixel_loss(coefficients, images_rgb, boxes, image_ids, generator=generator)
         return pixel + _every_parameter(mesh_branch)
 

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from torchvision.ops import batched_nms, nms
 
 from .box_coder import BoxCoder
-from .heads import HeadOutputs
+from .heads import HeadOutputs, mesh_coefficients_at
 
 
 def face_probability(class_logits: Tensor) -> Tensor:
@@ -59,7 +59,7 @@ class DetectionPostProcessor(nn.Module):
         mesh = outputs.mesh_coefficients
         return self.suppress(
             scores.shape[0], image_ids, candidate_scores, boxes, landmarks,
-            lambda keep: mesh[image_ids[keep], anchor_ids[keep]].float(),
+            lambda keep: mesh_coefficients_at(mesh, image_ids[keep], anchor_ids[keep], boxes[keep]).float(),
         )
 
     def suppress(
@@ -76,21 +76,20 @@ class DetectionPostProcessor(nn.Module):
         ``image_ids`` ``Tensor[K]`` (ascending), ``scores`` ``Tensor[K]``, ``boxes`` ``Tensor[K, 4]`` and
         ``landmarks`` ``Tensor[K, 5, 2]`` (network-input pixels) describe the candidates above the score
         threshold; ``mesh_at(indices)`` returns the mesh coefficients ``Tensor[k, M]`` of the candidates at
-        ``indices`` (evaluated for the kept ones only).
+        ``indices``. It is called once, with the final detections only (after NMS and the per-image cap):
+        the RoI mesh head runs on exactly the faces returned.
         """
         if batch_size == 1:
-            keep = nms(boxes, scores, self.nms_threshold)  # sorted by score
+            keep = nms(boxes, scores, self.nms_threshold)[: self.max_detections]  # sorted by score
         else:
-            keep = batched_nms(boxes, scores, image_ids, self.nms_threshold)
-        kept_images = image_ids[keep]
+            keep = batched_nms(boxes, scores, image_ids, self.nms_threshold)  # sorted by score
+            kept_images = image_ids[keep]
+            keep = torch.cat([keep[kept_images == image][: self.max_detections] for image in range(batch_size)])  # image-major
         kept = {"boxes": boxes[keep], "scores": scores[keep], "landmarks": landmarks[keep], "mesh_coefficients": mesh_at(keep)}
         if batch_size == 1:
-            return [{key: value[: self.max_detections] for key, value in kept.items()}]
-        detections = []
-        for image in range(batch_size):
-            mine = torch.nonzero(kept_images == image).squeeze(1)[: self.max_detections]
-            detections.append({key: value[mine] for key, value in kept.items()})
-        return detections
+            return [kept]
+        counts = torch.bincount(image_ids[keep], minlength=batch_size).tolist()
+        return [dict(zip(kept, parts)) for parts in zip(*(value.split(counts) for value in kept.values()))]
 
     def cap_per_image(self, image_ids: Tensor, scores: Tensor, batch_size: int) -> Tensor | None:
         """Indices of each image's ``pre_nms_top_k`` highest-scoring candidates (``image_ids`` ``Tensor[K]``

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import Tensor, nn
@@ -13,7 +14,7 @@ from torchvision.ops.misc import Conv2dNormActivation
 from .anchors import AnchorGenerator
 from .backbones import build_backbone
 from ..config import InferenceConfig, LossConfig, ModelConfig
-from .heads import FusedRetinaFaceHeads, HeadOutputs, RetinaFaceHeads
+from .heads import FusedRetinaFaceHeads, HeadOutputs, RetinaFaceHeads, RoIMeshHead
 from .base import DetectionModel, ImageBatch, box_coder_for, build_detection_stages, image_list
 from .loss import MultiTaskLoss
 from .matcher import AnchorMatcher
@@ -28,6 +29,10 @@ if TYPE_CHECKING:  # the mesh branch needs pytorch3d and torch-geometric; detect
 
 class RetinaFace(DetectionModel):
     """Single-stage face detector: backbone -> FPN -> SSH per level -> score/box/landmark/mesh heads.
+
+    The mesh head is ``config.mesh_head``'s: the paper's per-anchor 1x1 conv (``"anchor"``, the released
+    weights) or :class:`~retinaface.model.heads.RoIMeshHead` (``"roi"``), which reads each face's box on the
+    SSH features and so runs after detection, at the kept boxes (and in training at the pixel term's faces).
 
     ``forward(images, targets=None)``:
 
@@ -64,6 +69,7 @@ class RetinaFace(DetectionModel):
             num_levels=len(config.anchor_strides),
             anchors_per_location=anchor_generator.num_anchors_per_location,
             num_mesh_coefficients=config.num_mesh_coefficients,
+            mesh_head=roi_mesh_head_builder(config) if config.mesh_head == "roi" else None,
         )
         self.anchor_generator = anchor_generator
         self.postprocessor = postprocessor
@@ -144,6 +150,19 @@ class RetinaFace(DetectionModel):
         outputs, anchors = self.head_outputs(batch, dense_mesh=False)
         images_rgb = ((batch + self.preprocessor.pixel_mean) / 255.0).flip(1)  # back to RGB in [0, 1] for the pixel loss
         return self.loss(outputs, anchors, scaled_targets, images_rgb=images_rgb, mesh_branch=self.mesh_branch, generator=generator)
+
+
+def roi_mesh_head_builder(config: ModelConfig) -> Callable[[], RoIMeshHead]:
+    """Builds the :class:`RoIMeshHead` of ``config`` (on the SSH features, levels as the anchors')."""
+    return functools.partial(
+        RoIMeshHead,
+        config.fpn_channels,
+        strides=config.anchor_strides,
+        anchor_sizes=config.anchor_sizes,
+        num_coefficients=config.num_mesh_coefficients,
+        pool_size=config.mesh_roi_size,
+        num_convs=config.mesh_roi_convs,
+    )
 
 
 def build_retinaface(

@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 from ..outputs.atomic import atomic_write
 from ..utils.resources import package_path
 from ..errors import ConfigError
-from ..config import InferenceConfig, LossConfig, ModelConfig, config_from_dict, config_to_dict
+from ..config import InferenceConfig, LossConfig, ModelConfig, config_to_dict
 from .retinaface import RetinaFace, build_retinaface
 from ..errors import WeightsError
 
@@ -89,7 +89,8 @@ def _check_state_dict(state: object, path: str | os.PathLike) -> None:
 
 
 def _model_config(config_dict: object, path: Path) -> ModelConfig:
-    """The stored :class:`ModelConfig`, or ``WeightsError`` naming the file."""
+    """The stored :class:`ModelConfig` (:meth:`ModelConfig.from_stored`: a config written before the mesh head
+    was a choice, such as the released weights', keeps the per-anchor head), or ``WeightsError`` naming the file."""
     if isinstance(config_dict, str):
         try:
             config_dict = json.loads(config_dict)
@@ -98,7 +99,7 @@ def _model_config(config_dict: object, path: Path) -> ModelConfig:
     if not isinstance(config_dict, dict):
         raise WeightsError(f"{path} has malformed 'model_config' metadata (a {type(config_dict).__name__}, not an object)")
     try:
-        return config_from_dict(ModelConfig, config_dict)
+        return ModelConfig.from_stored(config_dict)
     except ConfigError as exc:
         raise WeightsError(f"{path} has a model config this version cannot build ({exc})") from None
 

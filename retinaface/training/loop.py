@@ -25,7 +25,9 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Sampler
 
 from ..errors import ConfigError
-from ..config import InferenceConfig, MODEL_PRESETS, LossConfig, apply_overrides, check_fields, config_from_dict, config_to_dict, model_preset
+from ..config import (
+    InferenceConfig, MODEL_PRESETS, LossConfig, ModelConfig, apply_overrides, check_fields, config_from_dict, config_to_dict, model_preset,
+)
 from ..outputs.atomic import atomic_write
 from ..model.retinaface import RetinaFace, build_retinaface
 from ..utils.rng import seeded
@@ -210,18 +212,22 @@ def lr_factor(step: int, *, steps_per_epoch: int, warmup_epochs: float, decay_ep
     return warm * gamma ** sum(epoch >= d for d in decay_epochs)
 
 
-def build_model_for_training(config: TrainConfig) -> RetinaFace:
-    """The model with the loss of ``config`` and weights from ``config.init`` (random ones fixed by ``config.seed``)."""
+def build_model_for_training(config: TrainConfig, model_config: ModelConfig | None = None) -> RetinaFace:
+    """The model with the loss of ``config`` and weights from ``config.init`` (random ones fixed by ``config.seed``).
+
+    From scratch the architecture is the preset's, or ``model_config`` (a resumed run's stored one: a run
+    begun with the per-anchor mesh head continues with it). Weights from ``init`` bring their own mesh
+    head (the released weights: the per-anchor one); their detection network must be the preset's."""
     from ..model.weights import load_model
 
     if config.init == "scratch":
         with seeded(config.seed):
             return set_train_mode(
-                build_retinaface(model_preset(config.model), loss=config.loss, imagenet_weights=config.imagenet_weights or None),
+                build_retinaface(model_config or model_preset(config.model), loss=config.loss, imagenet_weights=config.imagenet_weights or None),
                 config,
             )
     model = load_model(config.init, loss=config.loss)
-    if model.config != model_preset(config.model):
+    if model.config.without_mesh_head() != model_preset(config.model).without_mesh_head():
         raise ConfigError(f"--init {config.init} is a {model.config.backbone} model but the config trains {config.model}")
     return set_train_mode(model, config)
 
@@ -351,8 +357,9 @@ def _to(target: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
     return {k: v.to(device) for k, v in target.items()}
 
 
-def setup_training(config: TrainConfig, *, device: str = "auto") -> TrainingRun:
-    """Join the process group (under ``torchrun``) and build the model, data, optimiser and schedule of ``config``."""
+def setup_training(config: TrainConfig, *, device: str = "auto", model_config: ModelConfig | None = None) -> TrainingRun:
+    """Join the process group (under ``torchrun``) and build the model, data, optimiser and schedule of ``config``
+    (``model_config``: see :func:`build_model_for_training`)."""
     from ..datasets.transforms import TrainAugmentation
     from ..datasets.wider import WiderFaceDataset
 
@@ -362,7 +369,7 @@ def setup_training(config: TrainConfig, *, device: str = "auto") -> TrainingRun:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     start_process_group(info, device)
     device_t = torch.device(device)
-    model = build_model_for_training(config).to(device_t)
+    model = build_model_for_training(config, model_config).to(device_t)
     augmentation = TrainAugmentation(size=config.image_size, min_face_size=config.min_face_size, pixel_mean_bgr=model.config.pixel_mean_bgr)
     dataset = WiderFaceDataset(
         config.train_labels, config.train_images or None, annotation_format=config.annotation_format, on_error=config.on_error,
@@ -559,7 +566,12 @@ def train(config: TrainConfig, *, resume: str | None = None, progress: bool = Tr
     """Run training, or continue it from the ``resume`` checkpoint (model, optimiser, scheduler, position and
     loss generator; build ``config`` with :func:`train_config` so it starts from the stored one). Returns the
     step count and the logged history. See :class:`TrainConfig`."""
-    run = setup_training(config, device=device)
+    stored = None
+    if resume:
+        from ..model.weights import read_checkpoint
+
+        stored = ModelConfig.from_stored(read_checkpoint(resume)["model_config"])
+    run = setup_training(config, device=device, model_config=stored)
     if resume:
         resume_training(run, resume)
     open_logs(run)

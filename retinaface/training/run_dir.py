@@ -10,7 +10,7 @@ from typing import Any, Iterator
 import torch
 
 from ..errors import ConfigError
-from ..config import config_to_dict, model_preset
+from ..config import ModelConfig, model_preset
 from ..errors import InputError
 from ..outputs.atomic import check_writable
 
@@ -50,8 +50,12 @@ def check_resume_state(checkpoint: dict[str, Any], config: Any, path: str | os.P
     """``ConfigError`` (one sentence) if ``checkpoint`` cannot continue training ``config``: another model,
     missing or malformed optimiser / scheduler / position / RNG state, or nothing left to train."""
     stored = checkpoint.get("model_config")
-    wanted = config_to_dict(model_preset(config.model))
-    if stored != wanted:
+    try:
+        # the mesh head is the checkpoint's own (its run began with it); the detection network is the preset's
+        same = isinstance(stored, dict) and ModelConfig.from_stored(stored).without_mesh_head() == model_preset(config.model).without_mesh_head()
+    except ConfigError:
+        same = False
+    if not same:
         backbone = stored.get("backbone", "unknown") if isinstance(stored, dict) else "unknown"
         raise ConfigError(f"{path} holds a {backbone} model that does not match the config's model {config.model!r}; it cannot be resumed")
     for key, test, expected in (

@@ -1,3 +1,5 @@
+import dataclasses
+
 import torch
 
 from retinaface.config import model_preset
@@ -5,9 +7,14 @@ from retinaface.model.heads import FusedRetinaFaceHeads
 from retinaface.model.retinaface import build_retinaface
 
 
+def _anchor_model():
+    """The paper's per-anchor mesh head (the released weights'), which these tests are about."""
+    return build_retinaface(dataclasses.replace(model_preset("mobilenet0.25"), mesh_head="anchor")).eval()
+
+
 def test_sparse_mesh_equals_dense_mesh_at_indexed_anchors():
     torch.manual_seed(0)
-    model = build_retinaface(model_preset("mobilenet0.25")).eval()
+    model = _anchor_model()
     for conv in model.heads.mesh.convs:  # the released head is zero; use random weights to make this meaningful
         torch.nn.init.normal_(conv.weight)
         torch.nn.init.normal_(conv.bias)
@@ -33,7 +40,7 @@ def _randomised(model):
 
 
 def test_fused_heads_give_the_separate_heads_outputs():
-    model = _randomised(build_retinaface(model_preset("mobilenet0.25")).eval())
+    model = _randomised(_anchor_model())
     features = [torch.randn(2, 64, 9, 12), torch.randn(2, 64, 5, 6), torch.randn(2, 64, 3, 3)]
     fused = FusedRetinaFaceHeads(model.heads)
     with torch.no_grad():
@@ -46,7 +53,7 @@ def test_fused_heads_give_the_separate_heads_outputs():
 
 
 def test_fuse_for_inference_twice_is_harmless():
-    model = _randomised(build_retinaface(model_preset("mobilenet0.25")).eval())
+    model = _randomised(_anchor_model())
     batch = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
         expected, _ = model.network(batch)

@@ -1,20 +1,25 @@
+import dataclasses
+
+import pytest
 import torch
 
 from retinaface.config import InferenceConfig, LossConfig, model_preset
 from retinaface.model.retinaface import build_retinaface
 
 
-def _model(**loss):
+def _model(mesh_head="roi", **loss):
     torch.manual_seed(0)
-    return build_retinaface(model_preset("mobilenet0.25"), loss=LossConfig(**loss)).train()
+    config = dataclasses.replace(model_preset("mobilenet0.25"), mesh_head=mesh_head)
+    return build_retinaface(config, loss=LossConfig(**loss)).train()
 
 
 def _image(h=96, w=128):
     return torch.rand(3, h, w) * 255
 
 
-def test_loss_terms_are_named_finite_and_backpropagate():
-    model = _model(mesh_landmark_weight=0.01)
+@pytest.mark.parametrize("mesh_head", ["anchor", "roi"])
+def test_loss_terms_are_named_finite_and_backpropagate(mesh_head):
+    model = _model(mesh_head, mesh_landmark_weight=0.01)
     target = {"boxes": torch.tensor([[20.0, 20.0, 60.0, 70.0]]), "landmarks": torch.rand(1, 5, 2) * 40 + 20}
     losses = model([_image()], [target])
     assert set(losses) == {"loss_cls", "loss_box", "loss_landmarks", "loss_pixel", "loss_mesh_landmarks"}
@@ -24,8 +29,8 @@ def test_loss_terms_are_named_finite_and_backpropagate():
     assert all(torch.isfinite(v) for v in losses.values())
     assert model.heads.box.convs[0].weight.grad.abs().sum() > 0
     assert model.heads.landmarks.convs[0].weight.grad.abs().sum() > 0
-    # the mesh head starts at zero (template face); the pixel loss already pushes it
-    assert sum(conv.weight.grad.abs().sum() for conv in model.heads.mesh.convs) > 0
+    # the mesh head starts at zero coefficients (template face); the pixel loss already pushes it
+    assert sum(p.grad.abs().sum() for p in model.heads.mesh.parameters()) > 0
 
 
 def test_images_without_faces_give_finite_losses_and_no_nan_gradients():
@@ -122,12 +127,13 @@ def test_pixel_term_uses_one_anchor_per_face_and_skips_mirrored_images_and_clipp
     assert torch.allclose(alone, without_second) and not torch.allclose(alone, together)
 
 
-def test_mesh_landmark_term_reads_every_positive_anchor_of_whole_annotated_faces():
-    """The term is the mean landmark distance over the positive anchors of faces with landmarks that no
-    crop cut: a face without landmarks or a clipped one adds nothing, and at zero coefficients (the
-    untrained head) every anchor of a face sees the same mesh in the same box, so the term is that face's
-    distance exactly."""
-    model = _model(mesh_landmark_weight=0.01)
+@pytest.mark.parametrize("mesh_head", ["anchor", "roi"])
+def test_mesh_landmark_term_reads_every_positive_anchor_of_whole_annotated_faces(mesh_head):
+    """The term is the mean landmark distance over the positive anchors (per-anchor head) or the faces (RoI
+    head) of faces with landmarks that no crop cut: a face without landmarks or a clipped one adds nothing,
+    and at zero coefficients (the untrained head) every anchor of a face sees the same mesh in the same box,
+    so the term is that face's distance exactly."""
+    model = _model(mesh_head, mesh_landmark_weight=0.01)
     image = _image()
     target = {"boxes": torch.tensor([[20.0, 20.0, 60.0, 70.0]]), "landmarks": torch.rand(1, 5, 2) * 40 + 20}
     zero = torch.zeros(1, 144)

@@ -3,9 +3,12 @@ true render parameters are known, measured with retinaface.evaluation.mesh_eval 
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
+from retinaface.config import model_preset
 from retinaface.evaluation.mesh_eval import evaluate_at_boxes
 from retinaface.training.loop import parameter_groups, train, train_config
 from retinaface.model.weights import load_model
@@ -26,6 +29,12 @@ def _config(root, output, **extra):
         "--batch_size=6", "--warmup_epochs=1", "--decay_epochs=(1000,)", "--checkpoint_every=0",
     ] + [f"--{k}={v}" for k, v in {"epochs": 40, **extra}.items()]
     return train_config("mobilenet0.25-synthetic", overrides)
+
+
+def _zero_initialised(model):
+    """The mesh head's parameters that start at zero: the whole per-anchor head, the RoI head's last layer."""
+    head = model.heads.mesh
+    return list((head.output if hasattr(head, "output") else head).parameters())
 
 
 def test_mesh_parameters_get_their_own_learning_rate(tmp_path):
@@ -71,7 +80,8 @@ def test_pixel_term_reaches_the_mesh_head(tiny_data, tmp_path):
         torch.set_num_threads(threads)
     assert result.global_step == 10
     model = load_model(tmp_path / "run" / "final.safetensors")
-    moved = [p.abs().max().item() for n, p in model.named_parameters() if n.startswith("heads.mesh.")]
+    assert model.config.mesh_head == "roi"  # the default for new models
+    moved = [p.abs().max().item() for p in _zero_initialised(model)]
     assert moved and max(moved) > 1e-4
     summary = evaluate_at_boxes(model, tiny_data / "train").summary()
     assert summary["mesh_matched"] == summary["mesh_faces"] > 10
@@ -80,7 +90,7 @@ def test_pixel_term_reaches_the_mesh_head(tiny_data, tmp_path):
     no_pixel = train(_config(tiny_data, tmp_path / "off", mesh_lr_scale=10, epochs=10, **{"loss.pixel_weight": 0}), progress=False, device="cpu")
     assert no_pixel.global_step == 10
     untouched = load_model(tmp_path / "off" / "final.safetensors")
-    assert all(p.abs().max().item() == 0 for n, p in untouched.named_parameters() if n.startswith("heads.mesh."))
+    assert all(p.abs().max().item() == 0 for p in _zero_initialised(untouched))
 
 
 def test_pixel_term_teaches_the_head_pose_and_light_on_face_features(tiny_data):
@@ -96,7 +106,7 @@ def test_pixel_term_teaches_the_head_pose_and_light_on_face_features(tiny_data):
     torch.set_num_threads(1)
     try:
         config = train_config("mobilenet0.25-synthetic", ["--train_labels=x", "--freeze_batchnorm=true"])
-        model = build_model_for_training(config)
+        model = build_model_for_training(config, dataclasses.replace(model_preset("mobilenet0.25"), mesh_head="anchor"))
         released = load_model("mobilenet0.25")
         model.load_state_dict({k: v for k, v in released.state_dict().items() if not k.startswith("mesh_branch.")}, strict=False)
         model.mesh_branch.pixel_criterion = MeshPixelLoss(crop_size=56, max_faces=64)  # every face, a cheaper crop

@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,7 @@ from retinaface.model.retinaface import build_retinaface
 @pytest.mark.parametrize("backbone", ["mobilenet0.25", "resnet50"])
 @pytest.mark.parametrize("size", [(97, 131), (32, 32), (250, 61)])
 def test_head_output_shapes_match_anchors(backbone, size):
-    model = build_retinaface(model_preset(backbone)).eval()
+    model = build_retinaface(dataclasses.replace(model_preset(backbone), mesh_head="anchor")).eval()  # the per-anchor mesh head's dense form
     h, w = size
     with torch.no_grad():
         batch = model.preprocessor([torch.rand(3, h, w) * 255])[0]

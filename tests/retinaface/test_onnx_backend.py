@@ -71,6 +71,60 @@ def test_exported_file_round_trip_with_mesh(tmp_path, with_random_mesh_head, ast
     _assert_same(faces, reference(astronaut_image))
 
 
+@pytest.fixture(scope="module")
+def with_roi_mesh_head():
+    """The released detection network with a RoI mesh head (the default for new models) of random weights."""
+    from retinaface.config import model_preset
+    from retinaface.model.retinaface import build_retinaface
+    from retinaface.model.weights import load_model
+
+    released = load_model("mobilenet0.25")
+    torch.manual_seed(0)
+    model = build_retinaface(model_preset("mobilenet0.25")).eval()
+    assert model.config.mesh_head == "roi"
+    model.load_state_dict({k: v for k, v in released.state_dict().items() if not k.startswith("heads.mesh.")}, strict=False)
+    for parameter in model.heads.mesh.parameters():
+        torch.nn.init.normal_(parameter, std=0.05)
+    return model
+
+
+def test_exported_roi_mesh_head_matches_pytorch(tmp_path, with_roi_mesh_head, astronaut_image):
+    """The graph computes the RoI head (RoiAlign on each kept box's level, convs, linear) for the kept
+    detections: boxes, scores, landmarks and coefficients as PyTorch's at a low threshold, on the photo and
+    on it enlarged 2x (detections on all three pyramid levels between them), and through the Detector; no
+    face, no rows."""
+    import cv2
+    import onnx
+
+    from retinaface.inference.detector import Detector as D
+
+    path = tmp_path / "roi.onnx"
+    data = export_onnx(with_roi_mesh_head, path)
+    assert "RoiAlign" in {node.op_type for node in onnx.load_model_from_string(data).graph.node}
+    enlarged = cv2.resize(astronaut_image, None, fx=2.0, fy=2.0, interpolation=cv2.INTER_LINEAR)
+    levels, post = set(), with_roi_mesh_head.postprocessor
+    for image in (astronaut_image, enlarged):
+        assert max(verify_export(with_roi_mesh_head, data, image).values()) < 1e-3  # at score >= 0.02
+        saved, post.score_threshold = post.score_threshold, 0.02
+        try:
+            with torch.no_grad():
+                found = with_roi_mesh_head.detect_resized([torch.from_numpy(image).permute(2, 0, 1).float()])[0][0]
+        finally:
+            post.score_threshold = saved
+        levels |= set(with_roi_mesh_head.heads.mesh.levels(found["boxes"]).tolist())
+    assert levels == {0, 1, 2}
+    reference, exported = D(with_roi_mesh_head), D.from_pretrained(str(path), backend="onnxruntime")
+    faces, expected = exported(astronaut_image), reference(astronaut_image)
+    assert len(faces) == 1 and np.abs(faces[0].mesh_coefficients).sum() > 1
+    _assert_same(faces, expected)
+    from retinaface.export.onnx import _session
+
+    blank = _run_graph(_session(data, 2), np.full((1, 96, 128, 3), 128, np.uint8))
+    assert blank["mesh_coefficients"].shape == (0, 144)
+    with pytest.raises(ValueError, match="dense_mesh"):
+        export_onnx(with_roi_mesh_head, dense_mesh=True)
+
+
 def test_batch_size_does_not_change_results(detector, crowd_image, astronaut_image):
     one_by_one = [detector(crowd_image), detector(astronaut_image)]
     together = detector([crowd_image, astronaut_image])
