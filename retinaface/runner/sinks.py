@@ -231,7 +231,7 @@ class PartFilesSink(JsonLinesSink):
         wait_for_all(shard)
         self.done = self.records.done() if resume else set()
         if resume and not self.done:
-            self.warnings.append(f"nothing to resume in {parts}: every image is detected")
+            self.warnings.append(f"nothing to resume in {parts} (no records yet): started from the first image")
 
     def write(self, frame: Frame, picture: np.ndarray | None, record: dict[str, Any]) -> None:
         self.records.write(record)
