@@ -1,14 +1,23 @@
-"""A synthetic WIDER-format face dataset rendered with the mesh branch's template and decoder.
+"""A synthetic WIDER-format face dataset rendered with the mesh branch and the prior-trained decoder.
 
 Each image has a procedural background (gradients, blobs, stripes, noise) and 1-6 faces rendered from
-random shape/texture coefficients, pose, light and size (10-300 px); some faces are partly occluded by a
-random patch. Output, in exactly the WIDER + RetinaFace formats:
+random face shapes, pose, light and size (10-300 px); some faces are partly occluded by a random patch.
+The shapes are the face-shape prior's (:mod:`retinaface.mesh.prior`, from the ICT Face Model): identity
+weights ~ N(0, 1) and expressions in [0, 1] as :meth:`FacePrior.sample` draws them, decoded by the decoder
+pre-trained on that prior (``mesh/assets/prior_decoder.safetensors``, the one the released weights are
+loaded with), so faces vary the way real faces do and each face's true shape is known. Output, in exactly
+the WIDER + RetinaFace formats:
 
     <out>/train/images/<event>/<name>.jpg, <out>/train/label.txt      (RetinaFace landmark format)
     <out>/val/images/<event>/<name>.jpg,   <out>/val/wider_val.txt    (image list)
     <out>/val/gt/wider_face_val.mat, wider_{easy,medium,hard}_val.mat (official structure)
-    <out>/{train,val}/render_params.json                              (coefficients and placement per face)
+    <out>/{train,val}/render_params.json                              (truth and placement per face)
 
+``render_params.json`` maps each image (``"<event>/<name>.jpg"``) to its faces, each
+``{"box", "placement", "occluded", "coefficients", "identity", "expression"}``: the tight box (x1 y1 x2 y2
+pixels), the render square (x, y, side), the 144 coefficients it was rendered from (latent, camera,
+light: see :mod:`retinaface.mesh.coefficients`) and its shape truth, the prior's 60 identity and 55
+expression weights, which are also ``coefficients[0:60]`` and ``[60:115]`` (the rest of the latent is 0).
 Settings: hard counts every face, medium faces of at least 20 px, easy faces of at least 40 px that are
 not occluded. Everything is deterministic given the seed.
 """
@@ -25,8 +34,8 @@ import cv2
 import numpy as np
 import torch
 
-from ..mesh.coefficients import CoefficientSpread, random_coefficients
-from ..utils.rng import seeded
+from ..mesh.coefficients import LATENT_DIM, CoefficientSpread, random_coefficients
+from ..mesh.prior import FacePrior, load_prior
 
 EVENTS = ("0--Synthetic", "1--Synthetic")
 
@@ -36,8 +45,10 @@ class SyntheticFace:
     box: np.ndarray  # x1 y1 x2 y2
     landmarks: np.ndarray  # [5, 2]
     occluded: bool
-    coefficients: np.ndarray  # [144]
+    coefficients: np.ndarray  # [144]; latent[0:I] identity, latent[I:I + E] expression, the rest 0
     placement: tuple[int, int, int]  # x, y, side of the render square
+    num_identity: int  # I: the latent's first I entries are identity weights
+    num_expression: int  # E: the next E expression weights
 
 
 def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -58,28 +69,41 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-# Synthetic faces: a wider shape/texture spread than fitting tests use, yaw wider than pitch and roll, and
-# light/ambient colours that are mostly grey shifts with a slight tint (faces stay skin-coloured).
+# Synthetic faces: yaw wider than pitch and roll, and light/ambient colours that are mostly grey shifts with
+# a slight tint (faces stay skin-coloured; the prior decoder keeps the template's colours). The latent is
+# not drawn from this spread: it is the prior's identity and expression (random_face).
 FACE_SPREAD = CoefficientSpread(
-    latent=0.6, shift=0.1, distance=0.1, pose=(0.15, 0.35, 0.1), focal=0.1, light_location=0.8,
+    latent=0.0, shift=0.1, distance=0.1, pose=(0.15, 0.35, 0.1), focal=0.1, light_location=0.8,
     colour_mean=(0.2, -0.2), colour_shared_std=0.4, colour_tint_std=0.08,
 )
 
 
-def random_face(rng: np.random.Generator) -> np.ndarray:
-    """Coefficients ``ndarray[144]`` (float32) of one random synthetic face, drawn with a seed taken from ``rng``."""
+def random_face(rng: np.random.Generator, prior: FacePrior, *, shape_scale: float = 1.0) -> np.ndarray:
+    """Coefficients ``ndarray[144]`` (float32) of one random synthetic face, drawn with a seed taken from
+    ``rng``: camera and light from :data:`FACE_SPREAD`, the latent's first entries the ``prior``'s identity
+    (~ N(0, 1)) and expression (in [0, 1]) weights as :meth:`FacePrior.sample` draws them (the distribution
+    the prior decoder was trained on) times ``shape_scale`` (0: the prior's mean face), the rest of the
+    latent 0. The camera and light do not depend on ``shape_scale``."""
     generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-    return random_coefficients(1, generator, FACE_SPREAD)[0].numpy()
+    coefficients = random_coefficients(1, generator, FACE_SPREAD)[0]
+    shape = shape_scale * prior.sample(1, generator)[0]
+    coefficients[:LATENT_DIM] = 0.0
+    coefficients[: len(shape)] = shape
+    return coefficients.numpy()
 
 
 class SyntheticFaceRenderer:
-    """Renders faces into images with the mesh branch (a fixed, seeded decoder)."""
+    """Renders faces into images with the mesh branch and the decoder pre-trained on the face-shape prior
+    (:func:`retinaface.mesh.decoder.load_prior_decoder`): the latent a face is drawn with is its true shape."""
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self) -> None:
         from ..mesh.branch import MeshBranch
+        from ..mesh.decoder import load_prior_decoder
 
-        with seeded(seed):  # fixes the (untrained) decoder
-            self.branch = MeshBranch().eval()
+        self.prior = load_prior()
+        branch = MeshBranch()
+        load_prior_decoder(branch.decoder)
+        self.branch = branch.eval()
 
     def paste(self, canvas: np.ndarray, coefficients: np.ndarray, x: int, y: int, side: int) -> tuple[np.ndarray, np.ndarray] | None:
         """Render one face into the ``side`` square at (x, y) of ``canvas`` (BGR, in place); returns its tight
@@ -107,7 +131,9 @@ class SyntheticFaceRenderer:
         return box, landmarks
 
 
-def render_image(renderer: SyntheticFaceRenderer, rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, list[SyntheticFace]]:
+def render_image(
+    renderer: SyntheticFaceRenderer, rng: np.random.Generator, height: int, width: int, *, shape_scale: float = 1.0
+) -> tuple[np.ndarray, list[SyntheticFace]]:
     canvas = _background(rng, height, width)
     faces: list[SyntheticFace] = []
     for _ in range(rng.integers(1, 7)):
@@ -115,7 +141,7 @@ def render_image(renderer: SyntheticFaceRenderer, rng: np.random.Generator, heig
         side = int(math.exp(rng.uniform(math.log(12), math.log(min(300, min(height, width) - 1) * 1.15))))
         x = int(rng.integers(-side // 8, width - side + side // 8 + 1))
         y = int(rng.integers(-side // 8, height - side + side // 8 + 1))
-        coefficients = random_face(rng)
+        coefficients = random_face(rng, renderer.prior, shape_scale=shape_scale)
         placed = renderer.paste(canvas, coefficients, x, y, side)
         if placed is None:
             continue
@@ -129,7 +155,7 @@ def render_image(renderer: SyntheticFaceRenderer, rng: np.random.Generator, heig
             oy = int(box[1] + rng.uniform(0.2, 0.7) * bh)
             colour = rng.uniform(0, 255, 3)
             cv2.rectangle(canvas, (ox, oy), (int(ox + 0.4 * bw), int(oy + 0.35 * bh)), colour.tolist(), -1)
-        faces.append(SyntheticFace(box, landmarks, occluded, coefficients, (x, y, side)))
+        faces.append(SyntheticFace(box, landmarks, occluded, coefficients, (x, y, side), renderer.prior.num_identity, renderer.prior.num_expression))
     # faces pasted later hide earlier ones: drop faces that are mostly covered by a later face
     visible = []
     for i, face in enumerate(faces):
@@ -146,11 +172,15 @@ def _overlap_fraction(box: np.ndarray, other: np.ndarray) -> float:
 
 
 def _face_record(face: SyntheticFace) -> dict:
+    identity = face.coefficients[: face.num_identity]
+    expression = face.coefficients[face.num_identity : face.num_identity + face.num_expression]
     return {
         "box": [round(float(v), 2) for v in face.box],
         "placement": list(face.placement),
         "occluded": face.occluded,
         "coefficients": [round(float(v), 5) for v in face.coefficients],
+        "identity": [round(float(v), 5) for v in identity],
+        "expression": [round(float(v), 5) for v in expression],
     }
 
 
@@ -162,15 +192,20 @@ def generate(
     seed: int = 0,
     height: int = 480,
     width: int = 640,
+    shape_scale: float = 1.0,
     progress: bool = True,
 ) -> dict[str, int]:
-    """Write the synthetic dataset under ``output``; returns image and face counts."""
+    """Write the synthetic dataset under ``output``; returns image and face counts. ``shape_scale``
+    multiplies every face's identity and expression weights (1: the prior's variety; 0: every face the
+    prior's mean face, with the same cameras, lights and placements)."""
     from tqdm import tqdm
 
     from ..evaluation.wider_eval import SETTINGS, WiderGroundTruth, save_ground_truth
 
+    if not 0 <= shape_scale <= 1:
+        raise ValueError(f"shape_scale must be in [0, 1] (expression weights stay in [0, 1]), got {shape_scale}")
     output = Path(output)
-    renderer = SyntheticFaceRenderer(seed)
+    renderer = SyntheticFaceRenderer()
     counts = {"train_images": num_train, "val_images": num_val, "train_faces": 0, "val_faces": 0}
     for split, count, offset in (("train", num_train, 0), ("val", num_val, 1_000_000)):
         lines, params = [], {}
@@ -179,7 +214,7 @@ def generate(
             gt.keep[s] = [[] for _ in EVENTS]
         for index in tqdm(range(count), desc=f"synthetic {split}", disable=not progress, unit="img"):
             rng = np.random.default_rng([seed, offset + index])
-            image, faces = render_image(renderer, rng, height, width)
+            image, faces = render_image(renderer, rng, height, width, shape_scale=shape_scale)
             event = index % len(EVENTS)
             name = f"{index}_synthetic_{split}"
             relative = f"{EVENTS[event]}/{name}.jpg"

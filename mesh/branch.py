@@ -139,7 +139,8 @@ class MeshPixelLoss(nn.Module):
     (so they cost nothing): the face model only explains the face, not the background. At most
     ``max_faces`` faces per call are used (a random subset) to bound the cost. Two light regularisers,
     absent from the paper, stand in for the 3D supervision we do not have: ``latent_weight * mean(P_ST^2)``
-    and ``smoothness_weight * mean(|L offsets|^2)`` (uniform Laplacian).
+    and ``smoothness_weight * mean(|L offsets|^2)`` (uniform Laplacian of the offsets from the decoder's base
+    shape).
 
     Two further departures from the paper make pose learnable (measured in the README's training section):
 
@@ -217,6 +218,8 @@ class MeshPixelLoss(nn.Module):
             edges = torch.tensor([-1.0, 1.0], device=ndc.device)[None, :, None]
             pixel = pixel + self.box_weight * (extent - edges).abs().mean()
         latent = split_coefficients(coefficients).latent
-        offsets = mesh.vertices - branch.template.vertices.to(mesh.vertices)
+        # offsets from the decoder's own base shape (the template, or the prior's mean face for the
+        # prior-trained decoder): the mean face itself is not penalised
+        offsets = mesh.vertices - branch.decoder.template_vertices.to(mesh.vertices)
         smooth = (self.laplacian @ offsets).square().sum(-1).mean()
         return pixel + self.latent_weight * latent.square().mean() + self.smoothness_weight * smooth

@@ -20,10 +20,14 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--shape-scale", type=float, default=1.0,
+                        help="scale of the faces' identity and expression weights (1: the face prior's variety; 0: all the mean face)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     if args.train < 0 or args.val < 0:
         parser.error("--train and --val must not be negative")
+    if not 0 <= args.shape_scale <= 1:
+        parser.error("--shape-scale must be in [0, 1] (expression weights stay in [0, 1])")
     from retinaface.datasets.synthetic import generate
     from retinaface.errors import InputError
     from retinaface.outputs.atomic import check_writable
@@ -33,7 +37,8 @@ def main(argv=None) -> int:
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    counts = generate(args.output, num_train=args.train, num_val=args.val, seed=args.seed, height=args.height, width=args.width, progress=not args.no_progress)
+    counts = generate(args.output, num_train=args.train, num_val=args.val, seed=args.seed, height=args.height, width=args.width,
+                      shape_scale=args.shape_scale, progress=not args.no_progress)
     print(json.dumps(counts))
     return 0
 

@@ -4,9 +4,11 @@
   python scripts/eval_mesh_head.py mobilenet0.25 runs/synthetic/val --at-true-boxes --json mesh.json
 
 Detections (score >= --score-threshold) are matched one-to-one to true faces by IoU; for each matched face
-it reports the head rotation error and light direction error (degrees) and the pixel L1 of the predicted
-render against the image crop, each next to the all-zero (template) coefficients. --at-true-boxes reads the
-head at each true face's best anchor instead (the head alone, whatever the detector finds).
+it reports the head rotation error and light direction error (degrees), the pixel L1 of the predicted
+render against the image crop and, on splits rendered with the prior-trained decoder (shape truth in
+render_params.json), the vertex error of the head's decoded shape against the true shape in % of the face
+height, each next to the all-zero coefficients (for the shape: the mean face). --at-true-boxes reads the
+head at each true face's box instead (the head alone, whatever the detector finds).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--score-threshold", type=float, default=0.5)
     parser.add_argument("--iou-threshold", type=float, default=0.5)
     parser.add_argument("--max-images", type=int, default=None)
-    parser.add_argument("--at-true-boxes", action="store_true", help="read the head at the true faces' best anchors")
+    parser.add_argument("--at-true-boxes", action="store_true", help="read the head at the true faces' boxes (the per-anchor head at their best anchors)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path, help="also write the summary here")
     args = parser.parse_args(argv)

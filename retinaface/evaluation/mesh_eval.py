@@ -1,17 +1,22 @@
 """How well the mesh coefficients head recovers known render parameters (synthetic faces).
 
 The synthetic generator (:mod:`retinaface.datasets.synthetic`) writes, for every face it pastes, the 144
-coefficients it was rendered from (``render_params.json``). Its decoder is not the detector's, so the
-latent part cannot be compared, but two things are defined in the face's own frame and can be:
+coefficients it was rendered from (``render_params.json``), and, for sets rendered with the prior-trained
+decoder, the face's shape truth (the prior's identity and expression weights). Measured per face:
 
 - head rotation: the camera's rotation, ``so3_exp_map((pi / 2) tanh(r))`` (see :mod:`retinaface.mesh.renderer`);
   the error is the geodesic angle of ``R_pred^T R_true``;
 - light direction: the point light's location in template space seen from the face centre (the origin);
-  the error is the angle between the two unit vectors.
+  the error is the angle between the two unit vectors;
+- shape (sets with shape truth): the mean distance between the vertices the head's latent decodes to (the
+  model's own decoder) and the true face (its latent decoded by the prior-trained decoder, which is what
+  was rendered), both in the face's own frame without pose, in % of the face height (the prior mean's,
+  chin to forehead).
 
 Plus the pixel L1 of the predicted render against the image crop (RGB in [0, 1], summed over channels,
-averaged over the pixels the render covers). Each is reported next to the all-zero (template) coefficients,
-which is what an untrained head predicts. Detections are matched one-to-one to ground-truth faces by IoU
+averaged over the pixels the render covers). Each is reported next to the all-zero coefficients, which is
+what an untrained head predicts (for the shape: the model decoder's base face, with the prior-trained
+decoder the prior's mean face). Detections are matched one-to-one to ground-truth faces by IoU
 (Hungarian assignment, IoU >= ``iou_threshold``); :func:`evaluate_at_boxes` skips detection and reads the
 head at each face's true box (the per-anchor head at the box's best anchor, the one the training loss
 supervises; the RoI head on the box itself), which measures the head alone.
@@ -22,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -97,18 +103,25 @@ class MeshHeadErrors:
     pixel_l1_oracle: list[float] = field(default_factory=list)
     """the pixel L1 of the true camera and light with a zero latent: about the lowest a head can reach with
     the decoder's mean face (what is left is the face's own shape and texture, JPEG and edges)"""
+    shape_truth: bool = False
+    """whether the split carries shape truth (then :meth:`summary` reports the shape errors)"""
+    shape: list[float] = field(default_factory=list)
+    """vertex error of the head's decoded shape against the true shape, % of the face height"""
+    shape_baseline: list[float] = field(default_factory=list)
 
     def extend(self, other: "MeshHeadErrors") -> None:
         self.faces += other.faces
         for name in ("rotation", "rotation_baseline", "light", "light_baseline", "pixel_l1", "pixel_l1_baseline", "coverage", "coverage_baseline",
-                     "pixel_l1_oracle"):
+                     "pixel_l1_oracle", "shape", "shape_baseline"):
             getattr(self, name).extend(getattr(other, name))
 
     def summary(self) -> dict[str, float]:
-        """Medians (degrees; pixel L1 per covered pixel, RGB summed) and the matched count."""
+        """Medians (degrees; pixel L1 per covered pixel, RGB summed; shape in % of the face height, on sets
+        with shape truth) and the matched count."""
         def median(values: list[float]) -> float:
             return float(np.median(values)) if values else math.nan
 
+        shape = {"mesh_shape_pct": median(self.shape), "mesh_shape_pct_zero": median(self.shape_baseline)} if self.shape_truth else {}
         return {
             "mesh_faces": self.faces,
             "mesh_matched": len(self.rotation),
@@ -121,16 +134,48 @@ class MeshHeadErrors:
             "mesh_pixel_l1_oracle": median(self.pixel_l1_oracle),
             "mesh_coverage": median(self.coverage),
             "mesh_coverage_zero": median(self.coverage_baseline),
+            **shape,
         }
 
 
+@lru_cache(maxsize=1)
+def _truth_decoder():
+    """The decoder the synthetic faces were rendered with (pre-trained on the face prior), for their truth."""
+    from ..mesh.decoder import MeshDecoder, load_prior_decoder
+
+    return load_prior_decoder(MeshDecoder()).eval()
+
+
+@lru_cache(maxsize=1)
+def face_height() -> float:
+    """The face height shapes are measured in: the prior mean's, chin to forehead (template units)."""
+    from ..mesh.prior import load_prior
+
+    mean = load_prior().mean
+    return float(mean[:, 1].max() - mean[:, 1].min())
+
+
+@torch.no_grad()
+def true_shapes(truth: Tensor) -> Tensor:
+    """Vertices ``Tensor[K, V, 3]`` (the face's own frame, no pose) of synthetic faces whose rendered
+    coefficients are ``truth`` ``Tensor[K, 144]``: their latent through the prior-trained decoder."""
+    return _truth_decoder()(truth[:, :LATENT_DIM].float().cpu()).vertices
+
+
+def vertex_error_percent(predicted: Tensor, truth: Tensor) -> Tensor:
+    """Mean vertex distance ``Tensor[K]`` between shapes ``Tensor[K, V, 3]`` in % of :func:`face_height`."""
+    return 100.0 * (predicted - truth).norm(dim=-1).mean(dim=-1) / face_height()
+
+
 def face_errors(
-    model: RetinaFace, image_rgb: Tensor, boxes: Tensor, predicted: Tensor, truth: Tensor, *, crop_size: int = 112
+    model: RetinaFace, image_rgb: Tensor, boxes: Tensor, predicted: Tensor, truth: Tensor, *, crop_size: int = 112,
+    shape_truth: bool = False,
 ) -> MeshHeadErrors:
     """Errors for ``K`` faces of one image: ``image_rgb`` ``Tensor[3, H, W]`` in [0, 1], ``boxes``
     ``Tensor[K, 4]`` (the crops the coefficients refer to, x1 y1 x2 y2 pixels), ``predicted`` and ``truth``
-    mesh coefficients ``Tensor[K, 144]``."""
-    errors = MeshHeadErrors()
+    mesh coefficients ``Tensor[K, 144]``. ``shape_truth``: ``truth``'s latent is the prior decoder's (a set
+    rendered with it), so the shape is scored too (needs the model's mesh branch)."""
+    errors = MeshHeadErrors(shape_truth=shape_truth)
     if len(boxes) == 0:
         return errors
     predicted, truth = predicted.float().cpu(), truth.float().cpu()
@@ -140,6 +185,13 @@ def face_errors(
     errors.rotation_baseline = rotation_error_degrees(head_rotations(zero), true_rotation).tolist()
     errors.light = direction_error_degrees(light_directions(predicted), true_light).tolist()
     errors.light_baseline = direction_error_degrees(light_directions(zero), true_light).tolist()
+    if shape_truth and model.mesh_branch is not None:
+        with torch.no_grad():
+            device = next(model.mesh_branch.parameters()).device
+            decoded = model.mesh_branch.decode(torch.cat([predicted, zero]).to(device)).vertices.cpu()
+        true_vertices = true_shapes(truth)
+        errors.shape = vertex_error_percent(decoded[: len(predicted)], true_vertices).tolist()
+        errors.shape_baseline = vertex_error_percent(decoded[len(predicted) :], true_vertices).tolist()
     if model.mesh_branch is not None:
         branch = model.mesh_branch
         device = next(branch.parameters()).device
@@ -189,16 +241,18 @@ def _evaluate_split(model: RetinaFace, split_dir: str | Path, max_images: int | 
     coefficients and their true parameters), scored by :func:`face_errors`, with ``model`` in eval mode."""
     split_dir = Path(split_dir)
     params = load_render_params(split_dir / "render_params.json")
+    records = [record for faces in list(params.values())[:max_images] for record in faces]
+    shape_truth = bool(records) and all("identity" in record for record in records)  # sets rendered with the prior decoder
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    errors = MeshHeadErrors()
+    errors = MeshHeadErrors(shape_truth=shape_truth)
     try:
         for relative in list(params)[:max_images]:
             truth_boxes, truth = _faces(params[relative])
             bgr, rgb = _read(split_dir / "images", relative)
             boxes, coefficients, scored_truth = read_head(bgr.float().to(device), truth_boxes, truth, device)
-            found = face_errors(model, rgb, boxes, coefficients, scored_truth, crop_size=crop_size)
+            found = face_errors(model, rgb, boxes, coefficients, scored_truth, crop_size=crop_size, shape_truth=shape_truth)
             found.faces = len(truth_boxes)
             errors.extend(found)
     finally:
@@ -298,6 +352,8 @@ def format_summary(summary: dict[str, float]) -> str:
         f"pixel L1 {summary['mesh_pixel_l1']:.4f} vs {summary['mesh_pixel_l1_zero']:.4f} (true pose and light: "
         f"{summary.get('mesh_pixel_l1_oracle', math.nan):.4f}), "
         f"coverage {summary['mesh_coverage']:.2f} vs {summary['mesh_coverage_zero']:.2f}"
+        + (f", shape {summary['mesh_shape_pct']:.2f} vs {summary['mesh_shape_pct_zero']:.2f} % of the face height (mean face)"
+           if "mesh_shape_pct" in summary else "")
     )
 
 
@@ -307,10 +363,13 @@ __all__: Sequence[str] = [
     "evaluate_at_boxes",
     "evaluate_detections",
     "face_errors",
+    "face_height",
     "format_summary",
     "head_rotations",
     "light_directions",
     "load_render_params",
     "match_boxes",
     "rotation_error_degrees",
+    "true_shapes",
+    "vertex_error_percent",
 ]

@@ -144,8 +144,9 @@ def onnx_to_state_dict(onnx_model_bytes: bytes, model: RetinaFace) -> dict[str, 
 
 def convert_published_mobilenet(onnx_model_bytes: bytes) -> RetinaFace:
     """The MobileNet0.25 :class:`RetinaFace` carrying the published weights, in eval mode."""
-    # the paper's per-anchor mesh head, as published; the untrained mesh tensors are fixed by the seed
+    # the paper's per-anchor mesh head, as published; the untrained mesh tensors (head and decoder, which the
+    # loader replaces by the prior-trained one) are fixed by the seed
     with seeded(0):
-        model = build_retinaface(dataclasses.replace(model_preset("mobilenet0.25"), mesh_head="anchor"))
+        model = build_retinaface(dataclasses.replace(model_preset("mobilenet0.25"), mesh_head="anchor"), prior_decoder=False)
     model.load_state_dict(onnx_to_state_dict(onnx_model_bytes, model))
     return model.eval()

@@ -172,18 +172,21 @@ def build_retinaface(
     loss: LossConfig | None = None,
     imagenet_weights: str | Path | None = None,
     mesh: bool = True,
+    prior_decoder: bool = True,
 ) -> RetinaFace:
-    """Assemble a :class:`RetinaFace` from its configs (weights randomly initialised; defaults: the configs' own).
+    """Assemble a :class:`RetinaFace` from its configs (weights randomly initialised, the mesh decoder
+    pre-trained on the face prior: see :func:`build_mesh_branch`; defaults: the configs' own).
 
     ``mesh=False`` leaves out the mesh branch (decoder, renderer, pixel loss), which needs pytorch3d and
-    torch-geometric; the heads still predict mesh coefficients.
+    torch-geometric; the heads still predict mesh coefficients. ``prior_decoder=False`` keeps the decoder
+    as randomly drawn (the released weights store that one: ``retinaface.model.convert``).
     """
     inference = inference or InferenceConfig()
     loss = loss or LossConfig()
     # Creation order fixes the random initialisation (backbone, mesh decoder, then FPN and heads), which the
     # released weights' untrained mesh tensors were drawn with.
     backbone = build_backbone(config.backbone, imagenet_weights=imagenet_weights)
-    mesh_branch = build_mesh_branch(config, loss) if mesh else None
+    mesh_branch = build_mesh_branch(config, loss, prior_decoder=prior_decoder) if mesh else None
     stages = build_detection_stages(config, inference)
     return RetinaFace(
         config=config,
@@ -207,11 +210,19 @@ def build_retinaface(
     )
 
 
-def build_mesh_branch(config: ModelConfig, loss: LossConfig) -> MeshBranch:
-    """The mesh decoder and renderer of ``config``, with the pixel loss of ``loss`` when its weight is not 0."""
+def build_mesh_branch(config: ModelConfig, loss: LossConfig, *, prior_decoder: bool = True) -> MeshBranch:
+    """The mesh decoder and renderer of ``config``, with the pixel loss of ``loss`` when its weight is not 0.
+
+    A decoder of the shipped architecture (the default ``mesh_decoder_channels`` and ``mesh_chebyshev_order``)
+    starts as the one pre-trained on the face-shape prior (``mesh/assets/prior_decoder.safetensors``), as the
+    released weights are loaded: its latent is then the prior's identity and expression, the synthetic
+    faces' shape truth is in the head's own terms, and a zero latent is the upright mean face the synthetic
+    poses are relative to. Another architecture, or ``prior_decoder=False``, starts random. Weights loaded
+    afterwards replace it.
+    """
     try:
         from ..mesh.branch import MeshBranch, MeshPixelLoss
-        from ..mesh.decoder import MeshDecoder
+        from ..mesh.decoder import MeshDecoder, load_prior_decoder
         from ..mesh.template import load_template
     except ImportError as exc:
         raise ImportError(f"the mesh branch needs pytorch3d and torch-geometric, which are not importable ({exc})") from None
@@ -229,4 +240,7 @@ def build_mesh_branch(config: ModelConfig, loss: LossConfig) -> MeshBranch:
             box_weight=loss.mesh_box_weight,
         )
     decoder = MeshDecoder(template=template, channels=config.mesh_decoder_channels, chebyshev_order=config.mesh_chebyshev_order)
+    shipped = (ModelConfig.mesh_decoder_channels, ModelConfig.mesh_chebyshev_order)
+    if prior_decoder and (config.mesh_decoder_channels, config.mesh_chebyshev_order) == shipped:
+        load_prior_decoder(decoder)  # after the random draws, which stay as they were (creation order above)
     return MeshBranch(template=template, decoder=decoder, pixel_loss=pixel_loss)

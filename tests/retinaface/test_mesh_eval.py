@@ -66,3 +66,35 @@ def test_matching_is_one_to_one_and_thresholded():
     empty_p, empty_t = match_boxes(torch.zeros(0, 4), truth)
     assert empty_p.numel() == 0 and empty_t.numel() == 0
     assert match_boxes(predicted, torch.zeros(0, 4))[0].numel() == 0
+
+
+def test_shape_is_scored_against_the_true_latent_in_percent_of_the_face_height():
+    """With shape truth, the head's latent is decoded by the model's decoder (new models: the prior-trained
+    one, as the synthetic faces were) and compared with the true face: the truth itself scores 0, the zero
+    latent the mean face's error, a face half-way between the two half of it (the prior is linear and the
+    decoder nearly so). Without shape truth no shape keys are reported."""
+    from retinaface.config import model_preset
+    from retinaface.evaluation.mesh_eval import face_errors, face_height, format_summary, true_shapes, vertex_error_percent
+    from retinaface.mesh.prior import load_prior
+    from retinaface.model.retinaface import build_retinaface
+
+    model = build_retinaface(model_preset("mobilenet0.25")).eval()
+    prior = load_prior()
+    truth = torch.zeros(3, 144)
+    truth[:, : prior.num_coefficients] = prior.sample(3, torch.Generator().manual_seed(0))
+    truth[:, 128 + 4] = 0.3  # some yaw: the shape is compared without pose
+    image, boxes = torch.rand(3, 80, 80), torch.tensor([[10.0, 10.0, 50.0, 60.0]] * 3)
+    exact = face_errors(model, image, boxes, truth, truth, shape_truth=True)
+    assert max(exact.shape) < 1e-3 and min(exact.shape_baseline) > 0.5
+    half = truth.clone()
+    half[:, :128] /= 2
+    halfway = face_errors(model, image, boxes, half, truth, shape_truth=True)
+    for got, mean_face in zip(halfway.shape, exact.shape_baseline):
+        assert got == pytest.approx(mean_face / 2, rel=0.1)
+    summary = halfway.summary()
+    assert summary["mesh_shape_pct_zero"] == pytest.approx(float(torch.tensor(exact.shape_baseline).median()))
+    assert "shape" in format_summary(summary) and "mesh_shape_pct" not in face_errors(model, image, boxes, truth, truth).summary()
+    # the measure itself: a face moved by 1 % of the face height along x is 1 % off
+    faces = true_shapes(truth[:1])
+    moved = faces + torch.tensor([0.01 * face_height(), 0.0, 0.0])
+    assert vertex_error_percent(moved, faces).item() == pytest.approx(1.0, abs=1e-4)

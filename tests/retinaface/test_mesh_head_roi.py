@@ -157,50 +157,50 @@ def tiny_data(tmp_path_factory):
     return root
 
 
-def test_pixel_term_teaches_the_roi_head_pose_on_face_features(tiny_data):
-    """The pixel term alone, through the training loss, on the released detector's frozen trunk with the
-    synthetic faces' own decoder: a short seeded run of the RoI head (Adam at the default mesh_lr, the
-    faces' true boxes, no augmentation) brings its rotation error at the training faces below half the
-    zero coefficients'. Measured 2026-12-06: rotation 9.8 vs 26.2 degrees, light 14.6 vs 26.8, pixel L1
-    0.266 vs 0.568 after 90 steps (17.9 degrees after 60, where the per-anchor head, 64 numbers to fit per
-    output instead of a randomly initialised conv stack, is at 9.1: test_mesh_training.py)."""
-    from retinaface.datasets.synthetic import SyntheticFaceRenderer
-    from retinaface.evaluation.mesh_eval import _faces, _read, evaluate_at_boxes, load_render_params
+def test_the_mesh_terms_teach_the_roi_head_pose_on_face_features(tiny_data):
+    """The mesh terms of the training loss (pixel term and mesh landmark term, weights 0.01 each), on the
+    released detector's frozen trunk, on synthetic faces of the face prior's variety rendered with the
+    decoder the model has: a short seeded run of the RoI head (Adam at the default mesh_lr, the faces'
+    true boxes and landmarks, no augmentation) brings its rotation error at the training faces below half
+    the zero coefficients' and its light error below theirs. Measured 2026-12-06 after 60 steps: rotation
+    9.2 vs 26.2 degrees, light 20.8 vs 26.8 (5.6 and 8.9 after 90 steps); shape 4.1 % of the face height
+    against the mean face's 3.2 (the terms do not teach shape: docs/training.md). The pixel term alone
+    reached 27.4 degrees after 60 steps on these faces: their shapes differ from the mean face."""
+    from retinaface.datasets.wider import WiderFaceDataset
+    from retinaface.evaluation.mesh_eval import _read, evaluate_at_boxes
     from retinaface.mesh.branch import MeshPixelLoss
     from retinaface.training.loop import build_model_for_training, train_config
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        config = train_config("mobilenet0.25-synthetic", ["--train_labels=x", "--freeze_batchnorm=true"])
+        config = train_config("mobilenet0.25-synthetic", ["--train_labels=x", "--freeze_batchnorm=true", "--loss.mesh_landmark_weight=0.01"])
         model = build_model_for_training(config)
         assert isinstance(model.heads.mesh, RoIMeshHead)
         released = load_model("mobilenet0.25", mesh=False)
         model.load_state_dict({k: v for k, v in released.state_dict().items() if not k.startswith("heads.mesh.")}, strict=False)
-        model.mesh_branch.decoder.load_state_dict(SyntheticFaceRenderer(1).branch.decoder.state_dict())
         model.mesh_branch.pixel_criterion = MeshPixelLoss(crop_size=56, max_faces=64)  # every face, a cheaper crop
         head = list(model.heads.mesh.parameters())
         for name, parameter in model.named_parameters():
             parameter.requires_grad_(name.startswith("heads.mesh."))
-        params = load_render_params(tiny_data / "train" / "render_params.json")
         images, targets = [], []
-        for relative, records in params.items():
-            boxes, _ = _faces(records)
-            images.append(_read(tiny_data / "train" / "images", relative)[0])
-            targets.append({"boxes": boxes, "landmarks": torch.zeros(len(boxes), 5, 2), "landmarks_valid": torch.zeros(len(boxes), dtype=torch.bool)})
+        for sample in WiderFaceDataset(tiny_data / "train" / "label.txt").samples:
+            images.append(_read(tiny_data / "train" / "images", str(sample.image_path.relative_to(tiny_data / "train" / "images")))[0])
+            targets.append({"boxes": torch.as_tensor(sample.boxes).float(), "landmarks": torch.as_tensor(sample.landmarks).float()})
         optimiser = torch.optim.Adam(head, lr=config.mesh_lr)
         first = None
-        for _ in range(90):
-            pixel = model(images, targets, generator=torch.Generator().manual_seed(0))["loss_pixel"]
-            first = pixel.item() if first is None else first
+        for _ in range(60):
+            losses = model(images, targets, generator=torch.Generator().manual_seed(0))
+            mesh_terms = losses["loss_pixel"] + losses["loss_mesh_landmarks"]
+            first = mesh_terms.item() if first is None else first
             optimiser.zero_grad()
-            pixel.backward()
+            mesh_terms.backward()
             optimiser.step()
         summary = evaluate_at_boxes(model, tiny_data / "train").summary()
     finally:
         torch.set_num_threads(threads)
     assert summary["mesh_matched"] == summary["mesh_faces"] > 10
-    assert pixel.item() < 0.6 * first
+    assert mesh_terms.item() < 0.6 * first
     assert summary["mesh_rotation_deg"] < 0.5 * summary["mesh_rotation_deg_zero"], summary
     assert summary["mesh_light_deg"] < summary["mesh_light_deg_zero"], summary
 

@@ -19,7 +19,9 @@ def tiny_data(tmp_path_factory):
     from retinaface.datasets.synthetic import generate
 
     root = tmp_path_factory.mktemp("synthetic")
-    generate(root, num_train=6, num_val=1, seed=1, height=120, width=160, progress=False)
+    # every face the prior's mean face (shape_scale=0), which the model's decoder draws with a zero latent:
+    # these tests are about pose and light (shape variety: tests/retinaface/test_mesh_head_roi.py)
+    generate(root, num_train=6, num_val=1, seed=1, height=120, width=160, shape_scale=0.0, progress=False)
     return root
 
 
@@ -95,9 +97,10 @@ def test_pixel_term_reaches_the_mesh_head(tiny_data, tmp_path):
 
 def test_pixel_term_teaches_the_head_pose_and_light_on_face_features(tiny_data):
     """The pixel term alone, on features that already see faces (the released detector's, frozen), with
-    the template decoder the synthetic faces were drawn with: a short seeded run of the mesh head (Adam,
-    each face's best anchor, no augmentation) brings its rotation and light errors at the training faces
-    well below the zero coefficients'. (From scratch the trunk must first learn faces: see the README.)"""
+    the decoder the synthetic faces were drawn with (the prior-trained one, which new models get) and faces
+    it draws with a zero latent (the mean face): a short seeded run of the paper's per-anchor mesh head
+    (Adam, each face's best anchor, no augmentation) brings its rotation and light errors at the training
+    faces well below the zero coefficients'. (From scratch the trunk must first learn faces: see the README.)"""
     from retinaface.mesh.branch import MeshPixelLoss
     from retinaface.evaluation.mesh_eval import _faces, _read, load_render_params
     from retinaface.training.loop import build_model_for_training
@@ -132,7 +135,9 @@ def test_pixel_term_teaches_the_head_pose_and_light_on_face_features(tiny_data):
         torch.set_num_threads(threads)
     assert summary["mesh_matched"] == summary["mesh_faces"] > 10
     assert pixel.item() < 0.6 * first
-    # measured 2026-12-01: rotation 9.1 vs 26.2 degrees, light 15.9 vs 26.8, pixel L1 0.255 vs 0.568
+    # measured 2026-12-06: rotation 14.2 vs 26.2 degrees, light 13.7 vs 26.8 (with the untrained template decoder
+    # and the faces it drew, 2026-12-01: 9.1 and 15.9; the prior decoder's latent moves the face far more, and
+    # the pixel term spends steps on shape: 4.2 % of the face height off the true mean face)
     assert summary["mesh_rotation_deg"] < 0.6 * summary["mesh_rotation_deg_zero"], summary
     assert summary["mesh_light_deg"] < summary["mesh_light_deg_zero"], summary
     assert summary["mesh_pixel_l1"] < summary["mesh_pixel_l1_zero"], summary
