@@ -19,7 +19,8 @@ sight. The angles are relative to the line of sight to the face: a face looking 
 smallest rotation that turns the optical axis onto the ray to the face is then taken out. The focal length
 matters little because faces are small compared with their distance. Five points admit a mirror solution
 (the face tilted the other way, facing away); only solutions facing the camera are kept. "Frontal" is the
-template's own orientation: the face in the astronaut photo it was built from, as mediapipe saw it.
+upright frame of the face-shape prior (the ICT Face Model's own, :func:`head_model_vertices`), whose
+landmark vertices (:func:`template_landmarks`) PnP solves against.
 """
 
 from __future__ import annotations

@@ -1,0 +1,242 @@
+"""Head pose against exact truth: faces of the face-shape prior rendered at known poses, photos turned in-plane.
+
+Two sources of truth that do not come from :mod:`retinaface.faces.pose`:
+
+- **Rendered prior faces.** A face of the ICT-derived prior (:mod:`retinaface.mesh.prior`: the mean face, or
+  an identity drawn from its 60 modes) with the template's colours is turned by a rotation built here with
+  SciPy in the documented convention (``R = Rz(-roll) Ry(yaw) Rx(-pitch)`` in the head frame: x right, y up,
+  z towards the camera), placed on the optical axis of a pinhole camera whose focal length is the image's
+  side (the camera :func:`retinaface.faces.pose.camera_matrix` assumes) and rasterised with the mesh
+  renderer's z-buffer and Lambertian shading on a plain background. The angles it was turned by are the
+  truth; the detector only sees the picture. Zero is the prior's upright frame (the ICT Face Model's own).
+- **Photos turned in-plane.** A square window centred on a face of a real photo is rotated about its centre
+  (the principal point) by a known angle: that is a turn of the camera about its optical axis, so, for a face
+  at the centre, the roll changes by exactly that angle and yaw and pitch do not change.
+
+The errors are per axis (absolute difference of yaw, pitch and roll in degrees) and geodesic (the angle of
+the rotation between estimate and truth). ``scripts/bench_pose_truth.py`` reports them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Callable, Iterable, Sequence
+
+import cv2
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+AXES = ("yaw", "pitch", "roll")
+
+
+def turn(yaw: float, pitch: float, roll: float) -> np.ndarray:
+    """The head rotation ``ndarray[3, 3]`` (head frame: x right, y up, z towards the camera) of a pose in degrees,
+    written with SciPy from the documented convention ``Rz(-roll) Ry(yaw) Rx(-pitch)``."""
+    return (Rotation.from_euler("z", -roll, degrees=True) * Rotation.from_euler("y", yaw, degrees=True)
+            * Rotation.from_euler("x", -pitch, degrees=True)).as_matrix()
+
+
+def angles_of(rotation: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`turn` with SciPy: ``(yaw, pitch, roll)`` degrees of a head rotation ``ndarray[3, 3]``."""
+    # Rz(-roll) Ry(yaw) Rx(-pitch) is the intrinsic z-y-x sequence with angles (-roll, yaw, -pitch)
+    minus_roll, yaw, minus_pitch = Rotation.from_matrix(rotation).as_euler("ZYX", degrees=True)
+    return np.array([yaw, -minus_pitch, -minus_roll])
+
+
+@lru_cache(maxsize=1)
+def _assets():
+    from ..mesh.prior import load_prior
+    from ..mesh.template import load_template
+
+    prior, template = load_prior(), load_template()
+    return prior, template
+
+
+def prior_face(identity_seed: int | None = None, *, scale: float = 1.0) -> np.ndarray:
+    """Vertices ``ndarray[468, 3]`` (template units, the prior's upright frame) of the prior's mean face
+    (``identity_seed`` ``None``) or of a neutral face whose 60 identity weights are drawn ~ N(0, ``scale``)."""
+    prior, _ = _assets()
+    mean = prior.mean.numpy().astype(np.float64)
+    if identity_seed is None:
+        return mean
+    weights = np.random.default_rng(identity_seed).normal(0.0, scale, prior.num_identity)
+    return mean + np.einsum("i,ivc->vc", weights, prior.identity.numpy().astype(np.float64))
+
+
+@dataclass
+class RenderedFace:
+    """One rendered face: ``image`` BGR uint8 ``ndarray[S, S, 3]``, the ``truth`` ``(yaw, pitch, roll)``,
+    the vertices' pixel positions ``ndarray[468, 2]`` and the camera ``distance`` (template units)."""
+
+    image: np.ndarray
+    truth: tuple[float, float, float]
+    pixels: np.ndarray
+    distance: float
+
+
+def render_face(
+    vertices: np.ndarray, yaw: float, pitch: float, roll: float, *, size: int = 512, face_px: float = 200.0,
+    light: Sequence[float] = (0.3, 0.4, 1.0), background: Sequence[float] = (0.45, 0.45, 0.45),
+    noise: float = 0.0, seed: int = 0,
+) -> RenderedFace:
+    """Render ``vertices`` ``ndarray[468, 3]`` (head frame, template units) with the template's colours, turned
+    by :func:`turn` ``(yaw, pitch, roll)`` about the frame's origin, which sits on the optical axis of a
+    pinhole camera with focal length ``size`` px (principal point at the centre of the ``size`` x ``size``
+    image) at the distance where the template's width of 2 units spans ``face_px`` pixels. ``light``: the
+    direction of a point light (head frame), ``background`` RGB in [0, 1], ``noise``: Gaussian pixel noise
+    (grey levels)."""
+    import torch
+
+    from ..mesh.renderer import Lights, interpolate, rasterize_zbuffer, shade_vertices
+
+    _, template = _assets()
+    rotation = turn(yaw, pitch, roll)
+    focal = float(size)
+    distance = focal * 2.0 / face_px
+    turned = vertices @ rotation.T
+    camera = np.stack([turned[:, 0], -turned[:, 1], distance - turned[:, 2]], axis=1)  # x right, y down, z forward
+    pixels = focal * camera[:, :2] / camera[:, 2:] + size / 2.0
+    # the renderer's NDC (PyTorch3D: x left, y up) for pixel centres at integer coordinates
+    ndc = np.stack([1.0 - (pixels[:, 0] + 0.5) * 2.0 / size, 1.0 - (pixels[:, 1] + 0.5) * 2.0 / size, camera[:, 2]], axis=1)
+    faces = template.render_faces
+    with torch.no_grad():
+        ndc_t = torch.as_tensor(ndc, dtype=torch.float32)[None]
+        pix_to_face = rasterize_zbuffer(ndc_t, faces, size)
+        direction = np.asarray(light, np.float64) / np.linalg.norm(light)
+        lights = Lights(torch.as_tensor(direction * 8.0 * distance / 4.0, dtype=torch.float32)[None] + torch.zeros(1, 3),
+                        torch.full((1, 3), 0.6), torch.full((1, 3), 0.5))
+        lit = shade_vertices(torch.as_tensor(turned, dtype=torch.float32)[None], faces, template.colours[None], lights)
+        image, mask = interpolate(ndc_t, faces, pix_to_face, lit)
+    rgb = image[0].permute(1, 2, 0).numpy()
+    alpha = mask[0, 0].numpy()[..., None]
+    out = rgb * alpha + np.asarray(background, np.float32) * (1 - alpha)
+    out = out * 255.0
+    if noise > 0:
+        out = out + np.random.default_rng(seed).normal(0.0, noise, out.shape)
+    bgr = np.ascontiguousarray(out[..., ::-1].clip(0, 255).astype(np.uint8))
+    return RenderedFace(bgr, (float(yaw), float(pitch), float(roll)), pixels, distance)
+
+
+@dataclass
+class PoseRow:
+    """One face scored: its ``truth`` and ``estimate`` ``(yaw, pitch, roll)`` (``None``: not detected or no
+    pose), ``size`` (the rendered template width or the face's box, px) and a free ``label``."""
+
+    label: str
+    truth: tuple[float, float, float]
+    estimate: tuple[float, float, float] | None
+    size: float
+
+    @property
+    def errors(self) -> np.ndarray | None:
+        """``|estimate - truth|`` per axis, ``ndarray[3]`` degrees (``None`` without an estimate)."""
+        return None if self.estimate is None else np.abs(np.subtract(self.estimate, self.truth))
+
+    @property
+    def geodesic(self) -> float | None:
+        """Angle (degrees) of the rotation between the estimated and the true head rotation."""
+        if self.estimate is None:
+            return None
+        relative = Rotation.from_matrix(turn(*self.estimate)).inv() * Rotation.from_matrix(turn(*self.truth))
+        return float(np.degrees(relative.magnitude()))
+
+
+def summarize(rows: Sequence[PoseRow]) -> dict[str, float | int | None]:
+    """Median and mean absolute error per axis, median geodesic error, and the faces scored / without a pose."""
+    scored = [r for r in rows if r.estimate is not None]
+    out: dict[str, float | int | None] = {"faces": len(rows), "scored": len(scored)}
+    errors = np.array([r.errors for r in scored]).reshape(-1, 3)
+    signed = np.array([np.subtract(r.estimate, r.truth) for r in scored]).reshape(-1, 3)
+    for k, axis in enumerate(AXES):
+        out[f"median_{axis}"] = float(np.median(errors[:, k])) if len(scored) else None
+        out[f"mean_{axis}"] = float(errors[:, k].mean()) if len(scored) else None
+        out[f"bias_{axis}"] = float(np.median(signed[:, k])) if len(scored) else None
+    out["median_geodesic"] = float(np.median([r.geodesic for r in scored])) if scored else None
+    return out
+
+
+def pose_grid(yaws: Iterable[float] = (0, 15, 30, 45, 60), pitches: Iterable[float] = (-30, -15, 0, 15, 30),
+              rolls: Iterable[float] = (-30, 0, 30)) -> list[tuple[float, float, float]]:
+    """Every ``(yaw, pitch, roll)`` combination of the given angles."""
+    return [(float(y), float(p), float(r)) for y in yaws for p in pitches for r in rolls]
+
+
+def best_face(faces, centre: np.ndarray):
+    """The detected face whose box centre is nearest ``centre`` ``ndarray[2]`` and contains it, or ``None``."""
+    best, distance = None, math.inf
+    for face in faces:
+        box = np.asarray(face.box, np.float64)
+        if not (box[0] <= centre[0] <= box[2] and box[1] <= centre[1] <= box[3]):
+            continue
+        d = float(np.linalg.norm((box[:2] + box[2:]) / 2 - centre))
+        if d < distance:
+            best, distance = face, d
+    return best
+
+
+def rendered_rows(
+    detect: Callable[[np.ndarray], list], poses: Sequence[tuple[float, float, float]], *,
+    identities: Sequence[int | None] = (None,), sizes: Sequence[float] = (200.0,), image_size: int = 512,
+    lights: Sequence[Sequence[float]] = ((0.3, 0.4, 1.0),), noise: float = 2.0,
+    on_face: Callable[[RenderedFace, object], None] | None = None,
+) -> list[PoseRow]:
+    """Render every pose for every identity (``None``: the mean face; an int: :func:`prior_face`'s seed), face
+    size and light (cycled over the poses), run ``detect`` (image BGR -> faces with ``.pose``) and score the
+    face found at the image centre. ``on_face(rendered, face)`` sees every render and its face (or ``None``)."""
+    rows = []
+    for identity in identities:
+        vertices = prior_face(identity)
+        for size in sizes:
+            for index, (yaw, pitch, roll) in enumerate(poses):
+                light = lights[index % len(lights)]
+                rendered = render_face(vertices, yaw, pitch, roll, size=image_size, face_px=size, light=light,
+                                       noise=noise, seed=index)
+                face = best_face(detect(rendered.image), np.array([image_size / 2.0, image_size / 2.0]))
+                if on_face is not None:
+                    on_face(rendered, face)
+                pose = None if face is None else face.pose
+                estimate = None if pose is None else (pose.yaw, pose.pitch, pose.roll)
+                label = f"{'mean' if identity is None else f'id{identity}'} {size:g}px"
+                rows.append(PoseRow(label, (yaw, pitch, roll), estimate, float(size)))
+    return rows
+
+
+def turned_window(image: np.ndarray, centre: Sequence[float], side: int, degrees: float) -> np.ndarray:
+    """The ``side`` x ``side`` window of ``image`` centred on ``centre`` (x, y), turned clockwise on screen by
+    ``degrees`` about its centre (border pixels replicated), as a new image."""
+    # OpenCV's positive angle is counter-clockwise on screen; the window's centre maps to (side/2, side/2)
+    matrix = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), -float(degrees), 1.0)
+    matrix[:, 2] += np.array([side / 2.0, side / 2.0]) - np.asarray(centre, np.float64)
+    return cv2.warpAffine(image, matrix, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def photo_roll_rows(
+    detect: Callable[[np.ndarray], list], image: np.ndarray, boxes: np.ndarray, angles: Sequence[float], *,
+    name: str = "photo", context: float = 3.0,
+) -> list[PoseRow]:
+    """Each face (``boxes`` ``ndarray[N, 4]``) of ``image`` in a square window ``context`` times its box centred
+    on it, upright and turned clockwise by each of ``angles``: the truth of a turned window is the upright
+    window's pose with ``roll`` + angle (yaw and pitch unchanged; exact for a face at the window's centre,
+    which is the principal point). Faces without a pose in the upright window are skipped."""
+    rows = []
+    for box in np.asarray(boxes, np.float64).reshape(-1, 4):
+        centre = (box[:2] + box[2:]) / 2
+        side = int(round(context * max(box[2] - box[0], box[3] - box[1])))
+        mid = np.array([side / 2.0, side / 2.0])
+        upright = best_face(detect(turned_window(image, centre, side, 0.0)), mid)
+        if upright is None or upright.pose is None:
+            continue
+        base = np.array([upright.pose.yaw, upright.pose.pitch, upright.pose.roll])
+        size = float(max(box[2] - box[0], box[3] - box[1]))
+        for angle in angles:
+            face = best_face(detect(turned_window(image, centre, side, angle)), mid)
+            pose = None if face is None else face.pose
+            estimate = None if pose is None else (pose.yaw, pose.pitch, pose.roll)
+            rows.append(PoseRow(f"{name} {angle:+g}deg", (base[0], base[1], base[2] + angle), estimate, size))
+    return rows
+
+
+__all__ = ["AXES", "PoseRow", "RenderedFace", "angles_of", "best_face", "photo_roll_rows", "pose_grid",
+           "prior_face", "render_face", "rendered_rows", "summarize", "turn", "turned_window"]

@@ -1,0 +1,92 @@
+"""Head pose against exact truth: faces of the face-shape prior rendered at known poses, photos turned in-plane.
+
+The truth is the rotation the face was rendered with (built with SciPy in the documented convention,
+``retinaface.evaluation.pose_truth.turn``) or the angle a photo was turned by; the detector only sees the
+picture. ``python scripts/bench_pose_truth.py`` measures the full grid. The bounds hold today's pose (the prior's
+landmark vertices) to what it measures on these faces: the issue's target (median at most 3 degrees per axis)
+is not met on rendered faces, whose nods read about a third small.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from retinaface.evaluation.pose_truth import (
+    angles_of,
+    best_face,
+    photo_roll_rows,
+    prior_face,
+    render_face,
+    rendered_rows,
+    summarize,
+    turn,
+)
+from retinaface.faces.pose import rotation_from_euler
+
+POSES = [(0, 0, 0), (40, 0, 0), (-25, 0, 0), (0, 20, 0), (0, -20, 0), (0, 0, 25), (30, 15, -15), (-45, -15, 20)]
+
+
+def test_the_truth_harness_speaks_the_documented_convention() -> None:
+    rng = np.random.default_rng(0)
+    flip = np.diag([1.0, -1.0, -1.0])
+    for angles in rng.uniform(-60, 60, size=(20, 3)):
+        np.testing.assert_allclose(angles_of(turn(*angles)), angles, atol=1e-9)
+        np.testing.assert_allclose(flip @ turn(*angles) @ flip, rotation_from_euler(*angles), atol=1e-9)
+    # against the frontal face, yaw > 0 moves the nose tip to the image's right of the eyes, pitch > 0 moves it up
+    face = prior_face()
+    nose, eyes = 1, [33, 133, 362, 263]  # mediapipe topology: nose tip, eye corners
+    offset = lambda p: p[nose] - p[eyes].mean(0)  # noqa: E731
+    frontal = offset(render_face(face, 0, 0, 0).pixels)
+    assert offset(render_face(face, 30, 0, 0).pixels)[0] > frontal[0] + 15
+    assert offset(render_face(face, 0, 20, 0).pixels)[1] < frontal[1] - 10
+
+
+@pytest.fixture(scope="module")
+def rendered(detector):
+    return rendered_rows(detector, POSES, identities=(None, 1000, 1001), sizes=(140.0,), image_size=384)
+
+
+def test_pose_of_rendered_faces_matches_the_angles_they_were_turned_by(rendered) -> None:
+    summary = summarize(rendered)
+    assert summary["scored"] == len(POSES) * 3  # every face found, every face posed
+    # measured 2026-12-06: median |error| yaw 2.1, pitch 2.5, roll 1.5 degrees; geodesic median 6.3, largest 15.0
+    for axis in ("yaw", "pitch", "roll"):
+        assert summary[f"median_{axis}"] <= 3.0, summary
+        assert abs(summary[f"bias_{axis}"]) <= 2.5, summary
+    assert summary["median_geodesic"] <= 7.5, summary
+    assert max(row.geodesic for row in rendered) < 17.0, [(r.truth, r.estimate) for r in rendered]
+    frontal = [r for r in rendered if r.truth == (0.0, 0.0, 0.0)]
+    assert all(r.geodesic < 6.0 for r in frontal), [r.estimate for r in frontal]
+
+
+def test_nods_read_as_nods(rendered) -> None:
+    # measured 2026-12-06: 20-degree nods read 15.6 to 17.9 up and -10.0 to -18.9 down (one identity's nod
+    # down reads half its size: the open target of issue #22)
+    for pitch in (20, -20):
+        rows = [r for r in rendered if r.truth == (0.0, float(pitch), 0.0)]
+        assert len(rows) == 3
+        read = np.array([r.estimate[1] for r in rows])
+        assert (np.sign(read) == np.sign(pitch)).all() and (np.abs(read) >= 0.45 * abs(pitch)).all(), read
+        assert abs(read.mean() - pitch) <= 6.0, read
+        assert all(abs(r.estimate[0]) < 4 and abs(r.estimate[2]) < 4 for r in rows), [r.estimate for r in rows]
+
+
+def test_a_photo_turned_in_plane_turns_the_roll_by_that_angle(detector, astronaut_image) -> None:
+    (face,) = detector(astronaut_image)
+    rows = photo_roll_rows(detector, astronaut_image, face.box[None], [-25.0, 20.0], name="astronaut")
+    assert len(rows) == 2 and all(r.estimate is not None for r in rows)
+    # measured 2026-12-06: roll within 1.8 degrees of the turn; yaw moves by up to 6.7 degrees although the head
+    # did not turn (the detector's landmarks are not quite equivariant to turning the picture)
+    for row in rows:
+        errors = row.errors
+        assert errors[2] <= 2.5 and errors[0] <= 8.0 and errors[1] <= 8.0, (row.truth, row.estimate)
+
+
+def test_the_renderer_places_the_face_where_the_pinhole_says(detector) -> None:
+    # the detector's box holds the projected vertices: the picture and the truth describe the same face
+    face_render = render_face(prior_face(1000), 20, -10, 5, size=384, face_px=150)
+    face = best_face(detector(face_render.image), np.array([192.0, 192.0]))
+    low, high = face_render.pixels.min(0), face_render.pixels.max(0)
+    assert face is not None
+    assert np.abs(face.box[:2] - low).max() < 25 and np.abs(face.box[2:] - high).max() < 25
