@@ -30,7 +30,7 @@ from torch import Tensor
 from torchvision.ops import roi_align
 
 from .prior import FacePrior, load_prior
-from .renderer import DEFAULT_DISTANCE, DEFAULT_FOCAL, interpolate, lights_from_params, rasterize_zbuffer, shade_vertices, unbound
+from .renderer import DEFAULT_DISTANCE, DEFAULT_FOCAL, interpolate_covered, lights_from_params, rasterize_zbuffer, shade_vertices, unbound
 from .template import FaceTemplate, load_template
 
 _FLIP = (1.0, -1.0, -1.0)  # model frame (y up, z to the camera) -> OpenCV camera axes (y down, z away)
@@ -196,6 +196,7 @@ def fit_faces(
     *,
     config: FitConfig = FitConfig(),
     init: FitState | None = None,
+    start: FitState | None = None,
     steps: int | None = None,
     prior: FacePrior | None = None,
     template: FaceTemplate | None = None,
@@ -207,7 +208,12 @@ def fit_faces(
     - ``init``: :class:`FitState` for the same ``K`` faces (e.g. the previous frame's fit): their shape and
       light are kept and their pose is solved again by PnP of ``landmarks`` with that shape; its rows with
       non-finite values start from the mean face instead. ``steps`` overrides ``config.steps`` / ``config.warm_steps``.
+    - ``start``: :class:`FitState` for the same ``K`` faces to start from as it is, pose included, instead of
+      the PnP start (e.g. the detector's own mesh: :func:`retinaface.mesh.head_start.state_from_coefficients`);
+      a cold start (``config.steps``, full steps). Not together with ``init``.
     """
+    if init is not None and start is not None:
+        raise ValueError("give init (a previous fit to warm-start from) or start (a state to begin at), not both")
     prior = prior or load_prior()
     template = template or load_template()
     boxes, landmarks = boxes.detach().float().cpu(), landmarks.detach().float().cpu().reshape(-1, 5, 2)
@@ -220,7 +226,9 @@ def fit_faces(
     if rows.numel() == 0:
         return fits
     boxes_v, landmarks_v = boxes[rows], landmarks[rows]
-    if init is None:
+    if start is not None:
+        state = start.index(rows)
+    elif init is None:
         state = initial_state(prior, template, boxes_v, landmarks_v, config.focal)
     else:
         # shape and light carry over from the previous fit; the pose is solved again from this frame's
@@ -251,6 +259,48 @@ def _empty(count: int, num_vertices: int, num_coefficients: int, valid: Tensor) 
     )
 
 
+class _Constants(NamedTuple):
+    """What every fit with one prior and template uses: the stacked shape basis ``Tensor[I + E, V * 3]``, the
+    rendered triangles ``Tensor[F, 3]`` (surface and openings) and the template colours ``Tensor[V, 3]``."""
+
+    basis: Tensor
+    faces: Tensor
+    colours: Tensor
+
+
+_CONSTANTS: dict[tuple[int, int], tuple[FacePrior, FaceTemplate, _Constants]] = {}
+
+
+def _constants(prior: FacePrior, template: FaceTemplate) -> _Constants:
+    """:class:`_Constants` of ``prior`` and ``template``, built once per pair (the pair is kept alive with them,
+    so the ids cannot be reused by other objects while cached)."""
+    key = (id(prior), id(template))
+    if key not in _CONSTANTS:
+        if len(_CONSTANTS) >= 4:
+            _CONSTANTS.pop(next(iter(_CONSTANTS)))
+        basis = torch.cat([prior.identity, prior.expression]).flatten(1)
+        _CONSTANTS[key] = (prior, template, _Constants(basis, template.render_faces, template.colours))
+    return _CONSTANTS[key][2]
+
+
+def _crops(image_rgb: Tensor, crop_boxes: Tensor, size: int) -> Tensor:
+    """``Tensor[K, 3, size, size]``: bilinear samples (RoI Align, 2 x 2 per output pixel) of ``image_rgb`` in
+    ``crop_boxes``. Only the part of the image under the boxes (and a pixel around it) is read: RoI Align
+    would otherwise copy the whole frame to a contiguous tensor on every call."""
+    height, width = image_rgb.shape[-2:]
+    low = crop_boxes[:, :2].amin(0).floor() - 2
+    high = crop_boxes[:, 2:].amax(0).ceil() + 2
+    x0, y0 = int(low[0].clamp(0, width - 1)), int(low[1].clamp(0, height - 1))
+    x1, y1 = int(high[0].clamp(x0 + 1, width)), int(high[1].clamp(y0 + 1, height))
+    region = image_rgb[:, y0:y1, x0:x1].contiguous()
+    if (x0, y0, x1, y1) != (0, 0, width, height):
+        # a region edge inside the image is at least 2 pixels from every sample, so RoI Align's border rule
+        # (clamping to the edge) applies at the image's own edges only, exactly as on the whole image
+        crop_boxes = crop_boxes - crop_boxes.new_tensor([x0, y0, x0, y0])
+    rois = torch.cat([torch.zeros(len(crop_boxes), 1), crop_boxes], 1)
+    return roi_align(region[None], rois, output_size=size, sampling_ratio=2, aligned=True)
+
+
 def _optimise(image_rgb, boxes, landmarks, state, steps, config, prior, template, lr):
     count = boxes.shape[0]
     size = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).sqrt()
@@ -258,10 +308,13 @@ def _optimise(image_rgb, boxes, landmarks, state, steps, config, prior, template
     centre_xy = (boxes[:, :2] + boxes[:, 2:]) / 2
     half = (boxes[:, 2:] - boxes[:, :2]) * config.crop_scale / 2
     crop_boxes = torch.cat([centre_xy - half, centre_xy + half], dim=1)
-    crops = roi_align(image_rgb[None], torch.cat([torch.zeros(count, 1), crop_boxes], 1), output_size=config.crop_size, sampling_ratio=2, aligned=True)
-    faces = template.render_faces
+    pixels = config.crop_size * config.crop_size
+    # the crops as [K * S * S, 3] rows, to compare with the rendered colours of the covered pixels only
+    crops = _crops(image_rgb, crop_boxes, config.crop_size).flatten(2).transpose(1, 2).reshape(count * pixels, 3)
+    constants = _constants(prior, template)
+    faces, basis = constants.faces, constants.basis
+    albedo = constants.colours.expand(count, -1, -1)
     num_identity = prior.num_identity
-    basis = torch.cat([prior.identity, prior.expression]).flatten(1)
     landmark_weights = template.landmark_weights
 
     # Variables, scaled so that one Adam step moves each by a similar visible amount.
@@ -283,23 +336,26 @@ def _optimise(image_rgb, boxes, landmarks, state, steps, config, prior, template
         points = project(shape, rot, centre_xy + offset * size[:, None], log_scale.exp() * size, focal, centre_xy)
         return shape, rot, points
 
-    def losses(shape, points, with_pixels=True):
+    def rendered_difference(shape, points):
+        """Per covered crop pixel: its face and the L1 difference (summed over RGB) of render and crop."""
+        ndc = _to_ndc(points, crop_boxes)
+        lit = shade_vertices(shape, faces, albedo, lights_from_params(illumination))
+        pix_to_face = rasterize_zbuffer(ndc.detach(), faces, config.crop_size)
+        image_ids, pixel_ids, colours = interpolate_covered(ndc, faces, pix_to_face, lit)
+        return image_ids, (colours - crops.index_select(0, image_ids * pixels + pixel_ids)).abs().sum(1)
+
+    def losses(shape, points):
         projected = torch.einsum("lv,kvc->klc", landmark_weights, points[..., :2])
         landmark = ((projected - landmarks).square().sum(-1).mean(1) / size.square())
         prior_term = config.identity_weight * coefficients[:, :num_identity].square().mean(1) \
             + config.expression_weight * coefficients[:, num_identity:].abs().mean(1)
-        pixel = torch.zeros(count)
-        if with_pixels:
-            ndc = _to_ndc(points, crop_boxes)
-            lit = shade_vertices(shape, faces, template.colours.expand(count, -1, -1), lights_from_params(illumination))
-            pix_to_face = rasterize_zbuffer(ndc.detach(), faces, config.crop_size)
-            rendered, mask = interpolate(ndc, faces, pix_to_face, lit)
-            pixel = (mask * (rendered - crops)).abs().sum(1).flatten(1).mean(1)
-        return config.landmark_weight * landmark + config.pixel_weight * pixel + prior_term, pixel, projected
+        image_ids, difference = rendered_difference(shape, points)
+        pixel = torch.zeros(count).index_add(0, image_ids, difference) / pixels  # mean over the crop's pixels
+        return config.landmark_weight * landmark + config.pixel_weight * pixel + prior_term
 
     for step in range(steps):
         shape, _, points = evaluate()
-        total, _, _ = losses(shape, points)
+        total = losses(shape, points)
         optimiser.zero_grad()
         total.sum().backward()
         optimiser.step()
@@ -310,18 +366,15 @@ def _optimise(image_rgb, boxes, landmarks, state, steps, config, prior, template
 
     with torch.no_grad():
         shape, rot, points = evaluate()
-        ndc = _to_ndc(points, crop_boxes)
-        pix_to_face = rasterize_zbuffer(ndc, faces, config.crop_size)
-        lit = shade_vertices(shape, faces, template.colours.expand(count, -1, -1), lights_from_params(illumination))
-        rendered, mask = interpolate(ndc, faces, pix_to_face, lit)
-        covered = mask.flatten(1).sum(1).clamp(min=1)
-        pixel_residual = (mask * (rendered - crops)).abs().mean(1).flatten(1).sum(1) / covered
+        image_ids, difference = rendered_difference(shape, points)
+        covered = torch.bincount(image_ids, minlength=count).clamp(min=1)
+        pixel_residual = torch.zeros(count).index_add(0, image_ids, difference / 3) / covered  # mean over RGB and covered pixels
         projected = torch.einsum("lv,kvc->klc", landmark_weights, points[..., :2])
         landmark_residual = (projected - landmarks).norm(dim=-1).mean(1)
         distance = focal / (log_scale.exp() * size)
         depth_pixels = (points[..., 2] - distance[:, None]) * (log_scale.exp() * size)[:, None]
         vertices = torch.cat([points[..., :2], depth_pixels[..., None]], dim=-1)
-        colours = template.colours.expand(count, -1, -1).clone()
+        colours = albedo.clone()
         state = FitState(coefficients.detach().clone(), rotation.detach().clone(), (centre_xy + offset * size[:, None]).detach(),
                          (log_scale.exp() * size).detach(), illumination.detach().clone())
     return vertices, shape, colours, rot, state, pixel_residual, landmark_residual, torch.ones(count, dtype=torch.bool)

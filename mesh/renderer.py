@@ -114,9 +114,19 @@ def project(vertices: Tensor, cameras: PerspectiveCameras) -> Tensor:
     return torch.cat([view[..., :2] * focal / depth, view[..., 2:3]], dim=-1)
 
 
+def vertex_normals(vertices: Tensor, faces: Tensor) -> Tensor:
+    """Area-weighted unit vertex normals ``Tensor[B, V, 3]`` of meshes ``Tensor[B, V, 3]`` sharing ``faces``
+    ``Tensor[F, 3]``: PyTorch3D's ``Meshes.verts_normals_padded`` (each face's ``(v2 - v1) x (v0 - v1)``
+    added to its three corners, then normalised), without building a ``Meshes`` per call."""
+    corners = vertices[:, faces]  # [B, F, 3, 3]
+    face_normals = torch.linalg.cross(corners[:, :, 2] - corners[:, :, 1], corners[:, :, 0] - corners[:, :, 1], dim=-1)
+    summed = torch.zeros_like(vertices).index_add(1, faces.flatten(), face_normals.repeat_interleave(3, dim=1))
+    return torch.nn.functional.normalize(summed, eps=1e-6, dim=-1)
+
+
 def shade_vertices(vertices: Tensor, faces: Tensor, albedo: Tensor, lights: Lights) -> Tensor:
-    """Lambertian per-vertex colours ``Tensor[B, V, 3]`` (area-weighted vertex normals from PyTorch3D)."""
-    normals = Meshes(verts=list(vertices), faces=[faces] * len(vertices)).verts_normals_padded()
+    """Lambertian per-vertex colours ``Tensor[B, V, 3]`` (area-weighted vertex normals, :func:`vertex_normals`)."""
+    normals = vertex_normals(vertices, faces)
     to_light = torch.nn.functional.normalize(lights.location[:, None, :] - vertices, dim=-1)
     lambert = (normals * to_light).sum(-1, keepdim=True).clamp(min=0.0)
     return albedo * (lights.ambient[:, None, :] + lights.colour[:, None, :] * lambert)
@@ -127,41 +137,63 @@ def _pixel_coordinates(ndc: Tensor, size: int) -> Tensor:
     return torch.stack([(1 - ndc[..., 0]) * size / 2 - 0.5, (1 - ndc[..., 1]) * size / 2 - 0.5], dim=-1)
 
 
+def _planes(tri_xy: Tensor, tri_values: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Each triangle's linear (screen-space barycentric) interpolation of ``tri_values`` ``Tensor[..., 3, C]``
+    over its pixel corners ``tri_xy`` ``Tensor[..., 3, 2]``, as ``(origin, value, d_dx, d_dy)``: the value at
+    pixel ``p`` is ``value + d_dx * (p_x - origin_x) + d_dy * (p_y - origin_y)`` (``origin`` ``[..., 2]`` is
+    the first corner, the others ``[..., C]``). Offsets from a corner keep small triangles far from the crop's
+    origin as precise as offsets near it. Degenerate triangles use an area of ``_EPS``."""
+    origin = tri_xy[..., 0, :]
+    b, c = tri_xy[..., 1, :] - origin, tri_xy[..., 2, :] - origin
+    area = b[..., 0] * c[..., 1] - b[..., 1] * c[..., 0]
+    area = torch.where(area.abs() < _EPS, torch.full_like(area, _EPS), area)[..., None]
+    first = tri_values[..., 0, :]
+    d1, d2 = tri_values[..., 1, :] - first, tri_values[..., 2, :] - first
+    return origin, first, (d1 * c[..., 1:2] - d2 * b[..., 1:2]) / area, (d2 * b[..., 0:1] - d1 * c[..., 0:1]) / area
+
+
 @torch.no_grad()
 def rasterize_zbuffer(ndc: Tensor, faces: Tensor, size: int) -> Tensor:
     """Nearest triangle per pixel, ``Tensor[B, size, size]`` (int64, -1 for background), by enumerating the
     pixels inside each triangle's bounding box and keeping the smallest interpolated depth."""
     batch = ndc.shape[0]
     num_faces = faces.shape[0]
-    tri_xy = _pixel_coordinates(ndc[:, faces], size)  # [B, F, 3, 2]
-    tri_z = ndc[:, faces][..., 2]  # [B, F, 3]
+    corners = ndc[:, faces]  # [B, F, 3, 3]
+    tri_xy = _pixel_coordinates(corners, size)  # [B, F, 3, 2]
+    tri_z = corners[..., 2]  # [B, F, 3]
     low = tri_xy.amin(dim=2).ceil().clamp(0, size - 1).long()
     high = tri_xy.amax(dim=2).floor().clamp(-1, size - 1).long()
     extent = (high - low + 1).clamp(min=0)
-    first = tri_xy[..., 0, :]
-    area = (tri_xy[..., 1, 0] - first[..., 0]) * (tri_xy[..., 2, 1] - first[..., 1]) - (tri_xy[..., 1, 1] - first[..., 1]) * (tri_xy[..., 2, 0] - first[..., 0])
-    usable = (area.abs() > _EPS) & (tri_z > 0).all(-1) & (extent > 0).all(-1)
+    # per triangle, as planes over the pixels: the barycentric weights of corners 1 and 2, and the depth
+    weights = torch.eye(3, dtype=ndc.dtype, device=ndc.device)[1:].T  # [3, 2]: corner -> weight 1, weight 2
+    values = torch.cat([weights.expand(*tri_z.shape, 2), tri_z[..., None]], dim=-1)  # [B, F, 3, 3]
+    origin, first, d_dx, d_dy = _planes(tri_xy, values)
+    raw_area = (tri_xy[..., 1, 0] - tri_xy[..., 0, 0]) * (tri_xy[..., 2, 1] - tri_xy[..., 0, 1]) \
+        - (tri_xy[..., 1, 1] - tri_xy[..., 0, 1]) * (tri_xy[..., 2, 0] - tri_xy[..., 0, 0])
+    usable = (raw_area.abs() > _EPS) & (tri_z > 0).all(-1) & (extent > 0).all(-1)
     counts = torch.where(usable, extent[..., 0] * extent[..., 1], 0).flatten()
     pix_to_face = torch.full((batch * size * size,), -1, dtype=torch.long, device=ndc.device)
     total = int(counts.sum())
     if total == 0:
         return pix_to_face.view(batch, size, size)
-    owner = torch.repeat_interleave(torch.arange(batch * num_faces, device=ndc.device), counts)
-    offset = torch.arange(total, device=ndc.device) - torch.repeat_interleave(counts.cumsum(0) - counts, counts)
-    width = extent[..., 0].flatten()[owner]
-    cols = low[..., 0].flatten()[owner] + offset % width
-    rows = low[..., 1].flatten()[owner] + offset // width
-    tri = tri_xy.flatten(0, 1)[owner]  # [P, 3, 2]
-    weights = _barycentric(tri, torch.stack([cols, rows], dim=-1).to(tri.dtype))
-    inside = (weights >= 0).all(dim=-1)
-    depth = (weights * tri_z.flatten(0, 1)[owner]).sum(-1)
-    image = owner // num_faces
-    pixel = image * size * size + rows * size + cols
-    pixel, depth, face = pixel[inside], depth[inside], (owner % num_faces)[inside]
+    owner = torch.repeat_interleave(counts)  # the triangle (b * F + f) of each candidate pixel
+    boxes = torch.stack([counts.cumsum(0) - counts, extent[..., 0].flatten(), low[..., 0].flatten(), low[..., 1].flatten()], dim=1)
+    boxes = boxes.index_select(0, owner)
+    offset = torch.arange(total, device=ndc.device) - boxes[:, 0]
+    # row and column within the box; float division is exact here (offsets < size^2, widths <= size)
+    row = torch.div(offset.to(ndc.dtype), boxes[:, 1].to(ndc.dtype), rounding_mode="floor").long()
+    rows, cols = boxes[:, 3] + row, boxes[:, 2] + offset - row * boxes[:, 1]
+    plane = torch.cat([origin, first, d_dx, d_dy], dim=-1).flatten(0, 1).index_select(0, owner)  # [P, 11]
+    dx, dy = (cols.to(ndc.dtype) - plane[:, 0])[:, None], (rows.to(ndc.dtype) - plane[:, 1])[:, None]
+    at = plane[:, 2:5] + plane[:, 5:8] * dx + plane[:, 8:11] * dy  # [P, 3]: weight 1, weight 2, depth
+    keep = torch.nonzero((at[:, 0] >= 0) & (at[:, 1] >= 0) & (at[:, 0] + at[:, 1] <= 1)).squeeze(1)
+    owner, depth = owner.index_select(0, keep), at[:, 2].index_select(0, keep)
+    image = torch.div(owner, num_faces, rounding_mode="floor")
+    pixel = image * (size * size) + rows.index_select(0, keep) * size + cols.index_select(0, keep)
     nearest = torch.full((batch * size * size,), float("inf"), device=ndc.device, dtype=depth.dtype)
     nearest.scatter_reduce_(0, pixel, depth, reduce="amin")
-    winner = depth <= nearest[pixel]
-    pix_to_face.scatter_reduce_(0, pixel[winner], face[winner], reduce="amax", include_self=True)
+    face = torch.where(depth <= nearest.index_select(0, pixel), owner - image * num_faces, -1)
+    pix_to_face.scatter_reduce_(0, pixel, face, reduce="amax", include_self=True)
     return pix_to_face.view(batch, size, size)
 
 
@@ -177,16 +209,23 @@ def rasterize_pytorch3d(ndc: Tensor, faces: Tensor, size: int) -> Tensor:
     return torch.where(pix_to_face >= 0, pix_to_face - start, -1)
 
 
-def _barycentric(triangles: Tensor, points: Tensor) -> Tensor:
-    """2-D barycentric coordinates ``Tensor[..., 3]`` of ``points`` ``[..., 2]`` in ``triangles`` ``[..., 3, 2]``."""
-    a, b, c = triangles[..., 0, :], triangles[..., 1, :], triangles[..., 2, :]
-    def cross(u: Tensor, v: Tensor) -> Tensor:
-        return u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]
-    area = cross(b - a, c - a)
-    area = torch.where(area.abs() < _EPS, torch.full_like(area, _EPS), area)
-    w0 = cross(b - points, c - points) / area
-    w1 = cross(c - points, a - points) / area
-    return torch.stack([w0, w1, 1 - w0 - w1], dim=-1)
+def interpolate_covered(ndc: Tensor, faces: Tensor, pix_to_face: Tensor, vertex_values: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Differentiably interpolate ``vertex_values`` ``Tensor[B, V, C]`` at the covered pixels only: returns
+    ``(image_ids, pixel_ids, values)``, ``Tensor[P]`` each and ``Tensor[P, C]``, where ``pixel_ids`` index
+    the flattened ``size x size`` image (row-major) and ``values`` are what :func:`interpolate` puts there."""
+    batch, size = pix_to_face.shape[0], pix_to_face.shape[-1]
+    num_faces = faces.shape[0]
+    flat = pix_to_face.flatten()
+    covered = torch.nonzero(flat >= 0).squeeze(1)
+    image_ids, pixel_ids = covered // (size * size), covered % (size * size)
+    # each triangle's linear interpolation (a plane over its pixels), gathered per covered pixel
+    origin, first, d_dx, d_dy = _planes(_pixel_coordinates(ndc[:, faces], size), vertex_values[:, faces])
+    channels = vertex_values.shape[-1]
+    plane = torch.cat([origin, first, d_dx, d_dy], dim=-1).flatten(0, 1)[image_ids * num_faces + flat[covered]]
+    dx = ((pixel_ids % size).to(plane.dtype) - plane[:, 0])[:, None]
+    dy = ((pixel_ids // size).to(plane.dtype) - plane[:, 1])[:, None]
+    values = plane[:, 2 : 2 + channels] + plane[:, 2 + channels : 2 + 2 * channels] * dx + plane[:, 2 + 2 * channels :] * dy
+    return image_ids, pixel_ids, values
 
 
 def interpolate(ndc: Tensor, faces: Tensor, pix_to_face: Tensor, vertex_values: Tensor) -> tuple[Tensor, Tensor]:
@@ -195,16 +234,10 @@ def interpolate(ndc: Tensor, faces: Tensor, pix_to_face: Tensor, vertex_values: 
     Returns ``image`` ``Tensor[B, C, S, S]`` (0 where uncovered) and ``mask`` ``Tensor[B, 1, S, S]``.
     """
     batch, size = pix_to_face.shape[0], pix_to_face.shape[-1]
-    covered = pix_to_face >= 0
-    image_ids, rows, cols = torch.nonzero(covered, as_tuple=True)
-    face_ids = pix_to_face[image_ids, rows, cols]
-    corners = faces[face_ids]  # [P, 3]
-    tri_xy = _pixel_coordinates(ndc[image_ids[:, None], corners], size)  # [P, 3, 2]
-    weights = _barycentric(tri_xy, torch.stack([cols, rows], dim=-1).to(tri_xy.dtype))
-    values = (weights[..., None] * vertex_values[image_ids[:, None], corners]).sum(dim=1)  # [P, C]
-    image = vertex_values.new_zeros((batch, size, size, vertex_values.shape[-1]))
-    image = image.index_put((image_ids, rows, cols), values)
-    return image.permute(0, 3, 1, 2), covered[:, None].to(vertex_values.dtype)
+    image_ids, pixel_ids, values = interpolate_covered(ndc, faces, pix_to_face, vertex_values)
+    image = vertex_values.new_zeros((batch, size * size, vertex_values.shape[-1]))
+    image = image.index_put((image_ids, pixel_ids), values)
+    return image.view(batch, size, size, -1).permute(0, 3, 1, 2), (pix_to_face >= 0)[:, None].to(vertex_values.dtype)
 
 
 class RenderedFaces(NamedTuple):

@@ -65,18 +65,32 @@ def draw_meshes(image: np.ndarray, faces: Sequence[Face], branch=None, *, opacit
     if not faces:
         return canvas
     triangles, _ = _template()
-    layer = canvas.copy()
-    mask = np.zeros(canvas.shape[:2], dtype=np.uint8)
-    for face, vertices in zip(faces, mesh_vertices_of(faces, branch)):
-        if vertices is None or not np.isfinite(vertices).all():
-            continue
+    meshes = [(face, vertices) for face, vertices in zip(faces, mesh_vertices_of(faces, branch))
+              if vertices is not None and np.isfinite(vertices).all()]
+    if not meshes:
+        return canvas
+    # Everything is drawn and blended inside the meshes' bounding rectangle only (a few pixels wider for the
+    # antialiased edges): outside it the overlay leaves the picture as it is, and blending the whole frame
+    # cost more than drawing. Coordinates shift by whole pixels, so the pixels drawn are the same.
+    height, width = canvas.shape[:2]
+    points = np.concatenate([vertices[:, :2] for _, vertices in meshes])
+    x0, y0 = (np.floor(points.min(axis=0)).astype(int) - 2).clip(0, None)
+    x1, y1 = np.ceil(points.max(axis=0)).astype(int) + 3
+    x1, y1 = min(max(x1, x0 + 1), width), min(max(y1, y0 + 1), height)
+    if x0 >= width or y0 >= height:
+        return canvas
+    region = canvas[y0:y1, x0:x1]
+    layer = region.copy()
+    mask = np.zeros(layer.shape[:2], dtype=np.uint8)
+    origin = np.array([x0, y0]) * 16
+    for face, vertices in meshes:
         corners3d = vertices[triangles].astype(np.float64)
         normals = np.cross(corners3d[:, 1] - corners3d[:, 0], corners3d[:, 2] - corners3d[:, 0])
         facing = np.abs(normals[:, 2]) / np.linalg.norm(normals, axis=1).clip(min=1e-9)
         tri_colours = MESH_TINT * (AMBIENT + (1 - AMBIENT) * facing)[:, None]
         order = np.argsort(-vertices[triangles, 2].mean(axis=1))  # far first (painter's order)
         # fixed-point coordinates (4 fractional bits) keep small faces' triangles from snapping to whole pixels
-        corners = np.round(vertices[triangles][:, :, :2] * 16).astype(np.int32)
+        corners = (np.round(vertices[triangles][:, :, :2] * 16).astype(np.int32) - origin).astype(np.int32)
         for t, colour in zip(order.tolist(), tri_colours[order].tolist()):
             cv2.fillConvexPoly(layer, corners[t], colour, cv2.LINE_8, shift=4)
         cv2.fillPoly(mask, list(corners), 255, cv2.LINE_8, shift=4)
@@ -85,5 +99,6 @@ def draw_meshes(image: np.ndarray, faces: Sequence[Face], branch=None, *, opacit
             edge = (np.median(tri_colours, axis=0) * EDGE_SHADE).tolist()
             cv2.polylines(layer, list(front), True, edge, 1, cv2.LINE_AA, shift=4)
     alpha = (mask.astype(np.float32) / 255.0 * opacity)[..., None]
-    blended = canvas.astype(np.float32) * (1 - alpha) + layer.astype(np.float32) * alpha
-    return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+    blended = region.astype(np.float32) * (1 - alpha) + layer.astype(np.float32) * alpha
+    region[...] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+    return canvas
