@@ -11,6 +11,14 @@ Procrustes of the template onto them, see retinaface/mesh_accuracy.py).
 mediapipe runs in a throwaway environment, never in the project's:
     python3 -m venv /tmp/mpenv && /tmp/mpenv/bin/pip install mediapipe==0.10.14 "numpy<2" opencv-python-headless
 Its answers are cached in runs/mesh_accuracy_reference.json, so reruns do not need it.
+
+Turned heads (yaw beyond 30 degrees or roll beyond 15 by the reference's pose) are reported as a group of
+their own. Roll: copies of the photos turned in-plane by each --turn angle (written to runs/turned_photos/,
+scored like the photos). Yaw: none of the default photos shows a head turned beyond 30 degrees, so prior
+faces rendered at yaw 35-60 degrees (retinaface/evaluation/pose_truth.py, identities the pose model was not
+built from) are scored against their exact truth (true vertex pixels and angles) instead of mediapipe
+(--rendered-identities 0 leaves them out). The jaw-and-chin contour and lip vertices' NME are reported next
+to the whole mesh's.
 """
 
 from __future__ import annotations
@@ -49,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--mesh-steps", type=int, default=None, help="fitting steps (default: the Detector's)")
     parser.add_argument("--no-refine", action="store_true", help="fit to the detector's first landmarks, without the closer look")
+    parser.add_argument("--turn", type=float, nargs="*", default=[-25.0, 25.0],
+                        help="in-plane turns (degrees, clockwise) of the photos scored as well (default: -25 25; none: upright only)")
+    parser.add_argument("--rendered-identities", type=int, default=2,
+                        help="prior identities rendered at yaw 35-60 degrees besides the mean face, scored against exact truth (default: %(default)s; 0: none)")
     args = parser.parse_args(argv)
     missing = [str(p) for p in args.photos if not p.is_file()]
     if missing:
@@ -59,16 +71,22 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     from retinaface import Detector
-    from retinaface.evaluation.mesh_accuracy import evaluate_photos, summarize
+    from retinaface.evaluation.mesh_accuracy import evaluate_photos, evaluate_rendered, is_turned, summarize, write_turned_photos
 
     detector = Detector.from_pretrained("mobilenet0.25", device="cpu", mesh=True, mesh_steps=args.mesh_steps,
                                         refine_landmarks=False if args.no_refine else None)
     start = time.perf_counter()
     try:
-        rows, counts = evaluate_photos(detector, args.photos, python=args.mediapipe_python, cache=args.cache, min_size=args.min_size)
+        photos = list(args.photos) + (write_turned_photos(args.photos, args.turn, REPO / "runs" / "turned_photos") if args.turn else [])
+        rows, counts = evaluate_photos(detector, photos, python=args.mediapipe_python, cache=args.cache, min_size=args.min_size)
     except (FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    rendered = []
+    if args.rendered_identities:
+        yaws = [sign * y for y in (35.0, 45.0, 60.0) for sign in (1, -1)]
+        rendered = evaluate_rendered(detector, [(y, p, 0.0) for y in yaws for p in (-15.0, 0.0, 15.0)],
+                                     identities=[None] + [1000 + k for k in range(args.rendered_identities)])
     seconds = time.perf_counter() - start
 
     def fmt(v, spec=".3f"):
@@ -87,20 +105,30 @@ def main(argv: list[str] | None = None) -> int:
         (f"{low:g}-{high:g} px" if high != float("inf") else f">= {low:g} px"): summarize([r for r in rows if low <= r.size < high])
         for low, high in SIZE_GROUPS
     }
+    turned = {"upright (photos)": summarize([r for r in rows if not is_turned(r.reference_pose)]),
+              "turned (photos)": summarize([r for r in rows if is_turned(r.reference_pose)]),
+              "turned (rendered, exact truth)": summarize(rendered)}
+    for r in rendered:
+        ours = "-" if r.pose is None else "/".join(f"{a:.0f}" for a in r.pose)
+        ref = "/".join(f"{a:.0f}" for a in r.reference_pose)
+        print(f"{r.image:<14} {r.size:6.0f} {r.nme_template:8.3f} {r.nme_mesh:8.3f} {ours:>18} {ref:>18} {fmt(r.pose_angle_error, '.1f'):>8}")
     print()
-    for name, s in {**per_image, **per_size, "all": summary}.items():
+    for name, s in {**per_image, **per_size, **turned, "all": summary}.items():
         if not s["faces"]:
             print(f"{name:<14} faces   0")
             continue
         print(f"{name:<14} faces {s['faces']:3d}  median NME template {fmt(s['median_nme_template'])}  mesh "
               f"{fmt(s['median_nme_mesh'])}  better than template {fmt(s['better_than_template'], '.0%')}  "
               f"median pose error {fmt(s['median_pose_angle_error'], '.1f')} deg (geodesic), "
-              f"{fmt(s['median_pose_mean_abs_error'], '.1f')} deg (mean |d yaw, pitch, roll|)")
+              f"{fmt(s['median_pose_mean_abs_error'], '.1f')} deg (mean |d yaw, pitch, roll|)  NME jaw {fmt(s['median_nme_jaw'])} "
+              f"({fmt(s['median_nme_jaw'] / s['median_nme_mesh'], '.2f')}x), lips {fmt(s['median_nme_lips'])} "
+              f"({fmt(s['median_nme_lips'] / s['median_nme_mesh'], '.2f')}x)")
     print(f"{counts['detected']} faces detected, {counts['large']} >= {args.min_size:g} px, {counts['no_reference']} without a mediapipe reference")
     print(f"Detector(mesh=True): {counts['detector_seconds']:.2f} s for {len(args.photos)} photos, "
           f"{counts['detector_seconds'] / max(counts['detected'], 1):.3f} s per detected face ({args.threads} threads)")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"summary": summary, "per_image": per_image, "per_size": per_size, "faces": [asdict(r) for r in rows]}, indent=1))
+    args.json.write_text(json.dumps({"summary": summary, "per_image": per_image, "per_size": per_size, "turned": turned,
+                                     "faces": [asdict(r) for r in rows], "rendered": [asdict(r) for r in rendered]}, indent=1))
     print(f"wrote {args.json}")
     return 0
 

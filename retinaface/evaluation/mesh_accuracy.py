@@ -8,6 +8,9 @@ Measures, per face:
 
 - NME: mean 2-D distance between our 468 vertices and the reference's, divided by ``sqrt(box area)``
   (the detector's box);
+- NME of two vertex groups, with the same normaliser: the jaw and chin (the mesh's contour vertices of the
+  Multi-PIE jaw points 0-16) and the lips (Multi-PIE 48-67), through the 68-point correspondence
+  (:data:`retinaface.mesh.prior.MULTIPIE68_TO_TEMPLATE`, published anatomy of mediapipe's topology);
 - head-pose error: our five-landmark PnP pose (:mod:`retinaface.pose`) against the pose of the reference
   points, found by a similarity Procrustes fit (Umeyama) of the template's 468 vertices to the reference
   points in 3-D (mediapipe's points are close to an orthographic view of the face, so this is the head's
@@ -46,6 +49,49 @@ def nme(vertices: np.ndarray, reference: np.ndarray, box: np.ndarray) -> float:
     ``sqrt`` of the area of ``box`` ``ndarray[4]`` (x1 y1 x2 y2)."""
     area = max(float((box[2] - box[0]) * (box[3] - box[1])), 1e-6)
     return float(np.linalg.norm(vertices[:, :2] - reference[:, :2], axis=1).mean() / np.sqrt(area))
+
+
+def vertex_groups() -> dict[str, list[int]]:
+    """Template vertices of the groups reported apart: ``"jaw"`` (the jaw and chin contour, Multi-PIE points
+    0-16) and ``"lips"`` (Multi-PIE 48-67, outer and inner lip contour)."""
+    from ..mesh.prior import MULTIPIE68_TO_TEMPLATE
+
+    return {"jaw": list(MULTIPIE68_TO_TEMPLATE[0:17]), "lips": list(MULTIPIE68_TO_TEMPLATE[48:68])}
+
+
+TURNED_YAW = 30.0
+TURNED_ROLL = 15.0
+"""A face is a turned head when the reference's |yaw| exceeds :data:`TURNED_YAW` or its |roll| :data:`TURNED_ROLL` degrees."""
+
+
+def is_turned(reference_pose: Sequence[float]) -> bool:
+    """Whether a reference pose ``(yaw, pitch, roll)`` (degrees) is a turned head (:data:`TURNED_YAW`, :data:`TURNED_ROLL`)."""
+    return abs(reference_pose[0]) > TURNED_YAW or abs(reference_pose[2]) > TURNED_ROLL
+
+
+def write_turned_photos(paths: Sequence[Path], angles: Sequence[float], folder: Path) -> list[Path]:
+    """Copies of each photo turned clockwise on screen by each of ``angles`` (degrees) about its centre, on a
+    canvas grown to hold the whole photo (borders replicated), written losslessly as PNG into ``folder``:
+    the faces' roll grows by the angle. Returns the written paths (photo-major)."""
+    import cv2
+
+    from ..media.images import read_image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in paths:
+        image = read_image(path)
+        height, width = image.shape[:2]
+        for angle in angles:
+            matrix = cv2.getRotationMatrix2D((width / 2.0, height / 2.0), -float(angle), 1.0)
+            cos, sin = abs(matrix[0, 0]), abs(matrix[0, 1])
+            size = (int(np.ceil(width * cos + height * sin)), int(np.ceil(width * sin + height * cos)))
+            matrix[:, 2] += np.array(size) / 2.0 - np.array([width / 2.0, height / 2.0])
+            turned = cv2.warpAffine(image, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            target = folder / f"{Path(path).stem}_turned{angle:+g}.png"
+            cv2.imwrite(str(target), turned)
+            written.append(target)
+    return written
 
 
 def similarity_procrustes(source: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
@@ -153,6 +199,8 @@ class FaceAccuracy:
     reference_pose: tuple[float, float, float]
     pose_angle_error: float | None
     pose_mean_abs_error: float | None
+    nme_jaw: float | None = None
+    nme_lips: float | None = None
 
 
 def template_vertices_in_boxes(boxes: np.ndarray) -> np.ndarray:
@@ -188,6 +236,7 @@ def evaluate_photos(
     from ..media.images import read_image
 
     template = head_model_vertices()  # the reference pose is measured in the same head frame as ours
+    groups = vertex_groups()
     rows: list[FaceAccuracy] = []
     counts: dict = {"detected": 0, "large": 0, "no_reference": 0, "detector_seconds": 0.0}
     per_image = []
@@ -223,6 +272,8 @@ def evaluate_photos(
                 reference_pose=ref_angles,
                 pose_angle_error=None if error is None else error.angle,
                 pose_mean_abs_error=None if error is None else error.mean_abs,
+                nme_jaw=nme(face.mesh_vertices[groups["jaw"]], ref[groups["jaw"]], face.box),
+                nme_lips=nme(face.mesh_vertices[groups["lips"]], ref[groups["lips"]], face.box),
             ))
     return rows, counts
 
@@ -241,4 +292,45 @@ def summarize(rows: Sequence[FaceAccuracy]) -> dict[str, float | int | None]:
         "faces_with_pose": sum(r.pose is not None for r in rows),
         "median_pose_angle_error": median(r.pose_angle_error for r in rows),
         "median_pose_mean_abs_error": median(r.pose_mean_abs_error for r in rows),
+        "median_nme_jaw": median(r.nme_jaw for r in rows),
+        "median_nme_lips": median(r.nme_lips for r in rows),
     }
+
+
+def evaluate_rendered(
+    detector, poses: Sequence[tuple[float, float, float]], *, identities: Sequence[int | None] = (None,),
+    face_px: float = 160.0, image_size: int = 448,
+) -> list[FaceAccuracy]:
+    """Faces with exact truth instead of the judge: prior faces rendered at known ``poses`` ``(yaw, pitch,
+    roll)`` (:mod:`retinaface.evaluation.pose_truth`; ``identities`` as there), scored like photo faces, the
+    reference points being the rendered vertices' true pixel positions and the reference pose the angles the
+    face was turned by. For turned heads where no photo we may use shows one (yaw beyond 30 degrees)."""
+    from .pose_truth import best_face, prior_face, render_face, turn
+
+    groups = vertex_groups()
+    rows: list[FaceAccuracy] = []
+    for identity in identities:
+        vertices = prior_face(identity)
+        for index, (yaw, pitch, roll) in enumerate(poses):
+            rendered = render_face(vertices, yaw, pitch, roll, size=image_size, face_px=face_px, noise=2.0, seed=index)
+            face = best_face(detector(rendered.image), np.array([image_size / 2.0, image_size / 2.0]))
+            if face is None or face.mesh_vertices is None:
+                continue
+            truth = rendered.pixels
+            base = template_vertices_in_boxes(np.asarray(face.box)[None])[0]
+            pose = face.pose
+            angle = mean_abs = None
+            if pose is not None:
+                true_rotation = _FLIP @ turn(yaw, pitch, roll) @ _FLIP
+                angle = float(rotation_error_degrees(pose.relative_rotation, true_rotation))
+                mean_abs = float(np.abs(np.subtract((pose.yaw, pose.pitch, pose.roll), (yaw, pitch, roll))).mean())
+            rows.append(FaceAccuracy(
+                image=f"rendered {'mean' if identity is None else f'id{identity}'}", box=[round(float(v), 1) for v in face.box],
+                size=float(max(face.box[2] - face.box[0], face.box[3] - face.box[1])),
+                nme_template=nme(base, truth, face.box), nme_mesh=nme(face.mesh_vertices, truth, face.box),
+                pose=None if pose is None else (pose.yaw, pose.pitch, pose.roll), reference_pose=(yaw, pitch, roll),
+                pose_angle_error=angle, pose_mean_abs_error=mean_abs,
+                nme_jaw=nme(face.mesh_vertices[groups["jaw"]], truth[groups["jaw"]], face.box),
+                nme_lips=nme(face.mesh_vertices[groups["lips"]], truth[groups["lips"]], face.box),
+            ))
+    return rows
