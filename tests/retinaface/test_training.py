@@ -13,9 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from retinaface.cli.train import main as train_main
 from retinaface.errors import ConfigError
 from retinaface.training.loop import EpochSampler, lr_factor, train, train_config
 from retinaface.model.weights import read_safetensors
+
+from ..cli_runner import run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = REPO / "scripts" / "train.py"
@@ -94,7 +97,7 @@ def test_resume_continues_exactly(tiny_data, tmp_path, one_thread):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tiny_data, tmp_path):
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tiny_data, tmp_path, one_thread):
     args = lambda out, steps: [  # noqa: E731
         sys.executable, str(TRAIN), "--preset", "mobilenet0.25-synthetic", "--no-progress",
         *[f"--{k}" if v is None else f"--{k}={v}" for k, v in dict(
@@ -102,7 +105,8 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tiny_data, tmp_path
             epochs=3, checkpoint_every=1, max_steps=steps).items()], "--loss.max_mesh_faces=2",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # see one_thread
-    reference = subprocess.run(args(tmp_path / "ref", 7), capture_output=True, text=True, timeout=600, env=env)
+    # the uninterrupted reference: the same command in this process (one_thread: the processes' one thread)
+    reference = run_cli(train_main, *args(tmp_path / "ref", 7)[2:])
     assert reference.returncode == 0, reference.stderr[-2000:]
     process = subprocess.Popen(args(tmp_path / "killed", 7), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     checkpoint = tmp_path / "killed" / "last.pt"
@@ -184,7 +188,7 @@ def test_sigterm_keeps_the_last_checkpoint_and_says_how_to_resume(tiny_data, tmp
 
 def test_bad_training_input_is_one_line(tmp_path):
     (tmp_path / "label.txt").write_text("# a.jpg\n1 2 3\n")
-    result = subprocess.run([sys.executable, str(TRAIN), f"--train_labels={tmp_path / 'label.txt'}", "--no-progress"], capture_output=True, text=True)
+    result = run_cli(train_main, f"--train_labels={tmp_path / 'label.txt'}", "--no-progress")
     assert result.returncode == 2 and result.stderr.startswith("error: ") and "label.txt:2" in result.stderr
-    result = subprocess.run([sys.executable, str(TRAIN), "--train_labels=x", "--bogus=1"], capture_output=True, text=True)
+    result = run_cli(train_main, "--train_labels=x", "--bogus=1")
     assert result.returncode == 2 and "unknown config key 'bogus'" in result.stderr

@@ -1,4 +1,7 @@
-"""The accuracy, jitter, pose-feature and Table 3 benchmark scripts as users run them: clean errors, a short real run."""
+"""The accuracy, jitter, pose-feature and Table 3 benchmark scripts as users run them: clean errors, a short real run.
+
+Each script runs once as a process (``python scripts/X.py``); its further runs call the script's ``main(argv)``
+in-process (tests/cli_runner.py), which answers with the same exit code, stdout and stderr."""
 
 from __future__ import annotations
 
@@ -9,19 +12,27 @@ from pathlib import Path
 
 import pytest
 
+from ..cli_runner import run_cli, script_main
+
 REPO = Path(__file__).resolve().parents[2]
 ASTRONAUT = REPO / "datasets" / "samples" / "astronaut.jpg"
 
 
 def run(script: str, *args) -> subprocess.CompletedProcess:
+    """``python scripts/<script> ARGS`` as a process."""
     return subprocess.run([sys.executable, str(REPO / "scripts" / script), *map(str, args)],
                           capture_output=True, text=True, timeout=600)
+
+
+def run_in_process(script: str, *args) -> subprocess.CompletedProcess:
+    """The same run through the script's ``main(argv)`` in this process."""
+    return run_cli(script_main(script), *args)
 
 
 def test_accuracy_benchmark_without_mediapipe_or_photo_fails_with_one_line(tmp_path: Path) -> None:
     missing = run("bench_mesh_accuracy.py", tmp_path / "none.jpg", "--json", tmp_path / "a.json")
     assert missing.returncode == 2 and missing.stderr.startswith("error: photo not found") and "Traceback" not in missing.stderr
-    no_judge = run("bench_mesh_accuracy.py", ASTRONAUT, "--mediapipe-python", tmp_path / "no-python",
+    no_judge = run_in_process("bench_mesh_accuracy.py", ASTRONAUT, "--mediapipe-python", tmp_path / "no-python",
                    "--cache", tmp_path / "cache.json", "--json", tmp_path / "a.json")
     assert no_judge.returncode == 2 and "mediapipe" in no_judge.stderr and "Traceback" not in no_judge.stderr
     assert not (tmp_path / "a.json").exists()
@@ -56,7 +67,7 @@ def test_pose_feature_probe_on_a_tiny_synthetic_set(tmp_path: Path) -> None:
     assert report["val_faces"] == len(records)
     baseline = evaluate_at_boxes(model, tmp_path / "data" / "val").summary()["mesh_rotation_deg_zero"]
     assert abs(report["zero"] - baseline) < 1e-3
-    missing = run("probe_pose_features.py", tmp_path / "nothing")
+    missing = run_in_process("probe_pose_features.py", tmp_path / "nothing")
     assert missing.returncode == 2 and missing.stderr.startswith("error:") and "Traceback" not in missing.stderr
 
 
@@ -84,7 +95,7 @@ def test_table3_ablation_trains_both_arms_per_seed_then_a_rerun_reads_the_finish
     paired = summary["paired_with_minus_without"]["easy"]
     assert paired == pytest.approx([summary["runs"]["with"][s]["easy"] - summary["runs"]["without"][s]["easy"] for s in ("0", "1")])
 
-    again = run("ablate_pixel_term.py", tmp_path / "data", "--seeds", 0, 1, "--output", output, "--threads", 1, *TINY_TRAINING)
+    again = run_in_process("ablate_pixel_term.py", tmp_path / "data", "--seeds", 0, 1, "--output", output, "--threads", 1, *TINY_TRAINING)
     assert again.returncode == 0 and "training" not in again.stdout
     assert json.loads((output / "table3.json").read_text())["runs"] == summary["runs"]
 
@@ -93,7 +104,7 @@ def test_table3_ablation_trains_both_arms_per_seed_then_a_rerun_reads_the_finish
     (output / "with-seed2" / "metrics.jsonl").write_text('{"step": 1}\n')
     for args in ((tmp_path / "nothing",), (tmp_path / "data", "--output", tmp_path / "t", "--no_such_key=1"),
                  (tmp_path / "data", "--seeds", 1, 2, "--output", output, *TINY_TRAINING)):
-        result = run("ablate_pixel_term.py", *args)
+        result = run_in_process("ablate_pixel_term.py", *args)
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
         assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error:")
     assert (output / "with-seed2" / "metrics.jsonl").read_text() == '{"step": 1}\n'

@@ -1,4 +1,5 @@
-"""scripts/benchmark.py end to end on a tiny WIDER-format val set with known faces."""
+"""scripts/benchmark.py end to end on a tiny WIDER-format val set with known faces (in-process through
+``main(argv)``, tests/cli_runner.py; as processes: the one-process reference of the torchrun test, and torchrun)."""
 
 from __future__ import annotations
 
@@ -14,15 +15,24 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
+from retinaface.cli.benchmark import main as benchmark_main
 from retinaface.samples import demo_frames
 from retinaface.evaluation.wider_eval import SETTINGS, WiderGroundTruth, save_ground_truth
+
+from ..cli_runner import run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "benchmark.py"
 
 
 def run(*args, cwd=None, env=None):
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args), "--no-progress"], capture_output=True, text=True, cwd=cwd,
+    """``benchmark ARGS --no-progress`` in-process (tests/cli_runner.py)."""
+    return run_cli(benchmark_main, *args, "--no-progress", cwd=cwd, env=env)
+
+
+def run_script(*args, env=None):
+    """``python scripts/benchmark.py ARGS --no-progress`` as a process: the script as users start it."""
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args), "--no-progress"], capture_output=True, text=True,
                           timeout=600, env=env)
 
 
@@ -154,8 +164,8 @@ def test_torchrun_two_processes_equal_one_process_and_resume(tmp_path, tiny_wide
     common = ["--wider-root", root / "WIDER_val", "--gt-dir", root / "gt", "--device", "cpu"]
     # torchrun gives each worker OMP_NUM_THREADS=1; the reference runs with the same thread count, since float
     # sums split over another number of threads round differently in the last printed digit
-    single = run(*common, "--predictions", tmp_path / "one", "--json", tmp_path / "one.json", "--plot", tmp_path / "one.png",
-                 env={**os.environ, "OMP_NUM_THREADS": "1"})
+    single = run_script(*common, "--predictions", tmp_path / "one", "--json", tmp_path / "one.json", "--plot", tmp_path / "one.png",
+                        env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert single.returncode == 0, single.stderr
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(SCRIPT)]
 

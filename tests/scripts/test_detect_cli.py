@@ -1,4 +1,8 @@
-"""scripts/detect.py end to end, as a user runs it."""
+"""scripts/detect.py end to end, as a user runs it.
+
+The commands run in-process through ``main(argv)`` (tests/cli_runner.py: the same exit code, stdout and
+stderr a process gives); ``python scripts/detect.py`` itself runs as a process for the plain photo, for
+Ctrl+C, and ``scripts/export_onnx.py`` for the exported model."""
 
 from __future__ import annotations
 
@@ -17,15 +21,24 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
+from retinaface.cli.detect import main as detect_main
 from retinaface.outputs.video import AtomicVideoWriter
 from retinaface.samples import demo_frames
+
+from ..cli_runner import run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "detect.py"
 ASTRONAUT = REPO / "datasets" / "samples" / "astronaut.jpg"
 
 
-def run(*args, cwd=None, timeout=300):
+def run(*args, cwd=None):
+    """``detect ARGS --no-progress`` in-process."""
+    return run_cli(detect_main, *args, "--no-progress", cwd=cwd)
+
+
+def run_script(*args, cwd=None, timeout=300):
+    """``python scripts/detect.py ARGS --no-progress`` as a process: the script as users start it."""
     return subprocess.run(
         [sys.executable, str(SCRIPT), *map(str, args), "--no-progress"],
         capture_output=True, text=True, cwd=cwd, timeout=timeout,
@@ -50,16 +63,32 @@ def short_video(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def full_size_records(short_video, tmp_path_factory):
-    """JSON records of ``short_video`` detected at full size (``--max-size 0``), PyTorch backend."""
-    path = tmp_path_factory.mktemp("full") / "full.jsonl"
-    result = run(short_video[0], "--no-draw", "--json", path, "--max-size", "0")
+def full_size_run(short_video, tmp_path_factory):
+    """``short_video`` detected at full size (``--max-size 0``), PyTorch backend, four frames a batch, with an
+    annotated copy: the folder holding ``annotated.mp4`` and ``v.jsonl``."""
+    folder = tmp_path_factory.mktemp("full")
+    result = run(short_video[0], "--output", folder / "annotated.mp4", "--json", folder / "v.jsonl", "--batch-size", "4", "--max-size", "0")
     assert result.returncode == 0, result.stderr
-    return read_jsonl(path)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def full_size_records(full_size_run):
+    """JSON records of ``short_video`` detected at full size (:func:`full_size_run`)."""
+    return read_jsonl(full_size_run / "v.jsonl")
+
+
+@pytest.fixture(scope="module")
+def default_size_run(short_video, tmp_path_factory):
+    """``detect clip.mp4 --no-draw --json only.jsonl`` (the default detection size) run in an empty working
+    folder: that folder, holding what the run wrote there, and the run's result."""
+    folder = tmp_path_factory.mktemp("default")
+    result = run(short_video[0], "--no-draw", "--json", folder / "only.jsonl", cwd=folder)
+    return folder, result
 
 
 def test_image_writes_annotated_copy_and_json(tmp_path):
-    result = run(ASTRONAUT, "--output", tmp_path / "out.png", "--json", tmp_path / "faces.jsonl")
+    result = run_script(ASTRONAUT, "--output", tmp_path / "out.png", "--json", tmp_path / "faces.jsonl")
     assert result.returncode == 0, result.stderr
     assert "1 faces in 1 images" in result.stdout
     (record,) = read_jsonl(tmp_path / "faces.jsonl")
@@ -101,12 +130,10 @@ def test_folder_with_mixed_formats_and_a_corrupt_file(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["a_gray.png", "b_rgba.png", "c_16bit.png"]
 
 
-def test_video_keeps_size_and_rate_and_finds_pasted_faces(tmp_path, short_video):
+def test_video_keeps_size_and_rate_and_finds_pasted_faces(short_video, full_size_run):
     video, face_boxes = short_video
-    out = tmp_path / "annotated.mp4"
-    result = run(video, "--output", out, "--json", tmp_path / "v.jsonl", "--batch-size", "4", "--max-size", "0")
-    assert result.returncode == 0, result.stderr
-    records = read_jsonl(tmp_path / "v.jsonl")
+    out = full_size_run / "annotated.mp4"  # --output annotated.mp4 --json v.jsonl --batch-size 4 --max-size 0
+    records = read_jsonl(full_size_run / "v.jsonl")
     assert [r["frame"] for r in records] == list(range(12)) and len(face_boxes) == 12
     for record, truth in zip(records, face_boxes):
         assert (record["width"], record["height"]) == (1280, 720)
@@ -123,11 +150,10 @@ def test_video_keeps_size_and_rate_and_finds_pasted_faces(tmp_path, short_video)
     assert frames == 12
 
 
-def test_no_draw_writes_json_only(tmp_path, short_video):
-    video, _ = short_video
-    result = run(video, "--no-draw", "--json", tmp_path / "only.jsonl", cwd=tmp_path)
+def test_no_draw_writes_json_only(default_size_run):
+    folder, result = default_size_run  # --no-draw --json only.jsonl, run in `folder`
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["only.jsonl"]
+    assert sorted(p.name for p in folder.iterdir()) == ["only.jsonl"]
 
 
 def _bad_inputs(tmp_path):
@@ -232,12 +258,12 @@ def test_onnxruntime_backend_and_exported_file_on_video(tmp_path, short_video, f
             assert np.abs(np.array(fa["box"]) - np.array(fb["box"])).max() <= 0.5
 
 
-def test_video_default_detection_size_is_640(tmp_path, short_video, full_size_records):
+def test_video_default_detection_size_is_640(tmp_path, short_video, full_size_records, default_size_run):
     video, face_boxes = short_video
-    result = run(video, "--no-draw", "--json", tmp_path / "d.jsonl")
+    folder, result = default_size_run  # no --max-size
     explicit = run(video, "--no-draw", "--json", tmp_path / "e.jsonl", "--max-size", "640")
     assert result.returncode == 0 and explicit.returncode == 0, result.stderr + explicit.stderr
-    records, explicit_records = read_jsonl(tmp_path / "d.jsonl"), read_jsonl(tmp_path / "e.jsonl")
+    records, explicit_records = read_jsonl(folder / "only.jsonl"), read_jsonl(tmp_path / "e.jsonl")
     assert [r["frame"] for r in records] == [r["frame"] for r in explicit_records] == list(range(12)) and len(face_boxes) == 12
     # the default is exactly an explicit --max-size 640: the same faces in every frame
     for default, at_640 in zip(records, explicit_records):
@@ -280,7 +306,7 @@ def test_mesh_overlay_and_json(tmp_path):
     assert refined["pose"] != plain_face["pose"]
 
 
-def test_json_carries_head_pose_and_video_faces_keep_their_track_ids(tmp_path, short_video):
+def test_json_carries_head_pose_and_video_faces_keep_their_track_ids(tmp_path, short_video, default_size_run):
     result = run(ASTRONAUT, "--no-draw", "--json", tmp_path / "a.jsonl")
     assert result.returncode == 0, result.stderr
     (face,) = read_jsonl(tmp_path / "a.jsonl")[0]["faces"]
@@ -288,10 +314,10 @@ def test_json_carries_head_pose_and_video_faces_keep_their_track_ids(tmp_path, s
     assert all(abs(angle) < 25 for angle in face["pose"].values())  # the astronaut faces the camera
 
     video, face_boxes = short_video
-    result = run(video, "--no-draw", "--json", tmp_path / "v.jsonl")
+    folder, result = default_size_run  # --no-draw --json only.jsonl
     assert result.returncode == 0, result.stderr
     ids_per_face: dict[int, set] = {0: set(), 1: set()}
-    records = read_jsonl(tmp_path / "v.jsonl")
+    records = read_jsonl(folder / "only.jsonl")
     assert len(records) == len(face_boxes) == 12
     for record, truth in zip(records, face_boxes):
         found = torch.tensor([f["box"] for f in record["faces"]]).reshape(-1, 4)

@@ -10,6 +10,8 @@ from pathlib import Path
 import cv2
 import pytest
 
+from ..cli_runner import run_cli
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "detect.py"
 
@@ -28,7 +30,13 @@ def folder(tmp_path_factory) -> Path:
 
 
 def detect(*args: str, module: list[str] | None = None) -> subprocess.CompletedProcess:
-    command = [sys.executable, *(module or []), str(SCRIPT), *args, "--no-progress", "--device", "cpu"]
+    """``detect ARGS --no-progress --device cpu``: in-process (tests/cli_runner.py), or as a process started
+    by ``python MODULE... scripts/detect.py`` when ``module`` is given (torchrun)."""
+    if module is None:
+        from retinaface.cli.detect import main
+
+        return run_cli(main, *args, "--no-progress", "--device", "cpu")
+    command = [sys.executable, *module, str(SCRIPT), *args, "--no-progress", "--device", "cpu"]
     return subprocess.run(command, capture_output=True, text=True, timeout=600)
 
 

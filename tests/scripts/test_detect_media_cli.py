@@ -1,10 +1,9 @@
-"""`retinaface detect` on phone/browser media and with the face workflows, end to end."""
+"""`retinaface detect` on phone/browser media and with the face workflows, end to end (in-process through
+``main(argv)``, tests/cli_runner.py; tests/scripts/test_detect_cli.py runs the script as a process)."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import av
@@ -15,15 +14,18 @@ import torch
 from PIL import Image
 from torchvision.ops import box_iou
 
+from retinaface.cli.detect import main as detect_main
 from retinaface.samples import ASTRONAUT_FACE_BOX, demo_frames
 
+from ..cli_runner import run_cli
+
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "scripts" / "detect.py"
 ASTRONAUT = REPO / "datasets" / "samples" / "astronaut.jpg"
 
 
-def run(*args, timeout=300):
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args), "--no-progress"], capture_output=True, text=True, timeout=timeout)
+def run(*args):
+    """``detect ARGS --no-progress`` in-process."""
+    return run_cli(detect_main, *args, "--no-progress")
 
 
 def read_jsonl(path):

@@ -11,12 +11,22 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
+from ..cli_runner import run_cli
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "eval_mesh_head.py"
 
 
 def run(*args):
+    """``python scripts/eval_mesh_head.py ARGS`` as a process: the script as users start it."""
     return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=600)
+
+
+def run_in_process(*args):
+    """The same through ``retinaface.cli.eval_mesh.main(argv)`` in this process (tests/cli_runner.py)."""
+    from retinaface.cli.eval_mesh import main
+
+    return run_cli(main, *args)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +59,7 @@ def test_released_weights_detect_the_faces_and_score_their_zero_head_against_the
     assert "rotation" in result.stdout
     # at the true boxes every face is scored: the released head is zero (frontal), so its median rotation error
     # is the median of the rendered rotations, and so is the zero baseline's
-    at_boxes = run("mobilenet0.25", synthetic_val, "--at-true-boxes", "--json", tmp_path / "boxes.json")
+    at_boxes = run_in_process("mobilenet0.25", synthetic_val, "--at-true-boxes", "--json", tmp_path / "boxes.json")
     assert at_boxes.returncode == 0, at_boxes.stderr[-2000:]
     scored = json.loads((tmp_path / "boxes.json").read_text())
     assert scored["mesh_matched"] == faces
@@ -58,6 +68,6 @@ def test_released_weights_detect_the_faces_and_score_their_zero_head_against_the
 
 
 def test_folder_without_render_parameters_is_one_error_line(tmp_path):
-    result = run("mobilenet0.25", tmp_path)
+    result = run_in_process("mobilenet0.25", tmp_path)
     assert result.returncode == 2 and result.stderr.strip().startswith("error:") and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

@@ -15,6 +15,8 @@ import pytest
 from retinaface.cli import COMMANDS
 from retinaface.cli.hallucinate import main
 
+from ..cli_runner import run_cli
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "hallucinate.py"
 
@@ -61,7 +63,7 @@ def test_mesh_draws_the_face_found_in_each_image(tmp_path) -> None:
 
 
 def test_unknown_layer_is_one_error_line_listing_the_layers(tmp_path) -> None:
-    result = run("--target", "nonsense.layer:1", "--output", tmp_path, "--no-progress")
+    result = run_cli(main, "--target", "nonsense.layer:1", "--output", tmp_path, "--no-progress")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("error: unknown layer 'nonsense.layer'") and "context.1 (64 ch)" in line
