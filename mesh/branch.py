@@ -120,15 +120,22 @@ class MeshBranch(nn.Module):
         """Decoded meshes placed in the image: ``Tensor[K, V, 3]`` (x, y in pixels; view depth), and the decoded
         meshes themselves (model space, colours), for faces whose crops are ``boxes`` ``Tensor[K, 4]``
         (x1 y1 x2 y2, pixels)."""
-        from .renderer import camera_from_params, project
-
         parts = self.clean(coefficients)
         mesh = self.decoder(parts.latent)
-        widths, heights = (boxes[:, 2] - boxes[:, 0]).clamp(min=1e-3), (boxes[:, 3] - boxes[:, 1]).clamp(min=1e-3)
-        ndc = project(mesh.vertices, camera_from_params(parts.camera, widths / heights))
-        x = boxes[:, None, 0] + (1 - ndc[..., 0]) / 2 * widths[:, None]
-        y = boxes[:, None, 1] + (1 - ndc[..., 1]) / 2 * heights[:, None]
-        return torch.stack([x, y, ndc[..., 2]], dim=-1), mesh
+        return place_in_boxes(mesh.vertices, parts.camera, boxes), mesh
+
+
+def place_in_boxes(vertices: Tensor, camera: Tensor, boxes: Tensor) -> Tensor:
+    """Model-space ``vertices`` ``Tensor[K, V, 3]`` seen by the renderer's ``camera`` ``Tensor[K, 7]`` (its
+    parameters for a crop at each of ``boxes`` ``Tensor[K, 4]``, x1 y1 x2 y2 pixels), placed in the image:
+    ``Tensor[K, V, 3]`` (x, y pixels; view depth)."""
+    from .renderer import camera_from_params, project
+
+    widths, heights = (boxes[:, 2] - boxes[:, 0]).clamp(min=1e-3), (boxes[:, 3] - boxes[:, 1]).clamp(min=1e-3)
+    ndc = project(vertices, camera_from_params(camera, widths / heights))
+    x = boxes[:, None, 0] + (1 - ndc[..., 0]) / 2 * widths[:, None]
+    y = boxes[:, None, 1] + (1 - ndc[..., 1]) / 2 * heights[:, None]
+    return torch.stack([x, y, ndc[..., 2]], dim=-1)
 
 
 class MeshPixelLoss(nn.Module):

@@ -34,6 +34,14 @@ def check_fields(config: Any, rules: Mapping[str, tuple[Callable[[Any], bool], s
             raise ConfigError(f"{key}={value!r} is invalid: expected {expected}")
 
 
+MESH_STARTS = ("pnp", "head")
+"""Where a face's first mesh fit starts: ``"pnp"``, the prior's mean face posed by PnP of the five landmarks;
+``"head"``, the detector's own mesh (its RoI mesh head's coefficients: shape weights, rotation, camera and
+light; :func:`retinaface.mesh.head_start.state_from_coefficients`). A tracked face's later frames start
+from its previous fit either way."""
+DEFAULT_MESH_START = "pnp"
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture of a RetinaFace network."""

@@ -1,6 +1,6 @@
 """Command-line entry points, installed as the ``retinaface`` console command.
 
-``retinaface detect|train|benchmark|export|eval-mesh [options]``; each subcommand's ``--help`` lists its options.
+``retinaface detect|train|benchmark|export|eval-mesh|train-mesh-head|hallucinate [options]``; each subcommand's ``--help`` lists its options.
 The files in the repository's ``scripts/`` folder call the same ``main`` functions.
 """
 
@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "benchmark": ("retinaface.cli.benchmark", "WIDER FACE val average precision with the official protocol"),
     "export": ("retinaface.cli.export", "export weights to ONNX for the onnxruntime backend"),
     "eval-mesh": ("retinaface.cli.eval_mesh", "mesh head errors against the true render parameters of a synthetic set"),
+    "train-mesh-head": ("retinaface.cli.train_mesh_head", "train the RoI mesh head of frozen detector weights on synthetic faces"),
     "hallucinate": ("retinaface.cli.hallucinate", "hallucinated faces: gradient ascent on noise until a chosen output responds"),
 }
 

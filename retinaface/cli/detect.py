@@ -7,8 +7,8 @@ Poses: yaw > 0 face turned to the image's right, pitch > 0 looking up, roll > 0 
 null (with "pose_reason") for faces too small, cut off or degenerate. "roll" is the eye line's angle in the
 image (any angle). Videos add "track_id" per face; --crops adds a "crop" with its transform.
 With --mesh the landmarks are refined by a second look at each face (an enlarged crop, and for stills its
-mirror image too; --refine-landmarks alone does just that), then each face's 3D mesh is fitted (PnP start from the five
-landmarks, then --mesh-steps steps of analysis by synthesis against the photo with a face-shape prior) and each face also gets "mesh_coefficients"
+mirror image too; --refine-landmarks alone does just that), then each face's 3D mesh is fitted (from a start, --mesh-init: the
+detector's own mesh or the mean face posed by PnP of the five landmarks; then --mesh-steps steps of analysis by synthesis against the photo with a face-shape prior) and each face also gets "mesh_coefficients"
 (144), "mesh_vertices" ([x, y, depth] x 468, image pixels, mediapipe face-mesh vertex order) and
 "mesh_residual" ({"pixel_l1", "landmark_px"}: how well the fit explains the photo; null when not fitted).
 
@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 
 from . import common
-from ..config import InferenceConfig
+from ..config import DEFAULT_MESH_START, MESH_STARTS, InferenceConfig
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -54,7 +54,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="look at each face again in an enlarged crop (for stills also its mirror image) and average the landmarks: "
                              "steadier landmarks and head poses for small faces, at the cost of one more network pass per image "
                              "(default: on with --mesh, off otherwise)")
-    parser.add_argument("--mesh-steps", type=common.int_at_least(0, 10_000), default=None, help="optimisation steps per mesh fit (default: 20; 0 = pose from the five landmarks with the mean face shape only)")
+    parser.add_argument("--mesh-steps", type=common.int_at_least(0, 10_000), default=None, help="optimisation steps per mesh fit (default: 20; 0 = the start below, unfitted)")
+    parser.add_argument("--mesh-init", choices=MESH_STARTS, default=None,
+                        help="where each face's mesh fit starts: 'head', the detector's own mesh (shape, pose and light from its mesh head); "
+                             f"'pnp', the mean face posed by PnP of the five landmarks (default: {DEFAULT_MESH_START}). "
+                             "A video's tracked faces start from their previous frame's fit either way")
     views = parser.add_argument_group("views")
     views.add_argument("--rotations", action="store_true", help="also detect in the image turned 90, 180 and 270 degrees and merge (4x the time)")
     views.add_argument("--scales", type=_floats, default=(1.0,), help="image pyramid: comma-separated resize factors, e.g. 0.5,1,2 (default: 1)")
@@ -83,6 +87,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--mesh-export needs --mesh")
     if args.mesh_steps is not None and not args.mesh:
         parser.error("--mesh-steps needs --mesh")
+    if args.mesh_init is not None and not args.mesh:
+        parser.error("--mesh-init needs --mesh")
     if any(not f > 0 for f in args.scales):
         parser.error("--scales must be positive numbers")
     if (args.keep_largest or args.keep_track_ids) and not (args.blur or args.pixelate):
@@ -142,7 +148,7 @@ def _detect(args: argparse.Namespace, interruption) -> int:
         detector = Detector.from_pretrained(
             args.weights, device=device, score_threshold=args.score_threshold,
             nms_threshold=args.nms_threshold, max_size=max_size or None, backend=args.backend, mesh=args.mesh,
-            mesh_steps=args.mesh_steps, refine_landmarks=args.refine_landmarks,
+            mesh_steps=args.mesh_steps, mesh_start=args.mesh_init, refine_landmarks=args.refine_landmarks,
             refine=REFINE_PRESETS["video" if moving else "photo"], smooth=SmoothConfig() if args.smooth else None,
         )
         views = MultiViewDetector(

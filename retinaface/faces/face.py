@@ -107,14 +107,21 @@ class Face:
         mirroring, a 90-degree rotation or a mix) maps box, landmarks and mesh points; ``image_size`` is
         ``(width, height)`` of the new frame. A mirroring swaps the left and right landmarks, so that "left
         eye" stays the eye on the image's left. The box becomes the bounds of its mapped corners (exact for
-        the maps above); mesh depths scale with the map; ``mesh_state`` (a camera of the old frame) is dropped."""
+        the maps above); mesh depths scale with the map; ``mesh_state`` (a camera of the old frame) is dropped, and
+        so are the ``mesh_coefficients`` (zeros) unless the map only scales."""
         matrix = np.asarray(matrix, np.float64)
         vertices = self.mesh_vertices
         if vertices is not None:
             scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
             vertices = np.concatenate([vertices[:, :2] @ matrix[:, :2].T + matrix[:, 2], vertices[:, 2:] * scale], axis=1).astype(vertices.dtype)
+        linear = matrix[:, :2]
+        coefficients = self.mesh_coefficients
+        if not (np.isclose(linear[0, 1], 0) and np.isclose(linear[1, 0], 0) and np.isclose(linear[0, 0], linear[1, 1]) and linear[0, 0] > 0):
+            # the head's camera and pose refer to the old frame's crop; rotated or mirrored they would be wrong
+            coefficients = np.zeros_like(np.asarray(coefficients))
         return replace(
             self,
+            mesh_coefficients=coefficients,
             box=transform_boxes(self.box, matrix).astype(np.asarray(self.box).dtype),
             landmarks=transform_landmarks(self.landmarks, matrix).astype(np.asarray(self.landmarks).dtype),
             mesh_vertices=vertices, mesh_state=None, image_size=image_size,

@@ -17,7 +17,7 @@ from typing import Sequence, overload
 import numpy as np
 import torch
 
-from ..config import InferenceConfig, RefineConfig, SmoothConfig
+from ..config import MESH_STARTS, InferenceConfig, RefineConfig, SmoothConfig
 from ..errors import InputError, WeightsError
 from ..export.onnx import OnnxRetinaFace, export_onnx
 from ..faces.face import Face
@@ -112,7 +112,7 @@ class Detector(FaceDetector):
     MESH_NEEDS_TORCH = "decoding meshes needs the PyTorch backend (the onnxruntime model has no mesh decoder)"
 
     def __init__(
-        self, model: RetinaFace | OnnxRetinaFace, *, mesh: bool = False, mesh_steps: int | None = None,
+        self, model: RetinaFace | OnnxRetinaFace, *, mesh: bool = False, mesh_steps: int | None = None, mesh_start: str | None = None,
         refine_landmarks: bool | None = None, refine: RefineConfig = RefineConfig(), smooth: SmoothConfig | None = None,
     ) -> None:
         self._model = model.eval()
@@ -120,13 +120,18 @@ class Detector(FaceDetector):
             raise WeightsError(self.MESH_NEEDS_TORCH)
         if mesh_steps is not None and mesh_steps < 0:
             raise WeightsError("mesh_steps must be 0 or more")
+        if mesh_start is not None and mesh_start not in MESH_STARTS:
+            raise WeightsError(f"mesh_start must be one of {', '.join(MESH_STARTS)}, got {mesh_start!r}")
+        if mesh and mesh_start == "head" and getattr(getattr(model, "config", None), "mesh_head", None) != "roi":
+            raise WeightsError("starting meshes from the detector's own mesh needs weights with a trained RoI mesh head "
+                               "(these weights have the paper's per-anchor head); use the PnP start")
         refiner = None
         if mesh if refine_landmarks is None else refine_landmarks:
             refiner = LandmarkRefiner(
                 self._detect_crops, face_size=refine.face_size, context=refine.context, flip=refine.flip, min_iou=refine.min_iou)
         self.stages = FaceStages(
             refiner=refiner, smoother=None if smooth is None else TrackSmoother(smooth),
-            mesh_fitter=MeshFitter(steps=mesh_steps) if mesh else None,
+            mesh_fitter=MeshFitter(steps=mesh_steps, start=mesh_start) if mesh else None,
         )
 
     @property
@@ -153,6 +158,7 @@ class Detector(FaceDetector):
         optimize: bool = True,
         mesh: bool = False,
         mesh_steps: int | None = None,
+        mesh_start: str | None = None,
         refine_landmarks: bool | None = None,
         refine: RefineConfig = RefineConfig(),
         smooth: SmoothConfig | None = None,
@@ -163,7 +169,9 @@ class Detector(FaceDetector):
         memory (same results, faster). ``backend="onnxruntime"`` runs the network in onnxruntime on the CPU,
         exporting the weights on the fly unless an exported ``.onnx`` file is given. ``mesh=True`` also fits
         each face's 3D mesh (PyTorch backend only; :meth:`fit_meshes`) with ``mesh_steps`` optimisation steps
-        (default: ``FitConfig.steps``; 0 = the PnP pose of the five landmarks with the prior's mean face).
+        (default: ``FitConfig.steps``; 0 = the start itself), starting from ``mesh_start``: ``"pnp"`` (the
+        prior's mean face posed by PnP of the five landmarks) or ``"head"`` (the detector's own mesh, from its
+        RoI mesh head; :data:`~retinaface.config.MESH_STARTS`, default ``DEFAULT_MESH_START``).
         ``refine_landmarks`` (default: on with ``mesh``) takes a second, closer look at each face
         (:mod:`retinaface.refine`, settings ``refine``, e.g. ``REFINE_PRESETS["video"]``) and replaces its
         landmarks and pose by the steadier refined ones. ``smooth`` One-Euro filters each track's box and
@@ -187,7 +195,7 @@ class Detector(FaceDetector):
         if str(name_or_path).endswith(".onnx"):
             raise WeightsError("an .onnx file needs backend='onnxruntime' (--backend onnxruntime)")
         model = load_model(name_or_path, inference=inference, device=resolve_device(device), mesh=mesh)
-        return cls(model.fuse_for_inference() if optimize else model, mesh=mesh, mesh_steps=mesh_steps, refine_landmarks=refine_landmarks, refine=refine, smooth=smooth)
+        return cls(model.fuse_for_inference() if optimize else model, mesh=mesh, mesh_steps=mesh_steps, mesh_start=mesh_start, refine_landmarks=refine_landmarks, refine=refine, smooth=smooth)
 
     @property
     def score_threshold(self) -> float:

@@ -21,24 +21,29 @@ import numpy as np
 import torch
 
 from ..faces.face import Face
-from ..config import SmoothConfig
+from ..config import DEFAULT_MESH_START, MESH_STARTS, SmoothConfig
 from ..faces.tracking import IouTracker, OneEuroFilter
 from ..media.images import as_bgr_uint8
 from .refine import LandmarkRefiner
 
 
 class MeshFitter:
-    """Fits each face's 3-D mesh to the photo (:func:`retinaface.mesh.photo_fit.fit_faces`: PnP from the
-    landmarks, then ``steps`` steps of analysis by synthesis; 0 keeps the PnP-posed mean face) and fills the
-    faces' ``mesh_*`` fields (see :class:`~retinaface.faces.face.Face`)."""
+    """Fits each face's 3-D mesh to the photo (:func:`retinaface.mesh.photo_fit.fit_faces`: a start, then
+    ``steps`` steps of analysis by synthesis; 0 keeps the start) and fills the faces' ``mesh_*`` fields (see
+    :class:`~retinaface.faces.face.Face`). ``start``: one of :data:`MESH_STARTS` (default
+    :data:`DEFAULT_MESH_START`); ``"head"`` with 0 steps gives the detector's own mesh, unfitted."""
 
-    def __init__(self, *, steps: int | None = None) -> None:
+    def __init__(self, *, steps: int | None = None, start: str | None = None) -> None:
         if steps is not None and steps < 0:
             raise ValueError("mesh steps must be 0 or more")
+        start = DEFAULT_MESH_START if start is None else start
+        if start not in MESH_STARTS:
+            raise ValueError(f"mesh start must be one of {', '.join(MESH_STARTS)}, got {start!r}")
         from ..mesh.photo_fit import FitConfig
 
         default = FitConfig()
         self.config = default if steps is None else FitConfig(steps=steps, warm_steps=min(steps, default.warm_steps))
+        self.start = start
 
     def __call__(self, image: np.ndarray, faces: list[Face], init: Sequence[Any] | None = None) -> list[Face]:
         """Fit every face of ``image`` (``ndarray[H, W, 3]`` BGR, the frame the faces' pixels refer to) in one
@@ -46,20 +51,54 @@ class MeshFitter:
         face in the previous video frame) or ``None``."""
         if not faces:
             return faces
-        from ..mesh.photo_fit import FitState, fit_faces, renderer_coefficients
-
         if init is not None and len(init) != len(faces):
             raise ValueError(f"init has {len(init)} states for {len(faces)} faces")
+        init = list(init) if init is not None else [None] * len(faces)
         with torch.inference_mode(False), torch.enable_grad():  # the fit needs autograd even if the caller disabled it
             rgb = torch.from_numpy(np.ascontiguousarray(as_bgr_uint8(image)[..., ::-1])).permute(2, 0, 1).float() / 255
             boxes = torch.from_numpy(np.stack([f.box for f in faces]).astype(np.float32))
             landmarks = torch.from_numpy(np.stack([f.landmarks for f in faces]).astype(np.float32))
-            start = None
-            if init is not None and any(state is not None for state in init):
-                # faces without a previous fit get non-finite rows, which fit_faces starts from PnP
-                fresh = FitState(*(torch.full((1, *t.shape[1:]), float("nan")) for t in next(s for s in init if s is not None)))
-                start = FitState(*(torch.cat([t.clone() for t in parts]) for parts in zip(*(s if s is not None else fresh for s in init))))
-            fits = fit_faces(rgb, boxes, landmarks, config=self.config, init=start)
+            for rows, start in self._groups(faces, boxes, init):
+                index = torch.tensor(rows)
+                fits = self._fit(rgb, boxes[index], landmarks[index], [init[i] for i in rows], start)
+                self._fill([faces[i] for i in rows], fits, boxes[index])
+        return faces
+
+    def _groups(self, faces: list[Face], boxes: torch.Tensor, init: list[Any]) -> list[tuple[list[int], Any]]:
+        """Faces fitted together, with the state they start from (``None``: PnP or their ``init``)."""
+        if self.start == "pnp":
+            return [(list(range(len(faces))), None)]
+        from ..mesh.head_start import state_from_coefficients
+        from ..mesh.prior import load_prior
+
+        # all-zero coefficients: the head said nothing (an untrained head, or a face found in a rotated or
+        # mirrored view, whose camera was another frame's): those start from PnP
+        said = [bool(np.any(faces[i].mesh_coefficients != 0) and np.all(np.isfinite(faces[i].mesh_coefficients))) for i in range(len(faces))]
+        fresh = [i for i, state in enumerate(init) if state is None and said[i]]
+        others = [i for i, state in enumerate(init) if state is not None or not said[i]]
+        groups: list[tuple[list[int], Any]] = [(others, None)] if others else []
+        if fresh:
+            prior = load_prior()
+            coefficients = torch.from_numpy(np.stack([faces[i].mesh_coefficients for i in fresh]).astype(np.float32))
+            start = state_from_coefficients(coefficients, boxes[torch.tensor(fresh)], num_identity=prior.num_identity, num_expression=prior.num_expression)
+            groups.append((fresh, start))
+        return groups
+
+    def _fit(self, rgb: torch.Tensor, boxes: torch.Tensor, landmarks: torch.Tensor, init: list[Any], start: Any):
+        from ..mesh.photo_fit import FitState, fit_faces
+
+        if start is not None:
+            return fit_faces(rgb, boxes, landmarks, config=self.config, start=start)
+        warm = None
+        if any(state is not None for state in init):
+            # faces without a previous fit get non-finite rows, which fit_faces starts from PnP
+            fresh = FitState(*(torch.full((1, *t.shape[1:]), float("nan")) for t in next(s for s in init if s is not None)))
+            warm = FitState(*(torch.cat([t.clone() for t in parts]) for parts in zip(*(s if s is not None else fresh for s in init))))
+        return fit_faces(rgb, boxes, landmarks, config=self.config, init=warm)
+
+    def _fill(self, faces: list[Face], fits: Any, boxes: torch.Tensor) -> None:
+        from ..mesh.photo_fit import renderer_coefficients
+
         coefficients = renderer_coefficients(fits, boxes, focal=self.config.focal).numpy()
         vertices, model_vertices, colours = fits.vertices.numpy(), fits.model_vertices.numpy(), fits.colours.numpy()
         for i, face in enumerate(faces):
@@ -72,7 +111,6 @@ class MeshFitter:
                 "pixel_l1": round(float(fits.pixel_residual[i]), 4), "landmark_px": round(float(fits.landmark_residual[i]), 2),
             }
             face.mesh_state = fits.state.index([i])
-        return faces
 
 
 @dataclass

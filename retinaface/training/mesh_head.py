@@ -1,0 +1,239 @@
+"""Train the RoI mesh head of a frozen detector on synthetic faces whose shape, pose and light are known.
+
+The released detector was trained on WIDER FACE without any mesh: its trunk and its score, box and landmark
+heads stay exactly as published, and only the RoI mesh head (:class:`~retinaface.model.heads.RoIMeshHead`)
+learns. Because the trunk is frozen, what the head reads for a face (RoI Align of its box on the SSH
+features) is computed once per face; training then runs on those pooled features alone, thousands of
+steps a minute on a CPU.
+
+Faces come from :func:`retinaface.datasets.synthetic.render_image` (prior-shaped faces, random pose, light,
+size and background, each image JPEG-compressed as the dataset files are), drawn in memory from a seed.
+Each face found by the detector (score and IoU thresholds below) gives two samples: the head read at the
+detection's box (what inference sees) and at the true box. The objective per face, against the truth
+the face was rendered from:
+
+- ``vertex``: mean distance between the head's mesh placed in the image by its camera and the true mesh
+  where it was rendered, in units of the box size (pose, camera and shape together);
+- ``rotation``: L1 between the head's and the true rotation vectors (radians);
+- ``light``: L1 between the 9 illumination parameters;
+- ``shape``: L1 between the head's and the true prior weights (identity and expression), the rest of the
+  128-entry latent pulled to 0.
+
+The head's mesh in the ``vertex`` term is the face-shape prior's linear model of its weights (what the
+prior decoder was trained to reproduce), so no graph convolution runs in training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..config import InferenceConfig, ModelConfig, check_fields
+from ..mesh.coefficients import LATENT_DIM, pose_rotation_vector, split_coefficients
+from ..model.heads import RoIMeshHead
+from ..model.retinaface import RetinaFace, build_retinaface
+
+
+@dataclass(frozen=True)
+class MeshHeadTrainConfig:
+    """Settings of :func:`train_mesh_head` (``--key=value`` in ``scripts/train_mesh_head.py``)."""
+
+    images: int = 1200
+    """synthetic images drawn (about 3 faces each)"""
+    image_size: int = 320
+    """side of the square synthetic images (pixels)"""
+    seed: int = 0
+    """seed of the synthetic images (image ``i`` is drawn from ``[seed, i]``) and of the training order"""
+    score_threshold: float = 0.5
+    iou_threshold: float = 0.5
+    """a detection is a sample of the true face it overlaps by at least this IoU"""
+    steps: int = 6000
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    vertex_weight: float = 1.0
+    rotation_weight: float = 0.5
+    light_weight: float = 0.05
+    shape_weight: float = 0.02
+
+    def __post_init__(self) -> None:
+        check_fields(self, {
+            "images": (lambda v: v >= 1, "at least 1"),
+            "image_size": (lambda v: v >= 64, "at least 64 pixels"),
+            "score_threshold": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+            "iou_threshold": (lambda v: 0 < v <= 1, "in (0, 1]"),
+            "steps": (lambda v: v >= 0, "0 or more"),
+            "batch_size": (lambda v: v >= 1, "at least 1"),
+            "lr": (lambda v: v > 0, "positive"),
+            **{name: (lambda v: v >= 0, "0 or more") for name in
+               ("weight_decay", "vertex_weight", "rotation_weight", "light_weight", "shape_weight")},
+        })
+
+
+class HeadSamples(NamedTuple):
+    """Faces for the head, one row each: ``pooled`` ``Tensor[F, C, S, S]`` (what the head's convs read),
+    ``boxes`` ``Tensor[F, 4]`` (the box it was read at, x1 y1 x2 y2 image pixels), ``truth`` ``Tensor[F, 144]``
+    (the coefficients the face was rendered from), ``true_vertices`` ``Tensor[F, V, 2]`` (the rendered mesh's
+    vertices in image pixels) and ``detected`` ``Tensor[F]`` bool (read at a detection's box, not the true box)."""
+
+    pooled: Tensor
+    boxes: Tensor
+    truth: Tensor
+    true_vertices: Tensor
+    detected: Tensor
+
+    @staticmethod
+    def cat(parts: list["HeadSamples"]) -> "HeadSamples":
+        return HeadSamples(*(torch.cat(column) for column in zip(*parts)))
+
+
+def with_roi_head(model: RetinaFace, inference: InferenceConfig | None = None) -> RetinaFace:
+    """A copy of ``model`` (any mesh head) whose mesh head is a fresh, zero-initialised RoI head; everything
+    else (trunk, score, box and landmark heads, mesh branch) has ``model``'s weights; detection settings
+    ``inference`` (default: the defaults)."""
+    config = dataclasses.replace(model.config, mesh_head="roi", **{
+        name: getattr(ModelConfig, name) for name in ("mesh_roi_size", "mesh_roi_convs")})
+    roi = build_retinaface(config, inference, mesh=model.mesh_branch is not None)
+    state = {key: value for key, value in model.state_dict().items() if not key.startswith("heads.mesh.")}
+    missing, unexpected = roi.load_state_dict(state, strict=False)
+    if unexpected or any(not key.startswith("heads.mesh.") for key in missing):
+        raise RuntimeError(f"cannot move the weights over: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    return roi.eval()
+
+
+def _jpeg(image: np.ndarray, quality: int = 92) -> np.ndarray:
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return cv2.imdecode(data, cv2.IMREAD_COLOR) if ok else image
+
+
+@torch.no_grad()
+def collect_samples(
+    model: RetinaFace, config: MeshHeadTrainConfig, *, first_image: int = 0, progress: Callable[[int, int], None] | None = None,
+) -> HeadSamples:
+    """Draw ``config.images`` synthetic images (from image ``first_image`` of ``config.seed``), run ``model``
+    (eval mode, RoI mesh head) on each, and return what its head reads for every found face (see the module
+    docstring). ``progress(done, total)`` is called after each image."""
+    from ..datasets.synthetic import SyntheticFaceRenderer, render_image
+    from ..evaluation.mesh_eval import match_boxes
+
+    head = model.heads.mesh
+    if not isinstance(head, RoIMeshHead):
+        raise TypeError("collect_samples needs a model with the RoI mesh head (with_roi_head)")
+    renderer = SyntheticFaceRenderer()
+    parts: list[HeadSamples] = []
+    model.eval()
+    for index in range(first_image, first_image + config.images):
+        rng = np.random.default_rng([config.seed, index])
+        canvas, faces = render_image(renderer, rng, config.image_size, config.image_size)
+        if faces:
+            bgr = torch.from_numpy(_jpeg(canvas)).permute(2, 0, 1).float()
+            detections = model([bgr])[0]
+            keep = detections["scores"] >= config.score_threshold
+            true_boxes = torch.tensor(np.stack([f.box for f in faces]), dtype=torch.float32)
+            truth = torch.tensor(np.stack([f.coefficients for f in faces]), dtype=torch.float32)
+            placement = torch.tensor([[x, y, x + side, y + side] for x, y, side in (f.placement for f in faces)], dtype=torch.float32)
+            found, matched = match_boxes(detections["boxes"][keep], true_boxes, config.iou_threshold)
+            if len(found):
+                boxes = torch.cat([detections["boxes"][keep][found], true_boxes[matched]])
+                rows = torch.cat([matched, matched])
+                batch, _, scales, _ = model.preprocessor([bgr])
+                features = model.context_features(batch)
+                pooled = head.pool(features, torch.zeros(len(boxes), dtype=torch.long), boxes * scales[0])
+                vertices, _ = renderer.branch.image_vertices(truth[rows], placement[rows])
+                detected = torch.arange(len(boxes)) < len(found)
+                parts.append(HeadSamples(pooled, boxes, truth[rows], vertices[..., :2], detected))
+        if progress is not None:
+            progress(index - first_image + 1, config.images)
+    if not parts:
+        raise ValueError("the detector found none of the synthetic faces")
+    return HeadSamples.cat(parts)
+
+
+def head_predictions(head: RoIMeshHead, pooled: Tensor) -> Tensor:
+    """``Tensor[K, 144]`` the head's coefficients from its pooled input ``Tensor[K, C, S, S]``."""
+    return head.output(head.convs(pooled).flatten(1))
+
+
+def head_losses(predicted: Tensor, samples: HeadSamples, prior, config: MeshHeadTrainConfig) -> dict[str, Tensor]:
+    """The weighted terms of the module docstring for ``predicted`` ``Tensor[K, 144]`` of ``samples``."""
+    from ..mesh.branch import place_in_boxes
+
+    mine, true = split_coefficients(predicted), split_coefficients(samples.truth)
+    weights = prior.num_coefficients
+    shapes = prior.shapes(mine.latent[:, :weights])
+    placed = place_in_boxes(shapes, mine.camera, samples.boxes)[..., :2]
+    sizes = ((samples.boxes[:, 2] - samples.boxes[:, 0]) * (samples.boxes[:, 3] - samples.boxes[:, 1])).clamp(min=1).sqrt()
+    vertex = ((placed - samples.true_vertices).norm(dim=-1).mean(dim=1) / sizes).mean()
+    rotation = (pose_rotation_vector(mine.camera) - pose_rotation_vector(true.camera)).abs().mean()
+    light = (mine.illumination - true.illumination).abs().mean()
+    shape = (mine.latent[:, :weights] - true.latent[:, :weights]).abs().mean() + mine.latent[:, weights:].square().mean()
+    return {
+        "vertex": config.vertex_weight * vertex, "rotation": config.rotation_weight * rotation,
+        "light": config.light_weight * light, "shape": config.shape_weight * shape,
+    }
+
+
+@torch.no_grad()
+def head_errors(head: RoIMeshHead, samples: HeadSamples) -> dict[str, float]:
+    """Medians over ``samples`` read at detections: rotation and light direction errors (degrees) of the head
+    and of zero coefficients (the template face, frontal, default light)."""
+    from ..evaluation.mesh_eval import direction_error_degrees, head_rotations, light_directions
+    from ..utils.rotations import rotation_error_degrees
+
+    rows = samples.detected
+    predicted, truth = head_predictions(head, samples.pooled[rows]), samples.truth[rows]
+    zero = torch.zeros_like(predicted)
+    median = lambda values: float(values.median()) if len(values) else math.nan  # noqa: E731
+    return {
+        "rotation_deg": median(rotation_error_degrees(head_rotations(predicted), head_rotations(truth))),
+        "rotation_deg_zero": median(rotation_error_degrees(head_rotations(zero), head_rotations(truth))),
+        "light_deg": median(direction_error_degrees(light_directions(predicted), light_directions(truth))),
+        "light_deg_zero": median(direction_error_degrees(light_directions(zero), light_directions(truth))),
+    }
+
+
+def train_mesh_head(
+    head: RoIMeshHead, samples: HeadSamples, config: MeshHeadTrainConfig, *,
+    report: Callable[[int, dict[str, float]], None] | None = None, report_every: int = 500,
+) -> list[dict[str, float]]:
+    """Train ``head`` (in place; its convs and output layer) on ``samples`` for ``config.steps`` Adam steps
+    with a cosine learning-rate decay; returns the per-report loss averages (``report(step, losses)`` is
+    called every ``report_every`` steps and at the end)."""
+    from ..mesh.prior import load_prior
+
+    prior = load_prior()
+    generator = torch.Generator().manual_seed(config.seed)
+    parameters = [p for name, p in head.named_parameters()]
+    optimiser = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(config.steps, 1))
+    head.train()
+    history, running, count, started = [], {}, 0, time.perf_counter()
+    for step in range(1, config.steps + 1):
+        rows = torch.randint(len(samples.pooled), (min(config.batch_size, len(samples.pooled)),), generator=generator)
+        batch = HeadSamples(*(column[rows] for column in samples))
+        losses = head_losses(head_predictions(head, batch.pooled), batch, prior, config)
+        total = sum(losses.values())
+        optimiser.zero_grad(set_to_none=True)
+        total.backward()
+        optimiser.step()
+        schedule.step()
+        for name, value in losses.items():
+            running[name] = running.get(name, 0.0) + float(value.detach())
+        count += 1
+        if step % report_every == 0 or step == config.steps:
+            averages = {name: value / count for name, value in running.items()}
+            averages["seconds"] = time.perf_counter() - started
+            history.append(averages)
+            if report is not None:
+                report(step, averages)
+            running, count = {}, 0
+    head.eval()
+    return history
