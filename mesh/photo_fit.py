@@ -203,7 +203,8 @@ def fit_faces(
 ) -> FaceFits:
     """Fit every face of one image.
 
-    - ``image_rgb``: ``Tensor[3, H, W]`` RGB in [0, 1]
+    - ``image_rgb``: ``Tensor[3, H, W]`` RGB, float in [0, 1] or uint8 (0-255; e.g. a video frame's
+      ``torch.from_numpy(rgb).permute(2, 0, 1)``: only the faces' region is then converted to float)
     - ``boxes``: ``Tensor[K, 4]`` x1 y1 x2 y2 pixels; ``landmarks``: ``Tensor[K, 5, 2]`` (detector order)
     - ``init``: :class:`FitState` for the same ``K`` faces (e.g. the previous frame's fit): their shape and
       light are kept and their pose is solved again by PnP of ``landmarks`` with that shape; its rows with
@@ -217,7 +218,9 @@ def fit_faces(
     prior = prior or load_prior()
     template = template or load_template()
     boxes, landmarks = boxes.detach().float().cpu(), landmarks.detach().float().cpu().reshape(-1, 5, 2)
-    image_rgb = image_rgb.detach().float().cpu()
+    image_rgb = image_rgb.detach().cpu()
+    if image_rgb.dtype != torch.uint8:
+        image_rgb = image_rgb.float()
     count, num_vertices = boxes.shape[0], prior.mean.shape[0]
     sizes = torch.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
     valid = torch.isfinite(boxes).all(1) & torch.isfinite(landmarks).flatten(1).all(1) & (sizes >= config.min_face_size)
@@ -284,15 +287,16 @@ def _constants(prior: FacePrior, template: FaceTemplate) -> _Constants:
 
 
 def _crops(image_rgb: Tensor, crop_boxes: Tensor, size: int) -> Tensor:
-    """``Tensor[K, 3, size, size]``: bilinear samples (RoI Align, 2 x 2 per output pixel) of ``image_rgb`` in
-    ``crop_boxes``. Only the part of the image under the boxes (and a pixel around it) is read: RoI Align
-    would otherwise copy the whole frame to a contiguous tensor on every call."""
+    """``Tensor[K, 3, size, size]``: bilinear samples (RoI Align, 2 x 2 per output pixel) of ``image_rgb`` (float
+    in [0, 1], or uint8 0-255) in ``crop_boxes``, in [0, 1]. Only the part of the image under the boxes (and a
+    pixel around it) is read and converted: RoI Align would otherwise copy the whole frame on every call."""
     height, width = image_rgb.shape[-2:]
     low = crop_boxes[:, :2].amin(0).floor() - 2
     high = crop_boxes[:, 2:].amax(0).ceil() + 2
     x0, y0 = int(low[0].clamp(0, width - 1)), int(low[1].clamp(0, height - 1))
     x1, y1 = int(high[0].clamp(x0 + 1, width)), int(high[1].clamp(y0 + 1, height))
-    region = image_rgb[:, y0:y1, x0:x1].contiguous()
+    region = image_rgb[:, y0:y1, x0:x1]
+    region = region.float() / 255 if region.dtype == torch.uint8 else region.contiguous()
     if (x0, y0, x1, y1) != (0, 0, width, height):
         # a region edge inside the image is at least 2 pixels from every sample, so RoI Align's border rule
         # (clamping to the edge) applies at the image's own edges only, exactly as on the whole image
