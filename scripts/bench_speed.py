@@ -11,16 +11,22 @@ alternating blocks so that every path sees the same background load:
   ort pipeline       the same without the Face objects (model.detect), 640x480
   ort graph only     one onnxruntime call of the exported graph on the 8-bit frame, 640x480: what R
                      measures plus the pre-processing, decoding and NMS done inside the graph
+  ort graph, block B the same graph with the MobileNet channels padded to the other channel block (8 or 16)
+                     than the one this CPU gets (16 with AVX-512, 8 with AVX2): what the per-machine choice saves
 at 640x480 and 1280x720, prints ratios against R and writes JSON. Also reports the model's FLOPs at
 640x480 and the share of the machine's measured float32 matmul throughput that the latency implies, and
 the end-to-end frames/s of scripts/detect.py's video pipeline on a generated 1280x720 clip.
+
+Prints the CPU's model and instruction set first (and writes them to the JSON). PyTorch can be capped to a
+narrower instruction set than the CPU has, e.g. ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`` to
+measure an AVX2 machine's PyTorch paths on an AVX-512 one; onnxruntime (R and our graph) has no such cap and
+always runs the CPU's own instruction set, which the printout says.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 from functools import partial
@@ -59,6 +65,9 @@ def main(argv=None) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     torch.set_num_threads(args.threads)
+    from retinaface.utils.cpu import describe, onnxruntime_channel_block, summary_line
+
+    print(summary_line(), flush=True)
     from retinaface import Detector, run_detect
     from retinaface.model.convert import fetch_published_onnx
     from retinaface.outputs.atomic import atomic_write
@@ -91,6 +100,13 @@ def main(argv=None) -> int:
     paths["ort_graph_only_640x480"] = partial(ort_model.run_graph, ort_model.network_input([image])[0])
     paths["ort_pipeline_640x480"] = partial(ort_model.detect, [image])
     paths["ort_poses_read_640x480"] = lambda: [face.pose for face in detectors["ort"](frames[(640, 480)])]
+    from retinaface.export.onnx import OnnxRetinaFace, export_onnx
+    from retinaface.model.weights import load_model
+
+    block = onnxruntime_channel_block()
+    other_block = 8 if block == 16 else 16
+    other = OnnxRetinaFace(export_onnx(load_model("mobilenet0.25", mesh=False), channel_block=other_block), threads=args.threads)
+    paths["ort_graph_other_block_640x480"] = partial(other.run_graph, other.network_input([image])[0])
     # Alternating blocks: the host's background load drifts, and the ratios are what the targets are about.
     timings = interleaved_median_seconds(paths, runs=args.runs, rounds=args.rounds)
     results = {f"{name}_ms": seconds * 1000 for name, seconds in timings.items()}
@@ -122,14 +138,16 @@ def main(argv=None) -> int:
             results["detect_video_1280x720_fps"] = summary.frames_per_second
             results["detect_video_frames"] = summary.frames
 
-    results["machine"] = {"threads": args.threads, "cpu": platform.processor() or platform.machine(), "torch": torch.__version__, "onnxruntime": ort.__version__}
+    results["machine"] = {"threads": args.threads, **describe(), "onnxruntime_channel_block": block, "torch": torch.__version__, "onnxruntime": ort.__version__}
     atomic_write(args.json, lambda tmp: Path(tmp).write_text(json.dumps(results, indent=2) + "\n"))
+    print(summary_line())
     print(f"{'path':<28} {'ms':>8} {'x R':>6}")
     print(f"{'R (published ONNX) 640x480':<28} {results['R_640x480_ms']:>8.2f} {1.0:>6.2f}")
     for name in ("torch", "ort"):
         for w, h in frames:
             print(f"{name + f' {w}x{h}':<28} {results[f'{name}_{w}x{h}_ms']:>8.2f} {results[f'{name}_{w}x{h}_vs_R']:>6.2f}")
-    for name, label in (("ort_poses_read", "ort + poses read"), ("ort_pipeline", "ort pipeline"), ("ort_graph_only", "ort graph only")):
+    for name, label in (("ort_poses_read", "ort + poses read"), ("ort_pipeline", "ort pipeline"), ("ort_graph_only", f"ort graph (block {block})"),
+                        ("ort_graph_other_block", f"ort graph (block {other_block})")):
         label += " 640x480"
         print(f"{label:<28} {results[f'{name}_640x480_ms']:>8.2f} {results[f'{name}_640x480_vs_R']:>6.2f}")
     print(f"FLOPs 640x480: {results['gflops_640x480']:.3f} G (dense mesh head: {results['gflops_640x480_dense_mesh']:.3f} G); "

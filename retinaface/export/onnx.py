@@ -28,7 +28,7 @@ OUTPUT_NAMES = ("image_ids", "scores", "boxes", "landmarks", "mesh_coefficients"
 CONFIG_METADATA_KEY = "retinaface_model_config"
 FORMAT_METADATA_KEY = "retinaface_onnx_format"
 FORMAT_VERSION = 2  # 1: float NCHW input, raw per-anchor outputs (before 2026-12-01)
-ONNXRUNTIME_CHANNEL_BLOCK = 16  # widest NCHWc block onnxruntime uses on x86 (AVX-512); a multiple of the AVX2 width 8
+CHANNEL_BLOCK_METADATA_KEY = "retinaface_channel_block"  # the block the MobileNet channels were padded to
 
 
 class _NonMaxSuppression(torch.autograd.Function):
@@ -154,13 +154,16 @@ class _DetectionGraph(nn.Module):
 
 
 def export_onnx(
-    model: RetinaFace, path: str | os.PathLike | None = None, *, opset: int = 17, dense_mesh: bool = False
+    model: RetinaFace, path: str | os.PathLike | None = None, *, opset: int = 17, dense_mesh: bool = False,
+    channel_block: int | None = None,
 ) -> bytes:
     """Export the whole detector as one ONNX graph, from 8-bit images to final detections, with dynamic
     batch, height and width and the model config in the metadata.
 
     The graph is an inference copy of ``model`` (BatchNorm folded, score/box/landmark heads merged, MobileNet
-    channels padded to onnxruntime's block width) followed by the post-processing of
+    channels padded to a multiple of ``channel_block``: default onnxruntime's NCHWc block on this machine's CPU,
+    16 with AVX-512 and 8 with AVX2, :func:`~retinaface.utils.cpu.onnxruntime_channel_block`; a graph is
+    fastest on the kind of CPU it was exported on) followed by the post-processing of
     :class:`~retinaface.postprocess.DetectionPostProcessor`: same detections up to float rounding.
 
     Inputs:
@@ -194,10 +197,18 @@ def export_onnx(
     if model.config.mesh_head == "roi" and opset < 16:
         raise ValueError(f"the RoI mesh head exports as RoiAlign with half-pixel sampling, which needs opset >= 16 (got {opset})")
     # Export an inference copy: BatchNorm folded, heads merged and, for the MobileNet trunk, channels padded
-    # to onnxruntime's 16-wide blocks. All three leave the outputs unchanged; the caller's model is untouched.
+    # to onnxruntime's channel blocks on this CPU (16 with AVX-512: the x0.25 trunk's 8-channel stem would
+    # otherwise force a layout round trip; 8 with AVX2, where the stem fills a block and padding would double
+    # its work). All three leave the outputs unchanged; the caller's model is untouched.
+    if channel_block is None:
+        from ..utils.cpu import onnxruntime_channel_block
+
+        channel_block = onnxruntime_channel_block()
+    if channel_block < 1:
+        raise ValueError(f"channel_block must be positive, got {channel_block}")
     model = copy.deepcopy(model).fuse_for_inference().to(memory_format=torch.contiguous_format)
     if hasattr(model.backbone, "pad_channels"):
-        model.backbone.pad_channels(ONNXRUNTIME_CHANNEL_BLOCK)
+        model.backbone.pad_channels(channel_block)
     settings = (torch.tensor(0.5), torch.tensor(0.4), torch.tensor(5000), torch.tensor(750))
     buffer = io.BytesIO()
     with warnings.catch_warnings():
@@ -214,7 +225,7 @@ def export_onnx(
         )
     proto = onnx.load_model_from_string(buffer.getvalue())
     _cast_and_mean_as_dequantize(proto, model.config.pixel_mean_bgr)
-    for key, value in ((CONFIG_METADATA_KEY, config_to_dict(model.config)), (FORMAT_METADATA_KEY, FORMAT_VERSION)):
+    for key, value in ((CONFIG_METADATA_KEY, config_to_dict(model.config)), (FORMAT_METADATA_KEY, FORMAT_VERSION), (CHANNEL_BLOCK_METADATA_KEY, channel_block)):
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, json.dumps(value)
     data = proto.SerializeToString()
