@@ -25,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pytorch3d.transforms import matrix_to_axis_angle, so3_exp_map
+from pytorch3d.transforms import axis_angle_to_matrix, matrix_to_axis_angle
 from torch import Tensor
 from torchvision.ops import roi_align
 
@@ -332,11 +332,11 @@ def _optimise(image_rgb, boxes, landmarks, state, steps, config, prior, template
         {"params": [rotation, log_scale], "lr": lr},
         {"params": [offset], "lr": lr / 3},
         {"params": [illumination], "lr": lr * 5},
-    ])
+    ], foreach=True)  # one multi-tensor update instead of a dozen small operations per parameter
 
     def evaluate():
         shape = prior.mean + (coefficients @ basis).view(count, -1, 3)
-        rot = so3_exp_map(rotation)
+        rot = axis_angle_to_matrix(rotation)  # what so3_exp_map returns, without its unused extras
         points = project(shape, rot, centre_xy + offset * size[:, None], log_scale.exp() * size, focal, centre_xy)
         return shape, rot, points
 
