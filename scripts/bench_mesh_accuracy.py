@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-size", type=float, default=SIZE_GROUPS[0][0], help="smallest face scored, box's longer side in px (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--mesh-steps", type=int, default=None, help="fitting steps (default: the Detector's)")
+    parser.add_argument("--mesh-init", choices=("pnp", "head"), default=None, help="where the fits start (default: the Detector's)")
+    parser.add_argument("--weights", default="mobilenet0.25", help="detector weights (default: %(default)s)")
     parser.add_argument("--no-refine", action="store_true", help="fit to the detector's first landmarks, without the closer look")
     parser.add_argument("--turn", type=float, nargs="*", default=[-25.0, 25.0],
                         help="in-plane turns (degrees, clockwise) of the photos scored as well (default: -25 25; none: upright only)")
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     from retinaface import Detector
     from retinaface.evaluation.mesh_accuracy import evaluate_photos, evaluate_rendered, is_turned, summarize, write_turned_photos
 
-    detector = Detector.from_pretrained("mobilenet0.25", device="cpu", mesh=True, mesh_steps=args.mesh_steps,
+    detector = Detector.from_pretrained(args.weights, device="cpu", mesh=True, mesh_steps=args.mesh_steps, mesh_start=args.mesh_init,
                                         refine_landmarks=False if args.no_refine else None)
     start = time.perf_counter()
     try:
@@ -122,9 +124,9 @@ def main(argv: list[str] | None = None) -> int:
               f"median pose error {fmt(s['median_pose_angle_error'], '.1f')} deg (geodesic), "
               f"{fmt(s['median_pose_mean_abs_error'], '.1f')} deg (mean |d yaw, pitch, roll|)  NME jaw {fmt(s['median_nme_jaw'])} "
               f"({fmt(s['median_nme_jaw'] / s['median_nme_mesh'], '.2f')}x), lips {fmt(s['median_nme_lips'])} "
-              f"({fmt(s['median_nme_lips'] / s['median_nme_mesh'], '.2f')}x)")
+              f"({fmt(s['median_nme_lips'] / s['median_nme_mesh'], '.2f')}x)  mesh pose error {fmt(s['median_mesh_pose_angle_error'], '.1f')} deg")
     print(f"{counts['detected']} faces detected, {counts['large']} >= {args.min_size:g} px, {counts['no_reference']} without a mediapipe reference")
-    print(f"Detector(mesh=True): {counts['detector_seconds']:.2f} s for {len(args.photos)} photos, "
+    print(f"Detector(mesh=True): {counts['detector_seconds']:.2f} s for {len(photos)} photos, "
           f"{counts['detector_seconds'] / max(counts['detected'], 1):.3f} s per detected face ({args.threads} threads)")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"summary": summary, "per_image": per_image, "per_size": per_size, "turned": turned,

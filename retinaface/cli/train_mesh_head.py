@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", default="mobilenet0.25", help="detector weights to keep frozen (default: %(default)s)")
     parser.add_argument("--output", "-o", type=Path, required=True, help="safetensors file to write (the model with its trained head)")
     parser.add_argument("--workers", type=common.int_at_least(1, 64), default=1, help="processes drawing and reading the synthetic faces (default: %(default)s)")
+    parser.add_argument("--samples", type=Path, help="cache of the collected faces (.pt): read when it exists and matches the settings, else written after collecting")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args, overrides = parser.parse_known_args(argv)
     if any(not item.startswith("--") or "=" not in item for item in overrides):
@@ -57,13 +58,20 @@ def main(argv: list[str] | None = None) -> int:
 
     from ..config import apply_overrides, config_to_dict
     from ..model.weights import load_model, read_safetensors, resolve_weights, save_safetensors
-    from ..training.mesh_head import HeadSamples, MeshHeadTrainConfig, collect_samples, head_errors, train_mesh_head, with_roi_head
+    from ..training.mesh_head import (
+        COLLECTION_KEYS, HeadSamples, MeshHeadTrainConfig, collect_samples, head_errors, read_samples, train_mesh_head, with_roi_head,
+        write_samples,
+    )
 
     try:
         config = apply_overrides(MeshHeadTrainConfig(), overrides)
         source = resolve_weights(args.weights)
         model = with_roi_head(load_model(source))
-        if args.workers == 1:
+        collected = {key: value for key, value in config_to_dict(config).items() if key in COLLECTION_KEYS}
+        samples = read_samples(args.samples, collected) if args.samples is not None and args.samples.is_file() else None
+        if samples is not None:
+            print(f"read the collected faces from {args.samples}", file=sys.stderr)
+        elif args.workers == 1:
             with tqdm(total=config.images, desc="synthetic faces", unit="img", disable=args.no_progress) as bar:
                 samples = collect_samples(model, config, progress=lambda done, total: bar.update(1))
         else:
@@ -75,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
                 parts = list(pool.map(_collect_range, [str(source)] * args.workers, [config_to_dict(config)] * args.workers,
                                       firsts, shares, [threads] * args.workers))
             samples = HeadSamples.cat(parts)
+        if args.samples is not None and not args.samples.is_file():
+            write_samples(args.samples, samples, collected)
         print(f"{int(samples.detected.sum())} faces found in {config.images} images ({len(samples.pooled)} samples)", file=sys.stderr)
         with tqdm(total=config.steps, desc="training", unit="step", disable=args.no_progress) as bar:
             def report(step: int, losses: dict[str, float]) -> None:

@@ -201,6 +201,9 @@ class FaceAccuracy:
     pose_mean_abs_error: float | None
     nme_jaw: float | None = None
     nme_lips: float | None = None
+    mesh_pose_angle_error: float | None = None
+    """geodesic angle (degrees) between our mesh's rotation and the reference's, both measured the same way
+    (:func:`reference_rotation` of the vertices): the pose the mesh itself shows, not the landmarks' PnP pose"""
 
 
 def template_vertices_in_boxes(boxes: np.ndarray) -> np.ndarray:
@@ -264,6 +267,7 @@ def evaluate_photos(
             ref_rotation = reference_rotation(ref, template)
             ref_angles = tuple(float(a) for a in euler_from_rotation(ref_rotation))
             error = None if face.pose is None else pose_error(face.pose, ref, template)
+            mesh_angle = float(rotation_error_degrees(reference_rotation(face.mesh_vertices, template), ref_rotation))
             rows.append(FaceAccuracy(
                 image=path.name, box=[round(float(v), 1) for v in face.box],
                 size=float(max(face.box[2] - face.box[0], face.box[3] - face.box[1])),
@@ -274,6 +278,7 @@ def evaluate_photos(
                 pose_mean_abs_error=None if error is None else error.mean_abs,
                 nme_jaw=nme(face.mesh_vertices[groups["jaw"]], ref[groups["jaw"]], face.box),
                 nme_lips=nme(face.mesh_vertices[groups["lips"]], ref[groups["lips"]], face.box),
+                mesh_pose_angle_error=mesh_angle,
             ))
     return rows, counts
 
@@ -294,6 +299,7 @@ def summarize(rows: Sequence[FaceAccuracy]) -> dict[str, float | int | None]:
         "median_pose_mean_abs_error": median(r.pose_mean_abs_error for r in rows),
         "median_nme_jaw": median(r.nme_jaw for r in rows),
         "median_nme_lips": median(r.nme_lips for r in rows),
+        "median_mesh_pose_angle_error": median(r.mesh_pose_angle_error for r in rows),
     }
 
 
@@ -305,8 +311,10 @@ def evaluate_rendered(
     roll)`` (:mod:`retinaface.evaluation.pose_truth`; ``identities`` as there), scored like photo faces, the
     reference points being the rendered vertices' true pixel positions and the reference pose the angles the
     face was turned by. For turned heads where no photo we may use shows one (yaw beyond 30 degrees)."""
+    from ..faces.pose import head_model_vertices
     from .pose_truth import best_face, prior_face, render_face, turn
 
+    template = head_model_vertices()
     groups = vertex_groups()
     rows: list[FaceAccuracy] = []
     for identity in identities:
@@ -320,8 +328,9 @@ def evaluate_rendered(
             base = template_vertices_in_boxes(np.asarray(face.box)[None])[0]
             pose = face.pose
             angle = mean_abs = None
+            true_rotation = _FLIP @ turn(yaw, pitch, roll) @ _FLIP
+            mesh_angle = float(rotation_error_degrees(reference_rotation(face.mesh_vertices, template), true_rotation))
             if pose is not None:
-                true_rotation = _FLIP @ turn(yaw, pitch, roll) @ _FLIP
                 angle = float(rotation_error_degrees(pose.relative_rotation, true_rotation))
                 mean_abs = float(np.abs(np.subtract((pose.yaw, pose.pitch, pose.roll), (yaw, pitch, roll))).mean())
             rows.append(FaceAccuracy(
@@ -332,5 +341,6 @@ def evaluate_rendered(
                 pose_angle_error=angle, pose_mean_abs_error=mean_abs,
                 nme_jaw=nme(face.mesh_vertices[groups["jaw"]], truth[groups["jaw"]], face.box),
                 nme_lips=nme(face.mesh_vertices[groups["lips"]], truth[groups["lips"]], face.box),
+                mesh_pose_angle_error=mesh_angle,
             ))
     return rows

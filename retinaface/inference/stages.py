@@ -55,7 +55,8 @@ class MeshFitter:
             raise ValueError(f"init has {len(init)} states for {len(faces)} faces")
         init = list(init) if init is not None else [None] * len(faces)
         with torch.inference_mode(False), torch.enable_grad():  # the fit needs autograd even if the caller disabled it
-            rgb = torch.from_numpy(np.ascontiguousarray(as_bgr_uint8(image)[..., ::-1])).permute(2, 0, 1).float() / 255
+            # 8-bit: fit_faces converts only the faces' region to float (the same values)
+            rgb = torch.from_numpy(np.ascontiguousarray(as_bgr_uint8(image)[..., ::-1])).permute(2, 0, 1)
             boxes = torch.from_numpy(np.stack([f.box for f in faces]).astype(np.float32))
             landmarks = torch.from_numpy(np.stack([f.landmarks for f in faces]).astype(np.float32))
             for rows, start in self._groups(faces, boxes, init):

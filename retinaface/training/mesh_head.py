@@ -26,9 +26,12 @@ prior decoder was trained to reproduce), so no graph convolution runs in trainin
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, NamedTuple
 
 import cv2
@@ -155,6 +158,28 @@ def collect_samples(
     if not parts:
         raise ValueError("the detector found none of the synthetic faces")
     return HeadSamples.cat(parts)
+
+
+COLLECTION_KEYS = ("images", "image_size", "seed", "score_threshold", "iou_threshold")
+"""The :class:`MeshHeadTrainConfig` fields that decide which faces :func:`collect_samples` returns."""
+
+
+def write_samples(path: str | os.PathLike, samples: HeadSamples, settings: dict) -> None:
+    """Save ``samples`` with the collection ``settings`` they were drawn with (atomically; tensors only)."""
+    from ..outputs.atomic import atomic_write
+
+    payload = {**samples._asdict(), "settings": torch.tensor(list(json.dumps(settings, sort_keys=True).encode()), dtype=torch.uint8)}
+    atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
+
+
+def read_samples(path: str | os.PathLike, settings: dict) -> HeadSamples | None:
+    """The samples :func:`write_samples` saved at ``path`` if they were drawn with ``settings``, else ``None``.
+    Read with ``weights_only=True``: no code from the file runs."""
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    stored = json.loads(bytes(payload.pop("settings").tolist()).decode())
+    if stored != json.loads(json.dumps(settings, sort_keys=True)):
+        return None
+    return HeadSamples(**payload)
 
 
 def head_predictions(head: RoIMeshHead, pooled: Tensor) -> Tensor:

@@ -1,0 +1,87 @@
+#!/usr/bin/env python
+"""Time the RoI mesh head per face: RoI Align, convs and linear layer on a photo's kept detections.
+
+  python scripts/bench_mesh_head.py                       # the shared crowd photo (or the astronaut)
+  python scripts/bench_mesh_head.py photo.jpg --repeats 50 --threads 2
+
+Runs the released detector on the photo once, then times the mesh head alone on that photo's features
+and kept boxes (the work inference adds per face) and the whole detector call, and prints ms per face.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def cpu_description() -> str:
+    """The CPU's model name and widest vector instruction set (Linux /proc/cpuinfo; "unknown CPU" elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown CPU"
+    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "unknown CPU")
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return f"{name} ({'AVX-512' if 'avx512f' in flags else 'AVX2' if 'avx2' in flags else 'no AVX2'})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    crowd = REPO.parent / "shared" / "data" / "images" / "crowd.jpg"
+    parser.add_argument("photo", nargs="?", type=Path, default=crowd if crowd.is_file() else REPO / "datasets" / "samples" / "astronaut.jpg")
+    parser.add_argument("--weights", default="mobilenet0.25")
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from retinaface.media.images import read_image
+    from retinaface.model.heads import RoIMeshHead
+    from retinaface.model.weights import load_model
+
+    torch.set_num_threads(args.threads)
+    try:
+        image = read_image(args.photo)
+        model = load_model(args.weights, mesh=False).fuse_for_inference()
+    except Exception as exc:  # a bench script: one line, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not isinstance(model.heads.mesh, RoIMeshHead):
+        print("error: these weights have the per-anchor mesh head, not the RoI head", file=sys.stderr)
+        return 2
+    bgr = torch.from_numpy(image).permute(2, 0, 1).float()
+    with torch.inference_mode():
+        detections = model([bgr])[0]
+        batch, _, scales, _ = model.preprocessor([bgr])
+        features = model.context_features(batch.contiguous(memory_format=model.input_memory_format))
+        boxes = detections["boxes"] * scales[0]
+        ids = torch.zeros(len(boxes), dtype=torch.long)
+        if not len(boxes):
+            print("error: no face found in the photo", file=sys.stderr)
+            return 2
+
+        def timed(call) -> float:
+            call()
+            start = time.perf_counter()
+            for _ in range(args.repeats):
+                call()
+            return (time.perf_counter() - start) / args.repeats
+
+        head = timed(lambda: model.heads.mesh(features, ids, boxes))
+        one = timed(lambda: model.heads.mesh(features, ids[:1], boxes[:1]))
+        whole = timed(lambda: model([bgr]))
+    print(f"{args.photo.name}: {image.shape[1]}x{image.shape[0]}, {len(boxes)} faces; {cpu_description()}, {args.threads} threads")
+    print(f"mesh head, all faces at once: {head * 1e3:.2f} ms ({head * 1e3 / len(boxes):.3f} ms per face)")
+    print(f"mesh head, one face: {one * 1e3:.2f} ms")
+    print(f"whole detector call: {whole * 1e3:.1f} ms (the head's share {head / whole:.1%})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
