@@ -48,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     except WeightsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if model.config.mesh_head != "anchor":  # the probe reads what the paper's per-anchor head would read
+        from retinaface.training.mesh_head import with_fresh_mesh_head
+
+        model = with_fresh_mesh_head(model, "anchor")
     train_x, train_truth = anchor_features(model, args.data / "train")
     val_x, val_truth = anchor_features(model, args.data / "val")
     pose = slice(LATENT_DIM + POSE.start, LATENT_DIM + POSE.stop)  # the camera's rotation parameters among the 144

@@ -27,11 +27,11 @@ def _collect_range(weights: str, config_dict: dict, first: int, count: int, thre
     import torch
 
     from ..model.weights import load_model
-    from ..training.mesh_head import MeshHeadTrainConfig, collect_samples, with_roi_head
+    from ..training.mesh_head import MeshHeadTrainConfig, collect_samples, with_fresh_mesh_head
 
     torch.set_num_threads(threads)
     config = dataclasses.replace(MeshHeadTrainConfig(**config_dict), images=count)
-    return collect_samples(with_roi_head(load_model(weights)), config, first_image=first)
+    return collect_samples(with_fresh_mesh_head(load_model(weights)), config, first_image=first)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,14 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     from ..config import apply_overrides, config_to_dict
     from ..model.weights import load_model, read_safetensors, resolve_weights, save_safetensors
     from ..training.mesh_head import (
-        COLLECTION_KEYS, HeadSamples, MeshHeadTrainConfig, collect_samples, head_errors, read_samples, train_mesh_head, with_roi_head,
+        COLLECTION_KEYS, HeadSamples, MeshHeadTrainConfig, collect_samples, head_errors, read_samples, train_mesh_head, with_fresh_mesh_head,
         write_samples,
     )
 
     try:
         config = apply_overrides(MeshHeadTrainConfig(), overrides)
         source = resolve_weights(args.weights)
-        model = with_roi_head(load_model(source))
+        model = with_fresh_mesh_head(load_model(source))
         collected = {key: value for key, value in config_to_dict(config).items() if key in COLLECTION_KEYS}
         samples = read_samples(args.samples, collected) if args.samples is not None and args.samples.is_file() else None
         if samples is not None:

@@ -47,9 +47,10 @@ from ..model.retinaface import RetinaFace, build_retinaface
 
 @dataclass(frozen=True)
 class MeshHeadTrainConfig:
-    """Settings of :func:`train_mesh_head` (``--key=value`` in ``scripts/train_mesh_head.py``)."""
+    """Settings of :func:`train_mesh_head` (``--key=value`` in ``scripts/train_mesh_head.py``); the defaults
+    trained the released head."""
 
-    images: int = 1200
+    images: int = 2100
     """synthetic images drawn (about 3 faces each)"""
     image_size: int = 320
     """side of the square synthetic images (pixels)"""
@@ -58,8 +59,8 @@ class MeshHeadTrainConfig:
     score_threshold: float = 0.5
     iou_threshold: float = 0.5
     """a detection is a sample of the true face it overlaps by at least this IoU"""
-    steps: int = 6000
-    batch_size: int = 128
+    steps: int = 1500
+    batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 1e-4
     vertex_weight: float = 1.0
@@ -98,18 +99,19 @@ class HeadSamples(NamedTuple):
         return HeadSamples(*(torch.cat(column) for column in zip(*parts)))
 
 
-def with_roi_head(model: RetinaFace, inference: InferenceConfig | None = None) -> RetinaFace:
-    """A copy of ``model`` (any mesh head) whose mesh head is a fresh, zero-initialised RoI head; everything
-    else (trunk, score, box and landmark heads, mesh branch) has ``model``'s weights; detection settings
-    ``inference`` (default: the defaults)."""
-    config = dataclasses.replace(model.config, mesh_head="roi", **{
+def with_fresh_mesh_head(model: RetinaFace, head: str = "roi", inference: InferenceConfig | None = None) -> RetinaFace:
+    """A copy of ``model`` (any mesh head) whose mesh head is a fresh, zero-initialised one of kind ``head``
+    (``"roi"`` or ``"anchor"``, :attr:`ModelConfig.mesh_head`); everything else (trunk, score, box and
+    landmark heads, mesh branch) has ``model``'s weights; detection settings ``inference`` (default: the
+    defaults)."""
+    config = dataclasses.replace(model.config, mesh_head=head, **{
         name: getattr(ModelConfig, name) for name in ("mesh_roi_size", "mesh_roi_convs")})
-    roi = build_retinaface(config, inference, mesh=model.mesh_branch is not None)
+    fresh = build_retinaface(config, inference, mesh=model.mesh_branch is not None)
     state = {key: value for key, value in model.state_dict().items() if not key.startswith("heads.mesh.")}
-    missing, unexpected = roi.load_state_dict(state, strict=False)
+    missing, unexpected = fresh.load_state_dict(state, strict=False)
     if unexpected or any(not key.startswith("heads.mesh.") for key in missing):
         raise RuntimeError(f"cannot move the weights over: missing {missing[:3]}, unexpected {unexpected[:3]}")
-    return roi.eval()
+    return fresh.eval()
 
 
 def _jpeg(image: np.ndarray, quality: int = 92) -> np.ndarray:
@@ -129,7 +131,7 @@ def collect_samples(
 
     head = model.heads.mesh
     if not isinstance(head, RoIMeshHead):
-        raise TypeError("collect_samples needs a model with the RoI mesh head (with_roi_head)")
+        raise TypeError("collect_samples needs a model with the RoI mesh head (with_fresh_mesh_head)")
     renderer = SyntheticFaceRenderer()
     parts: list[HeadSamples] = []
     model.eval()

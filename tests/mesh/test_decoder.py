@@ -61,11 +61,15 @@ def test_prior_decoder_reproduces_held_out_prior_faces():
     assert error["mean"] < 0.5 * untrained["mean"]
 
 
-def test_released_weights_get_the_prior_decoder():
-    """The converted weights file carries an untrained decoder; loading it must give the one trained on the
-    face-shape prior: checked by what it decodes, against the prior's own mean and sampled faces."""
+def test_released_weights_get_the_prior_decoder(tmp_path):
+    """Converted weights carry an untrained decoder (the published model has none); loading them must give
+    the one trained on the face-shape prior: checked by what it decodes, against the prior's own mean and
+    sampled faces. The released file is such a file with the prior decoder and a trained mesh head."""
+    from safetensors.torch import save_file
+
     from retinaface.mesh.decoder import prior_reconstruction_error
     from retinaface.mesh.prior import load_prior
+    from retinaface.model.retinaface import build_retinaface
     from retinaface.model.weights import load_model, read_safetensors, resolve_weights
 
     prior = load_prior()
@@ -74,8 +78,14 @@ def test_released_weights_get_the_prior_decoder():
         assert torch.allclose(released(torch.zeros(1, 128)).vertices[0], prior.mean, atol=1e-6)  # zero latent = the mean face
     error = prior_reconstruction_error(released, prior, count=64, seed=777)
     assert error["mean_percent_of_face"] < 0.6 and error["p95_percent_of_face"] < 1.5
-    # what the file itself stores would not do: the loader replaced it
-    tensors, _ = read_safetensors(resolve_weights("mobilenet0.25"))
-    stored = MeshDecoder()
-    stored.load_state_dict({k.removeprefix("mesh_branch.decoder."): v for k, v in tensors.items() if k.startswith("mesh_branch.decoder.")})
-    assert prior_reconstruction_error(stored, prior, count=64, seed=777)["mean"] > 2 * error["mean"]
+    # a converted file stores a randomly drawn decoder, which would not do: the loader replaces it
+    tensors, metadata = read_safetensors(resolve_weights("mobilenet0.25"))
+    untrained = build_retinaface(load_model("mobilenet0.25", mesh=False).config, prior_decoder=False).mesh_branch.decoder
+    stored = {**tensors, **{f"mesh_branch.decoder.{k}": v for k, v in untrained.state_dict().items()}}
+    assert prior_reconstruction_error(untrained, prior, count=64, seed=777)["mean"] > 2 * error["mean"]
+    converted = tmp_path / "converted.safetensors"
+    save_file({k: v.contiguous() for k, v in stored.items()}, str(converted), metadata=metadata)
+    loaded = load_model(converted, mesh=True).mesh_branch.decoder
+    assert prior_reconstruction_error(loaded, prior, count=64, seed=777)["mean"] == pytest.approx(error["mean"], rel=1e-5)
+
+

@@ -11,7 +11,7 @@ from retinaface.config import ModelConfig
 from retinaface.errors import ConfigError
 from retinaface.model.heads import RoIMeshHead
 from retinaface.model.weights import load_model, read_safetensors, resolve_weights
-from retinaface.training.mesh_head import MeshHeadTrainConfig, collect_samples, head_errors, train_mesh_head, with_roi_head
+from retinaface.training.mesh_head import MeshHeadTrainConfig, collect_samples, head_errors, train_mesh_head, with_fresh_mesh_head
 
 
 @pytest.fixture(scope="module")
@@ -21,12 +21,12 @@ def released():
 
 @pytest.fixture(scope="module")
 def samples(released):
-    model = with_roi_head(released)
+    model = with_fresh_mesh_head(released)
     return collect_samples(model, MeshHeadTrainConfig(images=6, image_size=256, seed=4))
 
 
-def test_with_roi_head_keeps_the_detector_and_starts_from_zero(released, astronaut_image):
-    model = with_roi_head(released)
+def test_with_fresh_mesh_head_keeps_the_detector_and_starts_from_zero(released, astronaut_image):
+    model = with_fresh_mesh_head(released)
     assert model.config.mesh_head == "roi" and isinstance(model.heads.mesh, RoIMeshHead)
     assert model.config.mesh_roi_size == ModelConfig.mesh_roi_size
     image = torch.from_numpy(astronaut_image).permute(2, 0, 1).float()
@@ -61,7 +61,7 @@ def test_samples_pair_each_found_face_with_its_truth(samples):
 
 def test_a_short_run_teaches_the_head_pose_and_light(samples):
     torch.manual_seed(0)
-    head = with_roi_head(load_model("mobilenet0.25", mesh=False)).heads.mesh
+    head = with_fresh_mesh_head(load_model("mobilenet0.25", mesh=False)).heads.mesh
     before = head_errors(head, samples)
     assert before["rotation_deg"] == before["rotation_deg_zero"] > 5  # zero coefficients: the zero baseline
     history = train_mesh_head(head, samples, MeshHeadTrainConfig(steps=150, batch_size=32, seed=0), report_every=50)

@@ -55,7 +55,9 @@ def test_pose_feature_probe_on_a_tiny_synthetic_set(tmp_path: Path) -> None:
     from retinaface.model.weights import load_model
 
     generate(tmp_path / "data", num_train=3, num_val=2, seed=4, height=180, width=240, progress=False)
-    model = load_model("mobilenet0.25").eval()
+    from retinaface.training.mesh_head import with_fresh_mesh_head
+
+    model = with_fresh_mesh_head(load_model("mobilenet0.25"), "anchor")  # the released weights have the RoI head
     features, truth = anchor_features(model, tmp_path / "data" / "val")
     records = [r for rs in load_render_params(tmp_path / "data" / "val" / "render_params.json").values() for r in rs]
     assert features.shape == (len(records), 64 + 3) and truth.shape == (len(records), 144)

@@ -47,7 +47,7 @@ def _true_rotation_degrees(synthetic_val) -> list[float]:
     return [float(np.degrees(Rotation.from_rotvec(np.pi / 2 * np.tanh(r)).magnitude())) for r in pose]
 
 
-def test_released_weights_detect_the_faces_and_score_their_zero_head_against_the_rendered_poses(synthetic_val, tmp_path):
+def test_released_weights_detect_the_faces_and_score_their_head_against_the_rendered_poses(synthetic_val, tmp_path):
     truth = _true_rotation_degrees(synthetic_val)
     faces = len(truth)
     assert faces >= 3 and np.median(truth) > 5
@@ -57,14 +57,14 @@ def test_released_weights_detect_the_faces_and_score_their_zero_head_against_the
     assert summary["mesh_faces"] == faces and 0 < summary["mesh_matched"] <= faces
     assert min(truth) - 1e-3 <= summary["mesh_rotation_deg_zero"] <= max(truth) + 1e-3
     assert "rotation" in result.stdout
-    # at the true boxes every face is scored: the released head is zero (frontal), so its median rotation error
-    # is the median of the rendered rotations, and so is the zero baseline's
+    # at the true boxes every face is scored: the zero baseline (frontal) is wrong by each face's whole
+    # rotation, so its median is the median of the rendered rotations; the released head reads the pose
     at_boxes = run_in_process("mobilenet0.25", synthetic_val, "--at-true-boxes", "--json", tmp_path / "boxes.json")
     assert at_boxes.returncode == 0, at_boxes.stderr[-2000:]
     scored = json.loads((tmp_path / "boxes.json").read_text())
     assert scored["mesh_matched"] == faces
-    assert scored["mesh_rotation_deg"] == pytest.approx(np.median(truth), abs=1e-3)
     assert scored["mesh_rotation_deg_zero"] == pytest.approx(np.median(truth), abs=1e-3)
+    assert scored["mesh_rotation_deg"] < 0.6 * scored["mesh_rotation_deg_zero"]
 
 
 def test_folder_without_render_parameters_is_one_error_line(tmp_path):
