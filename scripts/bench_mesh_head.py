@@ -18,17 +18,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-def cpu_description() -> str:
-    """The CPU's model name and widest vector instruction set (Linux /proc/cpuinfo; "unknown CPU" elsewhere)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown CPU"
-    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "unknown CPU")
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return f"{name} ({'AVX-512' if 'avx512f' in flags else 'AVX2' if 'avx2' in flags else 'no AVX2'})"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -44,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     from retinaface.media.images import read_image
     from retinaface.model.heads import RoIMeshHead
     from retinaface.model.weights import load_model
+    from retinaface.utils.cpu import summary_line
 
     torch.set_num_threads(args.threads)
     try:
@@ -76,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         head = timed(lambda: model.heads.mesh(features, ids, boxes))
         one = timed(lambda: model.heads.mesh(features, ids[:1], boxes[:1]))
         whole = timed(lambda: model([bgr]))
-    print(f"{args.photo.name}: {image.shape[1]}x{image.shape[0]}, {len(boxes)} faces; {cpu_description()}, {args.threads} threads")
+    print(f"{args.photo.name}: {image.shape[1]}x{image.shape[0]}, {len(boxes)} faces; {summary_line()}, {args.threads} threads")
     print(f"mesh head, all faces at once: {head * 1e3:.2f} ms ({head * 1e3 / len(boxes):.3f} ms per face)")
     print(f"mesh head, one face: {one * 1e3:.2f} ms")
     print(f"whole detector call: {whole * 1e3:.1f} ms (the head's share {head / whole:.1%})")

@@ -110,3 +110,16 @@ def test_table3_ablation_trains_both_arms_per_seed_then_a_rerun_reads_the_finish
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
         assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error:")
     assert (output / "with-seed2" / "metrics.jsonl").read_text() == '{"step": 1}\n'
+
+
+def test_mesh_head_benchmark_times_the_released_head_per_face(tmp_path: Path) -> None:
+    result = run_in_process("bench_mesh_head.py", ASTRONAUT, "--repeats", 1, "--threads", 1)
+    assert result.returncode == 0, result.stderr
+    assert "astronaut.jpg: 512x512, 1 faces" in result.stdout and "ms per face" in result.stdout
+    blank = tmp_path / "blank.png"
+    import cv2
+    import numpy as np
+
+    cv2.imwrite(str(blank), np.full((64, 64, 3), 128, np.uint8))
+    nothing = run_in_process("bench_mesh_head.py", blank, "--repeats", 1)
+    assert nothing.returncode == 2 and nothing.stderr.startswith("error: no face") and "Traceback" not in nothing.stderr
