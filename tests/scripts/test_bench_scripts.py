@@ -123,3 +123,16 @@ def test_mesh_head_benchmark_times_the_released_head_per_face(tmp_path: Path) ->
     cv2.imwrite(str(blank), np.full((64, 64, 3), 128, np.uint8))
     nothing = run_in_process("bench_mesh_head.py", blank, "--repeats", 1)
     assert nothing.returncode == 2 and nothing.stderr.startswith("error: no face") and "Traceback" not in nothing.stderr
+
+
+def test_shape_truth_benchmark_scores_fits_and_the_mean_face_against_rendered_identities(tmp_path: Path) -> None:
+    result = run_in_process("bench_shape_truth.py", "--identities", 1, "--mesh-steps", 2, "--threads", 1, "--json", tmp_path / "s.json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "s.json").read_text())
+    assert report["summary"]["faces"] == len(report["rows"]) >= 4  # one identity, five poses, nearly all found
+    # the truth is a drawn identity, not the mean face: the mean face is off by a visible amount, the same on every pose
+    baselines = {round(row["mean_face"], 6) for row in report["rows"]}
+    assert len(baselines) == 1 and 0.3 < baselines.pop() < 5
+    assert all(row["fitted"] > 0 for row in report["rows"])
+    bad = run_in_process("bench_shape_truth.py", "--identities", 0)
+    assert bad.returncode == 2 and "identities" in bad.stderr
