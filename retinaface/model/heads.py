@@ -225,7 +225,12 @@ class RoIMeshHead(nn.Module):
         return pooled
 
     def forward(self, features: list[Tensor], image_ids: Tensor, boxes: Tensor) -> Tensor:
-        return self.output(self.convs(self.pool(features, image_ids, boxes)).flatten(1))
+        return self.from_pooled(self.pool(features, image_ids, boxes))
+
+    def from_pooled(self, pooled: Tensor) -> Tensor:
+        """Coefficients ``Tensor[K, num_coefficients]`` from :meth:`pool`'s ``Tensor[K, C, pool_size, pool_size]``
+        (training on a frozen trunk pools once and runs only this)."""
+        return self.output(self.convs(pooled).flatten(1))
 
     def outputs(self, features: list[Tensor], *, dense: bool = False) -> RoIMeshCoefficients:
         """The lazy :class:`RoIMeshCoefficients` (there is no per-anchor form, dense or not)."""

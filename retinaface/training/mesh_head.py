@@ -38,8 +38,10 @@ import cv2
 import numpy as np
 import torch
 from torch import Tensor
+from torchvision.ops import box_area
 
 from ..config import InferenceConfig, ModelConfig, check_fields
+from ..errors import RetinaFaceError
 from ..mesh.coefficients import LATENT_DIM, pose_rotation_vector, split_coefficients
 from ..model.heads import RoIMeshHead
 from ..model.retinaface import RetinaFace, build_retinaface
@@ -140,25 +142,27 @@ def collect_samples(
         canvas, faces = render_image(renderer, rng, config.image_size, config.image_size)
         if faces:
             bgr = torch.from_numpy(_jpeg(canvas)).permute(2, 0, 1).float()
-            detections = model([bgr])[0]
+            # one pass of the network: the detections, and the features the head pools (in network pixels)
+            batch, _, scales, _ = model.preprocessor([bgr])
+            outputs, anchors = model.run_network(batch)
+            detections = model.postprocessor(outputs, anchors)[0]
             keep = detections["scores"] >= config.score_threshold
+            detected_boxes = detections["boxes"][keep] / scales[0]
             true_boxes = torch.tensor(np.stack([f.box for f in faces]), dtype=torch.float32)
             truth = torch.tensor(np.stack([f.coefficients for f in faces]), dtype=torch.float32)
             placement = torch.tensor([[x, y, x + side, y + side] for x, y, side in (f.placement for f in faces)], dtype=torch.float32)
-            found, matched = match_boxes(detections["boxes"][keep], true_boxes, config.iou_threshold)
+            found, matched = match_boxes(detected_boxes, true_boxes, config.iou_threshold)
             if len(found):
-                boxes = torch.cat([detections["boxes"][keep][found], true_boxes[matched]])
+                boxes = torch.cat([detected_boxes[found], true_boxes[matched]])
                 rows = torch.cat([matched, matched])
-                batch, _, scales, _ = model.preprocessor([bgr])
-                features = model.context_features(batch)
-                pooled = head.pool(features, torch.zeros(len(boxes), dtype=torch.long), boxes * scales[0])
+                pooled = head.pool(outputs.mesh_coefficients.features, torch.zeros(len(boxes), dtype=torch.long), boxes * scales[0])
                 vertices, _ = renderer.branch.image_vertices(truth[rows], placement[rows])
                 detected = torch.arange(len(boxes)) < len(found)
                 parts.append(HeadSamples(pooled, boxes, truth[rows], vertices[..., :2], detected))
         if progress is not None:
             progress(index - first_image + 1, config.images)
     if not parts:
-        raise ValueError("the detector found none of the synthetic faces")
+        raise RetinaFaceError("the detector found none of the synthetic faces (check --weights and image_size)")
     return HeadSamples.cat(parts)
 
 
@@ -184,11 +188,6 @@ def read_samples(path: str | os.PathLike, settings: dict) -> HeadSamples | None:
     return HeadSamples(**payload)
 
 
-def head_predictions(head: RoIMeshHead, pooled: Tensor) -> Tensor:
-    """``Tensor[K, 144]`` the head's coefficients from its pooled input ``Tensor[K, C, S, S]``."""
-    return head.output(head.convs(pooled).flatten(1))
-
-
 def head_losses(predicted: Tensor, samples: HeadSamples, prior, config: MeshHeadTrainConfig) -> dict[str, Tensor]:
     """The weighted terms of the module docstring for ``predicted`` ``Tensor[K, 144]`` of ``samples``."""
     from ..mesh.branch import place_in_boxes
@@ -197,7 +196,7 @@ def head_losses(predicted: Tensor, samples: HeadSamples, prior, config: MeshHead
     weights = prior.num_coefficients
     shapes = prior.shapes(mine.latent[:, :weights])
     placed = place_in_boxes(shapes, mine.camera, samples.boxes)[..., :2]
-    sizes = ((samples.boxes[:, 2] - samples.boxes[:, 0]) * (samples.boxes[:, 3] - samples.boxes[:, 1])).clamp(min=1).sqrt()
+    sizes = box_area(samples.boxes).clamp(min=1).sqrt()
     vertex = ((placed - samples.true_vertices).norm(dim=-1).mean(dim=1) / sizes).mean()
     rotation = (pose_rotation_vector(mine.camera) - pose_rotation_vector(true.camera)).abs().mean()
     light = (mine.illumination - true.illumination).abs().mean()
@@ -216,7 +215,7 @@ def head_errors(head: RoIMeshHead, samples: HeadSamples) -> dict[str, float]:
     from ..utils.rotations import rotation_error_degrees
 
     rows = samples.detected
-    predicted, truth = head_predictions(head, samples.pooled[rows]), samples.truth[rows]
+    predicted, truth = head.from_pooled(samples.pooled[rows]), samples.truth[rows]
     zero = torch.zeros_like(predicted)
     median = lambda values: float(values.median()) if len(values) else math.nan  # noqa: E731
     return {
@@ -246,7 +245,7 @@ def train_mesh_head(
     for step in range(1, config.steps + 1):
         rows = torch.randint(len(samples.pooled), (min(config.batch_size, len(samples.pooled)),), generator=generator)
         batch = HeadSamples(*(column[rows] for column in samples))
-        losses = head_losses(head_predictions(head, batch.pooled), batch, prior, config)
+        losses = head_losses(head.from_pooled(batch.pooled), batch, prior, config)
         total = sum(losses.values())
         optimiser.zero_grad(set_to_none=True)
         total.backward()
