@@ -45,9 +45,16 @@ class FitConfig:
     - ``crop_scale``: the crop is the face box enlarged by this factor about its centre (forehead and chin)
     - ``landmark_weight``, ``pixel_weight``, ``identity_weight``, ``expression_weight``: objective weights
       (the priors are strong on purpose: five landmarks and a small crop say little about a face's shape)
-    - ``lr``: Adam step for rotation (radians) and log-scale; ``shape_lr_scale`` times it for the coefficients;
-      warm starts use ``warm_lr_scale`` times these (Adam's first steps have about this size whatever the
-      gradient, so full steps would shake a still face from frame to frame)
+    - ``lr``: Adam step for rotation (radians) and log-scale; ``shape_lr_scale`` times it for the coefficients
+      (Adam moves each of the 115 coefficients by about its step whatever the size of its gradient, so full
+      steps walk the shape away from the mean face on weak evidence: on rendered prior faces with exact shape
+      truth, scale 1 made the fit farther from the truth than the mean face on 25 of 30 faces, 0.05 on none
+      by more than 0.03 % of the face height; docs/mesh.md); warm starts use ``warm_lr_scale`` times these
+      (full steps would shake a still face from frame to frame)
+    - ``landmarks_move_shape``: whether the landmark term pulls on the shape coefficients too. Off by default:
+      the detector's five points are where a detector puts them, not the mesh's landmark vertices (they sit
+      at other depths, docs/mesh.md#head-pose), so matching them by shape bends a correct face; they place
+      the head (rotation, position, scale) and the pixel term shapes it
     - ``min_face_size``: boxes with a shorter side (pixels) are not fitted (``valid`` is False)
     - ``focal``: focal length in the renderer's NDC units of the face box (3.6 = the renderer's default, a
       camera about two face heights away; 10 is closer to photos of people a few metres away)
@@ -64,8 +71,9 @@ class FitConfig:
     expression_weight: float = 0.2
     min_face_size: float = 10.0
     focal: float = 10.0
-    shape_lr_scale: float = 1.0
+    shape_lr_scale: float = 0.05
     warm_lr_scale: float = 0.2
+    landmarks_move_shape: bool = False
 
 
 class FitState(NamedTuple):
@@ -348,8 +356,18 @@ def _optimise(image_rgb, boxes, landmarks, state, steps, config, prior, template
         image_ids, pixel_ids, colours = interpolate_covered(ndc, faces, pix_to_face, lit)
         return image_ids, (colours - crops.index_select(0, image_ids * pixels + pixel_ids)).abs().sum(1)
 
-    def losses(shape, points):
-        projected = torch.einsum("lv,kvc->klc", landmark_weights, points[..., :2])
+    # the vertices the five landmarks are made of (35 of 468), to project them apart with the shape held
+    landmark_vertices = torch.nonzero(landmark_weights.abs().sum(0) > 0).squeeze(1)
+    landmark_columns = landmark_weights[:, landmark_vertices]
+
+    def projected_landmarks(shape, rot, points):
+        if config.landmarks_move_shape:
+            return torch.einsum("lv,kvc->klc", landmark_weights, points[..., :2])
+        held = project(shape.detach()[:, landmark_vertices], rot, centre_xy + offset * size[:, None], log_scale.exp() * size, focal, centre_xy)
+        return torch.einsum("lv,kvc->klc", landmark_columns, held[..., :2])
+
+    def losses(shape, rot, points):
+        projected = projected_landmarks(shape, rot, points)
         landmark = ((projected - landmarks).square().sum(-1).mean(1) / size.square())
         prior_term = config.identity_weight * coefficients[:, :num_identity].square().mean(1) \
             + config.expression_weight * coefficients[:, num_identity:].abs().mean(1)
@@ -358,8 +376,8 @@ def _optimise(image_rgb, boxes, landmarks, state, steps, config, prior, template
         return config.landmark_weight * landmark + config.pixel_weight * pixel + prior_term
 
     for step in range(steps):
-        shape, _, points = evaluate()
-        total = losses(shape, points)
+        shape, rot, points = evaluate()
+        total = losses(shape, rot, points)
         optimiser.zero_grad()
         total.sum().backward()
         optimiser.step()

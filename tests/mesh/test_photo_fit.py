@@ -62,8 +62,22 @@ def test_fit_recovers_pose_and_beats_the_mean_face_start(photo):
     assert (fit_error <= start_error + 1e-4).all(), (start_error, fit_error)
     assert (fit_error < 0.03).all()
     assert (rotation_error(fitted.state.rotation, truth_rotation) < 6).all()
-    assert (fitted.landmark_residual < 1.0).all()  # pixels
+    # the landmarks place the head and do not bend the shape, so they are met up to the shape's own
+    # difference from the true face (about 1 % of these 100 px faces)
+    assert (fitted.landmark_residual < 1.5).all()  # pixels
     assert torch.isfinite(fitted.pixel_residual).all() and (fitted.pixel_residual < 0.1).all()
+
+
+def test_landmarks_place_the_head_but_do_not_bend_the_shape(photo):
+    image, boxes, landmarks, *_ = photo
+    # landmarks alone (no pixel term, no priors): only they could move the shape coefficients
+    alone = dict(steps=5, pixel_weight=0.0, identity_weight=0.0, expression_weight=0.0)
+    held = fit_faces(image, boxes, landmarks, config=FitConfig(**alone, landmarks_move_shape=False))
+    bent = fit_faces(image, boxes, landmarks, config=FitConfig(**alone, landmarks_move_shape=True))
+    assert torch.equal(held.state.coefficients, torch.zeros_like(held.state.coefficients))
+    assert bent.state.coefficients.abs().max() > 1e-3
+    start = fit_faces(image, boxes, landmarks, config=CONFIG, steps=0)
+    assert not torch.equal(held.state.rotation, start.state.rotation)  # the pose still follows them
 
 
 def test_warm_start_keeps_shape_and_light_and_follows_the_landmarks(photo):
