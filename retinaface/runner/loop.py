@@ -1,9 +1,14 @@
 """The one detect loop: a source's frames in batches through the detector, each frame's faces into every sink.
 
-Three threads overlap the work: a reader takes frames from the source (decoding), this thread detects, and a
-writer runs the face workflow, draws, builds the JSON record and hands both to the sinks (encoding). At most
-a few batches wait between them, so memory stays bounded on long videos. Ctrl+C (or SIGTERM) stops the reader
-and detection; the writer finishes what was detected, and the sinks keep those frames.
+Four threads overlap the work: a reader takes frames from the source (decoding); this thread runs the network
+(:meth:`FaceDetector.find`) and the landmark refiner, which need nothing but the frame; a stager tracks the
+faces and fits their meshes frame by frame in order, each fit starting from the same track's fit in the
+previous frame (:meth:`~retinaface.inference.stages.FaceStages.track_and_fit`); and a writer runs the face
+workflow, draws, builds the JSON record and hands both to the sinks (encoding). The network's pass over frame
+t+1 thus overlaps the mesh fits of frame t, and the stages see the same faces in the same order as
+:meth:`FaceDetector.detect_batch`, so the records are the same. At most a few batches wait between threads,
+so memory stays bounded on long videos. Ctrl+C (or SIGTERM) stops the reader and detection; the stager and the
+writer finish what was detected, and the sinks keep those frames.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from ..errors import InputError
@@ -27,6 +33,7 @@ from ..faces.tracking import IouTracker
 from ..faces.workflow import FaceWorkflow
 from ..inference.detector import FaceDetector
 from ..media.prefetch import in_size_groups
+from ..model.base import torch_threads
 from .sinks import JsonLinesSink, Sink
 from .sources import Frame, Source
 
@@ -92,9 +99,11 @@ class DetectLoop:
     def __init__(
         self, detector: FaceDetector, source: Source, records: JsonLinesSink, media: Sink | None, summary: DetectSummary, *,
         batch_size: int = 1, include_mesh: bool = False, workflow: FaceWorkflow | None = None, progress: bool = True,
+        overlap_stages: bool = True,
     ) -> None:
         self.detector, self.source, self.records, self.media, self.summary = detector, source, records, media, summary
         self.batch_size, self.include_mesh, self.workflow, self.progress = batch_size, include_mesh, workflow, progress
+        self.overlap_stages = overlap_stages
         self.tracker = None
         if source.fps is not None:
             self.tracker = workflow.new_tracker(source.fps) if workflow is not None else IouTracker(fps=source.fps)
@@ -103,34 +112,51 @@ class DetectLoop:
         self.window = batch_size if self.tracker is not None or batch_size == 1 else 4 * batch_size
         self.sinks = [sink for sink in (media, records) if sink is not None]  # the record last: it says the frame is done
         self.decoded: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)
+        self.found: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)
         self.detected: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)
         self.stop = threading.Event()
         self.end = object()
 
     def run(self) -> None:
+        with torch_threads(self._threads_while_overlapping()):
+            self._run()
+
+    def _threads_while_overlapping(self) -> int | None:
+        """PyTorch intra-op threads for the run (``None``: as they are). While mesh fits overlap detection,
+        two threads compute at once: each gets half the threads, as two stages each asking for all the cores
+        wait for each other's OpenMP threads (on 2 cores: one thread each)."""
+        if not self.overlap_stages or self.detector.stages.mesh_fitter is None:
+            return None
+        return max(1, torch.get_num_threads() // 2)
+
+    def _run(self) -> None:
         source, summary = self.source, self.summary
         self.bar = tqdm(total=source.total, unit=source.unit, disable=not self.progress or not source.shows_progress, desc="detect", file=sys.stderr)
         reader, writer = _Worker(self._read, "detect-reader"), _Worker(self._write, "detect-writer")
-        reader.start()
-        writer.start()
+        stager = _Worker(lambda: self._stage(writer), "detect-stages")
+        for worker in (reader, writer, stager):
+            worker.start()
         failure: BaseException | None = None
         try:
             while (batch := self.decoded.get()) is not self.end:
                 self._detect(batch)
-                if not _put(self.detected, batch, consumer=writer):
-                    break  # the writer failed; its error is raised below
+                if not self.overlap_stages:
+                    self._run_stages(batch)
+                if not _put(self.found, batch, consumer=stager):
+                    break  # the stager (or the writer behind it) failed; its error is raised below
         except KeyboardInterrupt:
             summary.interrupted = True
         except BaseException as exc:
             failure = exc
         finally:
             self.stop.set()
-            _put(self.detected, self.end, consumer=writer)  # the writer finishes what was detected so far
+            _put(self.found, self.end, consumer=stager)  # the stager and the writer finish what was detected so far
+            stager.join()
             writer.join()
             reader.join()
             self.bar.close()
             source.close()
-        conclude(source, self.records, self.media, summary, failure or writer.error or reader.error)
+        conclude(source, self.records, self.media, summary, failure or stager.error or writer.error or reader.error)
 
     def _read(self) -> None:
         """Reader thread: the source's frames in batches of ``window``, inputs it could not read kept as sentences."""
@@ -144,22 +170,55 @@ class DetectLoop:
             frames.close()  # type: ignore[attr-defined]  # stops a folder's decoding threads
             _put(self.decoded, self.end, self.stop)
 
+    def _find_and_refine(self, images: list[np.ndarray]) -> list[list[Face]]:
+        """The network's faces of ``images`` (:meth:`FaceDetector.find`) with refined landmarks: the work on a
+        frame that needs no other frame."""
+        return self.detector.stages.refine(images, self.detector.find(images))
+
     def _detect(self, batch: Batch) -> None:
-        """Fill ``batch.faces``: detection in groups of at most ``batch_size`` frames (a sequence's frames in
-        order, stills by similar size); frames whose detection failed and was skipped leave the batch."""
+        """Fill ``batch.faces`` with the network's faces and their refined landmarks, before tracking and mesh
+        fits: in groups of at most ``batch_size`` frames (a sequence's frames in order, stills by similar
+        size); frames whose detection failed and was skipped leave the batch."""
         images = [frame.image for frame in batch.frames]
         groups = [list(range(len(images)))] if self.tracker is not None else in_size_groups(images, self.batch_size)
         found: list[list[Face] | None] = [None] * len(images)
         for group in groups:
             frames = [batch.frames[i] for i in group]
             if self.source.skips_failures:
-                faces = _detect_each(self.detector.detect_batch, frames, batch.skipped)
+                faces = _detect_each(self._find_and_refine, frames, batch.skipped)
             else:
-                faces = self.detector.detect_batch([frame.image for frame in frames], tracker=self.tracker)
+                faces = self._find_and_refine([frame.image for frame in frames])
             for index, one in zip(group, faces):
                 found[index] = one
-        kept = [i for i, faces in enumerate(found) if faces is not None]
-        batch.frames, batch.faces = [batch.frames[i] for i in kept], [found[i] for i in kept]
+        _keep(batch, found)
+
+    def _stage(self, writer: threading.Thread) -> None:
+        """Stager thread: tracking, smoothing and mesh fits on every batch's faces, frame by frame in order (a
+        track's fit starts from its fit in the previous frame), then on to the writer."""
+        try:
+            while (batch := self.found.get()) is not self.end:
+                if self.overlap_stages:
+                    self._run_stages(batch)
+                if not _put(self.detected, batch, consumer=writer):
+                    return  # the writer failed; its error is raised by the main thread
+        finally:
+            _put(self.detected, self.end, consumer=writer)
+
+    def _run_stages(self, batch: Batch) -> None:
+        """Tracking, smoothing and mesh fits on ``batch.faces``, in place. For sources that skip failures, a
+        frame whose fit fails (e.g. out of memory) is skipped and reported like a failed detection."""
+        stages = self.detector.stages
+        if not self.source.skips_failures:
+            stages.track_and_fit([frame.image for frame in batch.frames], batch.faces, tracker=self.tracker)
+            return
+        staged: list[list[Face] | None] = []
+        for frame, faces in zip(batch.frames, batch.faces):
+            try:
+                staged.append(stages.track_and_fit([frame.image], [faces], tracker=self.tracker)[0])
+            except (RuntimeError, MemoryError) as exc:
+                batch.skipped.append(f"detection failed on {frame.key}: {_first_line(exc)}")
+                staged.append(None)
+        _keep(batch, staged)
 
     def _write(self) -> None:
         """Writer thread: per frame the face workflow, the drawing and the record, into every sink, in order."""
@@ -198,18 +257,28 @@ class DetectLoop:
         return draw_faces(image, faces)
 
 
-def _detect_each(detect_batch: Callable, frames: list[Frame], skipped: list[str]) -> list[list[Face] | None]:
-    """``detect_batch`` on ``frames``; if the batch fails (e.g. out of memory on one huge image), retry frame
-    by frame: a frame that still fails gets ``None`` and a sentence in ``skipped``."""
+def _keep(batch: Batch, faces: list[list[Face] | None]) -> None:
+    """Keep in ``batch`` the frames whose ``faces`` are not ``None`` (the others were skipped)."""
+    kept = [i for i, one in enumerate(faces) if one is not None]
+    batch.frames, batch.faces = [batch.frames[i] for i in kept], [faces[i] for i in kept]  # type: ignore[misc]
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _detect_each(detect: Callable, frames: list[Frame], skipped: list[str]) -> list[list[Face] | None]:
+    """``detect`` (images -> faces per image) on ``frames``; if the batch fails (e.g. out of memory on one huge
+    image), retry frame by frame: a frame that still fails gets ``None`` and a sentence in ``skipped``."""
     if not frames:
         return []
     try:
-        return list(detect_batch([frame.image for frame in frames]))
+        return list(detect([frame.image for frame in frames]))
     except (RuntimeError, MemoryError) as exc:
         if len(frames) == 1:
-            skipped.append(f"detection failed on {frames[0].key}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+            skipped.append(f"detection failed on {frames[0].key}: {_first_line(exc)}")
             return [None]
-    return [faces for frame in frames for faces in _detect_each(detect_batch, [frame], skipped)]
+    return [faces for frame in frames for faces in _detect_each(detect, [frame], skipped)]
 
 
 def conclude(source: Source, records: JsonLinesSink, media: Sink | None, summary: DetectSummary, failure: BaseException | None) -> None:

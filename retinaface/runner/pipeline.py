@@ -60,6 +60,7 @@ class DetectOptions:
     decode_workers: int = 2
     resume: bool = False
     shard: Shard | None = None
+    overlap_stages: bool = True
     settings: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -78,6 +79,7 @@ def run_detect(
     decode_workers: int = 2,
     resume: bool = False,
     shard: Shard | None = None,
+    overlap_stages: bool = True,
 ) -> DetectSummary:
     """Detect faces in ``source`` and write the annotated copy (unless ``draw`` is false) and JSON Lines.
 
@@ -97,7 +99,9 @@ def run_detect(
     same folder (``<json>.parts/``) and detects only the images still missing. ``shard`` (from
     :func:`retinaface.utils.distributed.current_shard` under ``torchrun``) makes this process detect its share
     of the images; rank 0 then merges every process's records in folder order, so the JSON Lines equal a
-    single-process run's. Part files record the settings that made them: here an empty description, so the
+    single-process run's. ``overlap_stages`` runs the tracking and mesh fits of frame t in a thread of their own
+    while the network and the refiner look at frame t+1, with half the PyTorch threads each when meshes are
+    fitted (the same records either way; off: one after the other, for comparisons). Part files record the settings that made them: here an empty description, so the
     caller vouches that a resumed run uses the same detector (``detect`` with :class:`DetectOptions`
     ``settings`` checks it, as the command does).
 
@@ -108,6 +112,7 @@ def run_detect(
     options = DetectOptions(
         output=output, json_path=json_path, draw=draw, batch_size=batch_size, include_mesh=include_mesh, progress=progress,
         protected=protected, workflow=workflow, decode_workers=decode_workers, resume=resume, shard=shard,
+        overlap_stages=overlap_stages,
     )
     return detect(detector, source, options)
 
@@ -145,7 +150,7 @@ def detect(detector: FaceDetector, source: str, options: DetectOptions) -> Detec
             raise
         DetectLoop(
             detector, opened, records, media, summary, batch_size=options.batch_size, include_mesh=options.include_mesh,
-            workflow=options.workflow, progress=options.progress,
+            workflow=options.workflow, progress=options.progress, overlap_stages=options.overlap_stages,
         ).run()
         summary.seconds = time.perf_counter() - start
     return summary

@@ -422,14 +422,14 @@ def test_one_image_failing_detection_is_skipped_not_fatal(tmp_path, detector, mo
     folder.mkdir()
     for name, side in (("a.png", 64), ("b.png", 96), ("c.png", 64)):
         cv2.imwrite(str(folder / name), np.zeros((side, side, 3), np.uint8))
-    real = detector.detect_batch
+    real = detector.find
 
     def fails_on_96_pixels(images):  # e.g. out of memory on one huge image
         if any(image.shape[0] == 96 for image in images):
             raise RuntimeError("CUDA out of memory\nmore details")
         return real(images)
 
-    monkeypatch.setattr(detector, "detect_batch", fails_on_96_pixels)
+    monkeypatch.setattr(detector, "find", fails_on_96_pixels)
     summary = run_detect(detector, str(folder), output=tmp_path / "out", batch_size=3, progress=False)
     records = [json.loads(line) for line in (tmp_path / "out" / "detections.jsonl").read_text().splitlines()]
     assert [Path(r["source"]).name for r in records] == ["a.png", "c.png"]
