@@ -70,6 +70,10 @@ class ModelConfig:
     """Side (cells) of the ``roi`` head's RoI Align output."""
     mesh_roi_convs: int = 3
     """3x3 convs of the ``roi`` head (the last has stride 2, halving the side before the linear layer)."""
+    mesh_roi_pixels: int = 32
+    """Feature maps the ``roi`` head also reads from the face's own pixels (a crop of 4 x ``mesh_roi_size``
+    px through two stride-2 convs); 0: the SSH features only. A stored ``roi`` config without this key was
+    built without them (:meth:`from_stored`)."""
 
     def __post_init__(self) -> None:
         check_fields(self, _MODEL_RULES)
@@ -85,15 +89,17 @@ class ModelConfig:
     def from_stored(cls, data: Mapping[str, Any]) -> "ModelConfig":
         """The config of a weights file, checkpoint or ONNX file (:func:`config_to_dict` output). One written
         before the mesh head was a choice has no ``mesh_head`` key and was built with the per-anchor head, so
-        a missing key means ``"anchor"``, not today's default."""
-        return config_from_dict(cls, {"mesh_head": "anchor", **data})
+        a missing key means ``"anchor"``, not today's default; likewise a missing ``mesh_roi_pixels`` means a
+        RoI head without the pixel branch (0)."""
+        return config_from_dict(cls, {"mesh_head": "anchor", "mesh_roi_pixels": 0, **data})
 
     def without_mesh_head(self) -> "ModelConfig":
         """This config with the mesh-head settings at their defaults: compares two configs' detection
         networks (backbone to score, box and landmark heads), whichever mesh head each has."""
         defaults = ModelConfig()
         return dataclasses.replace(
-            self, mesh_head=defaults.mesh_head, mesh_roi_size=defaults.mesh_roi_size, mesh_roi_convs=defaults.mesh_roi_convs
+            self, mesh_head=defaults.mesh_head, mesh_roi_size=defaults.mesh_roi_size, mesh_roi_convs=defaults.mesh_roi_convs,
+            mesh_roi_pixels=defaults.mesh_roi_pixels,
         )
 
 
@@ -101,6 +107,7 @@ _MODEL_RULES = {
     "mesh_head": (lambda v: v in ("anchor", "roi"), "anchor or roi"),
     "mesh_roi_size": (lambda v: v >= 1, "an integer >= 1 (cells)"),
     "mesh_roi_convs": (lambda v: v >= 0, "an integer >= 0"),
+    "mesh_roi_pixels": (lambda v: v >= 0, "an integer >= 0 (0: no pixel branch)"),
 }
 
 

@@ -59,15 +59,15 @@ def main(argv: list[str] | None = None) -> int:
     from ..config import apply_overrides, config_to_dict
     from ..model.weights import load_model, read_safetensors, resolve_weights, save_safetensors
     from ..training.mesh_head import (
-        COLLECTION_KEYS, HeadSamples, MeshHeadTrainConfig, collect_samples, head_errors, read_samples, train_mesh_head, with_fresh_mesh_head,
-        write_samples,
+        HeadSamples, MeshHeadTrainConfig, collect_samples, collection_settings, head_errors, read_samples, train_mesh_head,
+        with_fresh_mesh_head, write_samples,
     )
 
     try:
         config = apply_overrides(MeshHeadTrainConfig(), overrides)
         source = resolve_weights(args.weights)
         model = with_fresh_mesh_head(load_model(source))
-        collected = {key: value for key, value in config_to_dict(config).items() if key in COLLECTION_KEYS}
+        collected = collection_settings(config, model.heads.mesh)
         samples = read_samples(args.samples, collected) if args.samples is not None and args.samples.is_file() else None
         if samples is not None:
             print(f"read the collected faces from {args.samples}", file=sys.stderr)

@@ -144,7 +144,7 @@ class _DetectionGraph(nn.Module):
         kept_images, keep = selected[:, 1], selected[:, 2]  # image-major, by descending score within an image
         kept_flat = flat[keep]
         if isinstance(heads.mesh, RoIMeshHead):
-            mesh = heads.mesh(features, kept_images, boxes[keep])
+            mesh = heads.mesh(features, kept_images, boxes[keep], images=batch)
         elif self.dense_mesh:
             mesh = heads.mesh(features).flatten(0, 1)[kept_flat]
         else:

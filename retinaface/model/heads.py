@@ -63,16 +63,19 @@ class RoIMeshCoefficients:
 
     - ``head``: the :class:`RoIMeshHead`
     - ``features``: ``list[Tensor[N, C, H_l, W_l]]`` the context features of the batch, one per level
+    - ``images``: the preprocessed batch ``Tensor[N, 3, H, W]`` the features came from (read by a head with
+      a pixel branch; ``None`` for one without)
     """
 
-    def __init__(self, head: "RoIMeshHead", features: list[Tensor]) -> None:
+    def __init__(self, head: "RoIMeshHead", features: list[Tensor], images: Tensor | None = None) -> None:
         self.head = head
         self.features = features
+        self.images = images
 
     def at(self, image_ids: Tensor, boxes: Tensor) -> Tensor:
         """Coefficients ``Tensor[K, M]`` of the faces at ``boxes`` ``Tensor[K, 4]`` (x1 y1 x2 y2, network-input
         pixels) in images ``image_ids`` ``Tensor[K]``."""
-        return self.head(self.features, image_ids, boxes)
+        return self.head(self.features, image_ids, boxes, images=self.images)
 
     def __getitem__(self, index: object) -> Tensor:
         raise TypeError("the RoI mesh head reads faces by their boxes, not by anchor: use mesh_coefficients_at()")
@@ -171,13 +174,19 @@ class RoIMeshHead(nn.Module):
     """A mesh head that reads the face: RoI Align of the face's box on the pyramid level whose anchors fit its
     size, ``num_convs`` 3x3 convs (ReLU; the last with stride 2) and a linear layer to ``num_coefficients``.
 
+    With ``pixel_channels > 0`` it also reads the face's pixels: RoI Align of the box on the preprocessed
+    image at 4x the pooled side, two 3x3 convs with stride 2 (ReLU) down to the pooled grid, whose
+    ``pixel_channels`` maps join the pooled features before the convs. The detector's features are trained
+    to find faces whatever their lighting, so they carry little of it; the pixels do (docs/training.md).
+
     The final layer is zero-initialised, so an untrained head gives exactly zero coefficients (the template
     face), like the per-anchor head. It runs on the boxes it is given only: the kept detections at inference,
     the faces of the pixel term in training.
 
-    ``forward(features, image_ids, boxes)``: ``features`` one ``Tensor[N, C, H_l, W_l]`` per level (strides
-    ``strides``), ``image_ids`` ``Tensor[K]`` int64, ``boxes`` ``Tensor[K, 4]`` x1 y1 x2 y2 network-input
-    pixels -> ``Tensor[K, num_coefficients]``.
+    ``forward(features, image_ids, boxes, images=None)``: ``features`` one ``Tensor[N, C, H_l, W_l]`` per
+    level (strides ``strides``), ``image_ids`` ``Tensor[K]`` int64, ``boxes`` ``Tensor[K, 4]`` x1 y1 x2 y2
+    network-input pixels, ``images`` the preprocessed ``Tensor[N, 3, H, W]`` (needed with a pixel branch)
+    -> ``Tensor[K, num_coefficients]``.
     """
 
     def __init__(
@@ -189,6 +198,7 @@ class RoIMeshHead(nn.Module):
         num_coefficients: int,
         pool_size: int,
         num_convs: int,
+        pixel_channels: int = 0,
     ) -> None:
         super().__init__()
         if len(strides) != len(anchor_sizes):
@@ -196,15 +206,27 @@ class RoIMeshHead(nn.Module):
         self.strides = tuple(strides)
         self.pool_size = pool_size
         self.register_buffer("boundaries", torch.tensor(level_boundaries(anchor_sizes), dtype=torch.float32), persistent=False)
+        self.pixels: nn.Sequential | None = None
+        if pixel_channels:
+            self.pixels = nn.Sequential(
+                Conv2dNormActivation(3, max(pixel_channels // 2, 1), kernel_size=3, stride=2, norm_layer=None, activation_layer=nn.ReLU),
+                Conv2dNormActivation(max(pixel_channels // 2, 1), pixel_channels, kernel_size=3, stride=2, norm_layer=None, activation_layer=nn.ReLU),
+            )
+        read = in_channels + pixel_channels
         self.convs = nn.Sequential(*(
-            Conv2dNormActivation(in_channels, in_channels, kernel_size=3, stride=2 if i == num_convs - 1 else 1,
+            Conv2dNormActivation(read if i == 0 else in_channels, in_channels, kernel_size=3, stride=2 if i == num_convs - 1 else 1,
                                  norm_layer=None, activation_layer=nn.ReLU)
             for i in range(num_convs)
         ))
         side = -(-pool_size // 2) if num_convs else pool_size
-        self.output = nn.Linear(in_channels * side * side, num_coefficients)
+        self.output = nn.Linear((in_channels if num_convs else read) * side * side, num_coefficients)
         nn.init.zeros_(self.output.weight)
         nn.init.zeros_(self.output.bias)
+
+    @property
+    def pixel_size(self) -> int:
+        """Side (pixels) of the face crops the pixel branch reads (0 without one)."""
+        return 4 * self.pool_size if self.pixels is not None else 0
 
     def levels(self, boxes: Tensor) -> Tensor:
         """The pyramid level ``Tensor[K]`` (int64) each box is read on (see :func:`level_boundaries`)."""
@@ -212,9 +234,13 @@ class RoIMeshHead(nn.Module):
         # a count of boundaries passed rather than bucketize: the same, and it exports to ONNX
         return (size[:, None] >= self.boundaries.to(size)).long().sum(dim=1)
 
+    @staticmethod
+    def _rois(image_ids: Tensor, boxes: Tensor) -> Tensor:
+        return torch.cat([image_ids[:, None].to(boxes), boxes], dim=1).float()
+
     def pool(self, features: list[Tensor], image_ids: Tensor, boxes: Tensor) -> Tensor:
         """Each box's ``Tensor[K, C, pool_size, pool_size]`` RoI Align on its level."""
-        rois = torch.cat([image_ids[:, None].to(boxes), boxes], dim=1).float()
+        rois = self._rois(image_ids, boxes)
         levels = self.levels(boxes)
         pooled = None
         # Every level for every box, then each box's own: one fixed graph (no data-dependent split, so it
@@ -224,20 +250,44 @@ class RoIMeshHead(nn.Module):
             pooled = on_level if pooled is None else torch.where((levels == level)[:, None, None, None], on_level, pooled)
         return pooled
 
-    def forward(self, features: list[Tensor], image_ids: Tensor, boxes: Tensor) -> Tensor:
-        return self.from_pooled(self.pool(features, image_ids, boxes))
+    def pool_pixels(self, images: Tensor, image_ids: Tensor, boxes: Tensor) -> Tensor:
+        """Each box's crop ``Tensor[K, 3, pixel_size, pixel_size]`` of the preprocessed ``images``
+        ``Tensor[N, 3, H, W]`` (mean-subtracted BGR), divided by 255 so that the convs see values near 1."""
+        crops = roi_align(images.float(), self._rois(image_ids, boxes), output_size=self.pixel_size, spatial_scale=1.0,
+                          sampling_ratio=2, aligned=True)
+        return crops / 255.0
 
-    def from_pooled(self, pooled: Tensor) -> Tensor:
+    def forward(self, features: list[Tensor], image_ids: Tensor, boxes: Tensor, images: Tensor | None = None) -> Tensor:
+        pixels = None
+        if self.pixels is not None:
+            if images is None:
+                raise ValueError("this mesh head reads the face's pixels too: pass the preprocessed images")
+            pixels = self.pool_pixels(images, image_ids, boxes)
+        return self.from_pooled(self.pool(features, image_ids, boxes), pixels)
+
+    def from_pooled(self, pooled: Tensor, pixels: Tensor | None = None) -> Tensor:
         """Coefficients ``Tensor[K, num_coefficients]`` from :meth:`pool`'s ``Tensor[K, C, pool_size, pool_size]``
-        (training on a frozen trunk pools once and runs only this)."""
+        and, with a pixel branch, :meth:`pool_pixels`' crops (training on a frozen trunk pools once and runs
+        only this)."""
+        if self.pixels is not None:
+            if pixels is None:
+                raise ValueError("this mesh head reads the face's pixels too: pass pool_pixels' crops")
+            pooled = torch.cat([pooled, self.pixels(pixels)], dim=1)
         return self.output(self.convs(pooled).flatten(1))
 
-    def outputs(self, features: list[Tensor], *, dense: bool = False) -> RoIMeshCoefficients:
+    def outputs(self, features: list[Tensor], *, dense: bool = False, images: Tensor | None = None) -> RoIMeshCoefficients:
         """The lazy :class:`RoIMeshCoefficients` (there is no per-anchor form, dense or not)."""
-        return RoIMeshCoefficients(self, features)
+        return RoIMeshCoefficients(self, features, images)
 
 
 MeshHead = AnchorMeshHead | RoIMeshHead
+
+
+def _mesh_outputs(head: MeshHead, features: list[Tensor], dense: bool, images: Tensor | None) -> MeshOutputs:
+    # only the RoI head reads pixels; the per-anchor head is a conv on the features alone
+    if isinstance(head, RoIMeshHead):
+        return head.outputs(features, dense=dense, images=images)
+    return head.outputs(features, dense=dense)
 
 
 class RetinaFaceHeads(nn.Module):
@@ -271,8 +321,10 @@ class RetinaFaceHeads(nn.Module):
         else:
             self.mesh = mesh_head()
 
-    def forward(self, features: list[Tensor], *, dense_mesh: bool = True) -> HeadOutputs:
-        mesh = self.mesh.outputs(features, dense=dense_mesh)
+    def forward(self, features: list[Tensor], *, dense_mesh: bool = True, images: Tensor | None = None) -> HeadOutputs:
+        """Raw outputs; ``images``, the preprocessed batch ``Tensor[N, 3, H, W]``, is what a RoI mesh head's
+        pixel branch reads."""
+        mesh = _mesh_outputs(self.mesh, features, dense_mesh, images)
         return HeadOutputs(self.classification(features), self.box(features), self.landmarks(features), mesh)
 
 
@@ -316,6 +368,6 @@ class FusedRetinaFaceHeads(nn.Module):
         class_logits, box_deltas, landmark_deltas = merged.split(self.values_per_task, dim=-1)
         return class_logits, box_deltas, landmark_deltas
 
-    def forward(self, features: list[Tensor], *, dense_mesh: bool = True) -> HeadOutputs:
-        mesh = self.mesh.outputs(features, dense=dense_mesh)
+    def forward(self, features: list[Tensor], *, dense_mesh: bool = True, images: Tensor | None = None) -> HeadOutputs:
+        mesh = _mesh_outputs(self.mesh, features, dense_mesh, images)
         return HeadOutputs(*self.split(self.merged_outputs(features)), mesh)

@@ -88,7 +88,7 @@ class RetinaFace(DetectionModel):
         ``dense_mesh=False`` returns mesh coefficients evaluated lazily for indexed anchors only.
         """
         contexts = self.context_features(batch)
-        return self.heads(contexts, dense_mesh=dense_mesh), [(int(f.shape[-2]), int(f.shape[-1])) for f in contexts]
+        return self.heads(contexts, dense_mesh=dense_mesh, images=batch), [(int(f.shape[-2]), int(f.shape[-1])) for f in contexts]
 
     def head_outputs(self, batch: Tensor, *, dense_mesh: bool = True) -> tuple[HeadOutputs, Tensor]:
         """Run the network on a preprocessed ``Tensor[N, 3, H, W]``.
@@ -162,6 +162,7 @@ def roi_mesh_head_builder(config: ModelConfig) -> Callable[[], RoIMeshHead]:
         num_coefficients=config.num_mesh_coefficients,
         pool_size=config.mesh_roi_size,
         num_convs=config.mesh_roi_convs,
+        pixel_channels=config.mesh_roi_pixels,
     )
 
 

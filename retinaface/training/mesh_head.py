@@ -3,8 +3,8 @@
 The released detector was trained on WIDER FACE without any mesh: its trunk and its score, box and landmark
 heads stay exactly as published, and only the RoI mesh head (:class:`~retinaface.model.heads.RoIMeshHead`)
 learns. Because the trunk is frozen, what the head reads for a face (RoI Align of its box on the SSH
-features) is computed once per face; training then runs on those pooled features alone, thousands of
-steps a minute on a CPU.
+features, and the crop of its pixels when the head has a pixel branch) is computed once per face;
+training then runs on those alone, hundreds of steps a minute on a CPU.
 
 Faces come from :func:`retinaface.datasets.synthetic.render_image` (prior-shaped faces, random pose, light,
 size and background, each image JPEG-compressed as the dataset files are), drawn in memory from a seed.
@@ -66,8 +66,8 @@ class MeshHeadTrainConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     vertex_weight: float = 1.0
-    rotation_weight: float = 0.5
-    light_weight: float = 0.05
+    rotation_weight: float = 1.0
+    light_weight: float = 0.5
     shape_weight: float = 0.02
 
     def __post_init__(self) -> None:
@@ -86,11 +86,13 @@ class MeshHeadTrainConfig:
 
 class HeadSamples(NamedTuple):
     """Faces for the head, one row each: ``pooled`` ``Tensor[F, C, S, S]`` (what the head's convs read),
-    ``boxes`` ``Tensor[F, 4]`` (the box it was read at, x1 y1 x2 y2 image pixels), ``truth`` ``Tensor[F, 144]``
+    ``pixels`` ``Tensor[F, 3, 4S, 4S]`` (the crops its pixel branch reads; ``Tensor[F, 0]`` for a head
+    without one), ``boxes`` ``Tensor[F, 4]`` (the box it was read at, x1 y1 x2 y2 image pixels), ``truth`` ``Tensor[F, 144]``
     (the coefficients the face was rendered from), ``true_vertices`` ``Tensor[F, V, 2]`` (the rendered mesh's
     vertices in image pixels) and ``detected`` ``Tensor[F]`` bool (read at a detection's box, not the true box)."""
 
     pooled: Tensor
+    pixels: Tensor
     boxes: Tensor
     truth: Tensor
     true_vertices: Tensor
@@ -107,7 +109,7 @@ def with_fresh_mesh_head(model: RetinaFace, head: str = "roi", inference: Infere
     landmark heads, mesh branch) has ``model``'s weights; detection settings ``inference`` (default: the
     defaults)."""
     config = dataclasses.replace(model.config, mesh_head=head, **{
-        name: getattr(ModelConfig, name) for name in ("mesh_roi_size", "mesh_roi_convs")})
+        name: getattr(ModelConfig, name) for name in ("mesh_roi_size", "mesh_roi_convs", "mesh_roi_pixels")})
     fresh = build_retinaface(config, inference, mesh=model.mesh_branch is not None)
     state = {key: value for key, value in model.state_dict().items() if not key.startswith("heads.mesh.")}
     missing, unexpected = fresh.load_state_dict(state, strict=False)
@@ -155,10 +157,12 @@ def collect_samples(
             if len(found):
                 boxes = torch.cat([detected_boxes[found], true_boxes[matched]])
                 rows = torch.cat([matched, matched])
-                pooled = head.pool(outputs.mesh_coefficients.features, torch.zeros(len(boxes), dtype=torch.long), boxes * scales[0])
+                image_ids = torch.zeros(len(boxes), dtype=torch.long)
+                pooled = head.pool(outputs.mesh_coefficients.features, image_ids, boxes * scales[0])
+                pixels = head.pool_pixels(batch, image_ids, boxes * scales[0]) if head.pixels is not None else torch.zeros(len(boxes), 0)
                 vertices, _ = renderer.branch.image_vertices(truth[rows], placement[rows])
                 detected = torch.arange(len(boxes)) < len(found)
-                parts.append(HeadSamples(pooled, boxes, truth[rows], vertices[..., :2], detected))
+                parts.append(HeadSamples(pooled, pixels, boxes, truth[rows], vertices[..., :2], detected))
         if progress is not None:
             progress(index - first_image + 1, config.images)
     if not parts:
@@ -168,6 +172,18 @@ def collect_samples(
 
 COLLECTION_KEYS = ("images", "image_size", "seed", "score_threshold", "iou_threshold")
 """The :class:`MeshHeadTrainConfig` fields that decide which faces :func:`collect_samples` returns."""
+
+
+def collection_settings(config: MeshHeadTrainConfig, head: RoIMeshHead) -> dict:
+    """What decides the samples :func:`collect_samples` returns for ``head``: the :data:`COLLECTION_KEYS` of
+    ``config`` and the side of the pixel crops the head reads (a cache is reused only when all match)."""
+    return {**{key: getattr(config, key) for key in COLLECTION_KEYS}, "pixel_size": head.pixel_size}
+
+
+def predict(head: RoIMeshHead, samples: HeadSamples) -> Tensor:
+    """``head``'s coefficients ``Tensor[F, 144]`` for ``samples`` (its pooled features and, if it reads
+    them, its pixel crops)."""
+    return head.from_pooled(samples.pooled, samples.pixels if head.pixels is not None else None)
 
 
 def write_samples(path: str | os.PathLike, samples: HeadSamples, settings: dict) -> None:
@@ -215,7 +231,7 @@ def head_errors(head: RoIMeshHead, samples: HeadSamples) -> dict[str, float]:
     from ..utils.rotations import rotation_error_degrees
 
     rows = samples.detected
-    predicted, truth = head.from_pooled(samples.pooled[rows]), samples.truth[rows]
+    predicted, truth = predict(head, HeadSamples(*(column[rows] for column in samples))), samples.truth[rows]
     zero = torch.zeros_like(predicted)
     median = lambda values: float(values.median()) if len(values) else math.nan  # noqa: E731
     return {
@@ -245,7 +261,7 @@ def train_mesh_head(
     for step in range(1, config.steps + 1):
         rows = torch.randint(len(samples.pooled), (min(config.batch_size, len(samples.pooled)),), generator=generator)
         batch = HeadSamples(*(column[rows] for column in samples))
-        losses = head_losses(head.from_pooled(batch.pooled), batch, prior, config)
+        losses = head_losses(predict(head, batch), batch, prior, config)
         total = sum(losses.values())
         optimiser.zero_grad(set_to_none=True)
         total.backward()

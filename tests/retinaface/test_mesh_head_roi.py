@@ -47,18 +47,48 @@ def test_new_models_get_the_roi_head_and_its_shapes():
     image_ids = torch.tensor([0, 1, 1, 0])
     assert head.levels(boxes).tolist() == [0, 1, 2, 1]
     assert head.pool(features, image_ids, boxes).shape == (4, 64, 8, 8)
+    images = torch.randn(2, 3, 320, 320) * 50
+    assert head.pixel_size == 32 and head.pool_pixels(images, image_ids, boxes).shape == (4, 3, 32, 32)
     _randomise(head)
     with torch.no_grad():
-        coefficients = head(features, image_ids, boxes)
+        coefficients = head(features, image_ids, boxes, images=images)
         assert coefficients.shape == (4, 144)
-        assert head(features, image_ids[:0], boxes[:0]).shape == (0, 144)
+        assert head(features, image_ids[:0], boxes[:0], images=images).shape == (0, 144)
         # each row reads its own image and box: the same box in the other image gives other coefficients
-        assert not torch.allclose(head(features, 1 - image_ids[:1], boxes[:1]), coefficients[:1])
+        assert not torch.allclose(head(features, 1 - image_ids[:1], boxes[:1], images=images), coefficients[:1])
+        # the pixel branch reads the face's pixels: other pixels in the box, other coefficients
+        changed = images.clone()
+        changed[0, :, 10:30, 10:30] += 40
+        assert not torch.allclose(head(features, image_ids[:1], boxes[:1], images=changed), coefficients[:1])
+        assert torch.allclose(head(features, image_ids[1:2], boxes[1:2], images=changed), coefficients[1:2], atol=1e-5)
+        with pytest.raises(ValueError, match="pixels"):
+            head(features, image_ids, boxes)
         # and the pooled window is the box's: a level-0 box read on level 0 of its own image
         from torchvision.ops import roi_align
 
         expected = roi_align(features[0], torch.tensor([[0.0, 10, 10, 30, 30]]), output_size=8, spatial_scale=1 / 8, sampling_ratio=2, aligned=True)
         assert torch.allclose(head.pool(features, image_ids[:1], boxes[:1]), expected)
+
+
+def test_the_pixel_branch_reads_the_boxes_pixels():
+    """A box over a uniformly coloured square reads that colour (over 255) inside the crop, whatever the rest
+    of the image holds. A 32 px box gives 32 crop cells, each the mean of 2 x 2 bilinear samples a quarter
+    pixel from the cell's centre, so a one-pixel line weighs 3/4 in its own row and 1/8 in each neighbour."""
+    head = _roi_model().heads.mesh
+    colour = torch.tensor([30.0, -60.0, 90.0])
+    images = torch.randn(1, 3, 120, 160) * 60
+    images[0, :, 40:72, 50:82] = colour[:, None, None]
+    box = torch.tensor([[50.0, 40.0, 82.0, 72.0]])
+    crop = head.pool_pixels(images, torch.tensor([0]), box)
+    assert crop.shape == (1, 3, 32, 32)
+    inside = crop[0, :, 1:-1, 1:-1]  # the outer cells' samples reach a quarter pixel beyond the box
+    assert torch.allclose(inside, (colour / 255)[:, None, None].expand_as(inside), atol=1e-6)
+    images[0, :, 50, 50:82] = 255.0  # a line along the box's 11th row of pixels
+    crop = head.pool_pixels(images, torch.tensor([0]), box)[0, :, :, 1:-1]
+    line = lambda weight: ((weight * 255 + (1 - weight) * colour) / 255)[:, None].expand(3, 30)  # noqa: E731
+    assert torch.allclose(crop[:, 10], line(0.75), atol=1e-5)
+    assert torch.allclose(crop[:, 9], line(0.125), atol=1e-5) and torch.allclose(crop[:, 11], line(0.125), atol=1e-5)
+    assert torch.allclose(crop[:, 12], line(0.0), atol=1e-5)
 
 
 def test_the_untrained_roi_head_gives_exactly_zero_coefficients():
@@ -86,7 +116,7 @@ def test_inference_runs_the_roi_head_once_on_the_kept_detections_in_network_pixe
         candidates = 2 * sum(f.shape[-2] * f.shape[-1] for f in features) * len(images)  # threshold 0: every anchor
         assert candidates > 30 * counter.rows[0]  # the head never saw the candidates NMS and the cap removed
         for image, found in enumerate(resized):
-            direct = model.heads.mesh(features, torch.full((len(found["boxes"]),), image), found["boxes"])
+            direct = model.heads.mesh(features, torch.full((len(found["boxes"]),), image), found["boxes"], images=batch)
             assert torch.allclose(found["mesh_coefficients"], direct, atol=1e-5)
             assert found["mesh_coefficients"].abs().sum() > 0
         mapped = model(images)
@@ -129,8 +159,12 @@ def test_earlier_checkpoints_keep_the_per_anchor_head_and_the_released_weights_c
     released = load_model("mobilenet0.25", mesh=False)
     assert released.config.mesh_head == "roi" and isinstance(released.heads.mesh, RoIMeshHead)
     stored = config_to_dict(released.config)
-    del stored["mesh_head"], stored["mesh_roi_size"], stored["mesh_roi_convs"]
-    assert ModelConfig.from_stored(stored) == dataclasses.replace(released.config, mesh_head="anchor")
+    without_pixels = {key: value for key, value in stored.items() if key != "mesh_roi_pixels"}
+    # a RoI head stored before the pixel branch existed is built without it
+    assert ModelConfig.from_stored(without_pixels).mesh_roi_pixels == 0
+    assert build_retinaface(ModelConfig.from_stored(without_pixels), mesh=False).heads.mesh.pixels is None
+    del stored["mesh_head"], stored["mesh_roi_size"], stored["mesh_roi_convs"], stored["mesh_roi_pixels"]
+    assert ModelConfig.from_stored(stored) == dataclasses.replace(released.config, mesh_head="anchor", mesh_roi_pixels=0)
     anchor = build_retinaface(ModelConfig.from_stored(stored), mesh=False)
     anchor.load_state_dict({k: v for k, v in released.state_dict().items() if not k.startswith("heads.mesh.")}, strict=False)
     path = tmp_path / "earlier.pt"
@@ -223,7 +257,7 @@ def test_a_checkpoint_from_before_the_key_resumes_with_its_per_anchor_head(tiny_
     path.parent.mkdir()
     save_checkpoint(path, run, epoch=0, step_in_epoch=0)
     checkpoint = torch.load(path, weights_only=True)
-    for key in ("mesh_head", "mesh_roi_size", "mesh_roi_convs"):
+    for key in ("mesh_head", "mesh_roi_size", "mesh_roi_convs", "mesh_roi_pixels"):
         del checkpoint["model_config"][key]
     torch.save(checkpoint, path)
 

@@ -42,6 +42,7 @@ def test_samples_pair_each_found_face_with_its_truth(samples):
     found = int(samples.detected.sum())
     assert found >= 4 and len(samples.pooled) == 2 * found  # read at the detection's box and at the true box
     assert samples.pooled.shape[1:] == (64, 8, 8) and samples.truth.shape == (2 * found, 144)
+    assert samples.pixels.shape == (2 * found, 3, 32, 32)  # the crops the head's pixel branch reads
     # the same face twice: identical truth, boxes that overlap as the matching demands (IoU >= 0.5)
     from torchvision.ops import box_iou
 
