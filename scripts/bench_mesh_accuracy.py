@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--mesh-steps", type=int, default=None, help="fitting steps (default: the Detector's)")
     parser.add_argument("--mesh-init", choices=("pnp", "head"), default=None, help="where the fits start (default: the Detector's)")
+    parser.add_argument("--fit", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="FitConfig fields to change (retinaface.mesh.photo_fit), e.g. shape_lr_scale=1")
     parser.add_argument("--weights", default="mobilenet0.25", help="detector weights (default: %(default)s)")
     parser.add_argument("--no-refine", action="store_true", help="fit to the detector's first landmarks, without the closer look")
     parser.add_argument("--turn", type=float, nargs="*", default=[-25.0, 25.0],
@@ -73,10 +75,16 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     from retinaface import Detector
+    from retinaface.config import ConfigError, apply_overrides
     from retinaface.evaluation.mesh_accuracy import evaluate_photos, evaluate_rendered, is_turned, summarize, write_turned_photos
 
     detector = Detector.from_pretrained(args.weights, device="cpu", mesh=True, mesh_steps=args.mesh_steps, mesh_start=args.mesh_init,
                                         refine_landmarks=False if args.no_refine else None)
+    fitter = detector.stages.mesh_fitter
+    try:
+        fitter.config = apply_overrides(fitter.config, args.fit)
+    except ConfigError as exc:
+        parser.error(str(exc))
     start = time.perf_counter()
     try:
         photos = list(args.photos) + (write_turned_photos(args.photos, args.turn, REPO / "runs" / "turned_photos") if args.turn else [])

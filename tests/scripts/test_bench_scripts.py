@@ -36,6 +36,8 @@ def test_accuracy_benchmark_without_mediapipe_or_photo_fails_with_one_line(tmp_p
                    "--cache", tmp_path / "cache.json", "--json", tmp_path / "a.json")
     assert no_judge.returncode == 2 and "mediapipe" in no_judge.stderr and "Traceback" not in no_judge.stderr
     assert not (tmp_path / "a.json").exists()
+    bad_fit = run_in_process("bench_mesh_accuracy.py", ASTRONAUT, "--fit", "no_such_field=1", "--json", tmp_path / "a.json")
+    assert bad_fit.returncode == 2 and "no_such_field" in bad_fit.stderr and not (tmp_path / "a.json").exists()
 
 
 def test_jitter_benchmark_reports_a_still_face(tmp_path: Path) -> None:
@@ -136,3 +138,16 @@ def test_shape_truth_benchmark_scores_fits_and_the_mean_face_against_rendered_id
     assert all(row["fitted"] > 0 for row in report["rows"])
     bad = run_in_process("bench_shape_truth.py", "--identities", 0)
     assert bad.returncode == 2 and "identities" in bad.stderr
+
+
+def test_shape_truth_benchmark_takes_fitting_settings(tmp_path: Path) -> None:
+    # shape steps of zero: the fit keeps the mean face, so the two errors agree on every face
+    result = run_in_process("bench_shape_truth.py", "--identities", 1, "--mesh-steps", 3, "--threads", 1,
+                            "--fit", "shape_lr_scale=0", "--json", tmp_path / "s.json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "s.json").read_text())
+    assert report["summary"]["fit"]["shape_lr_scale"] == 0
+    assert all(abs(row["fitted"] - row["mean_face"]) < 1e-3 for row in report["rows"])
+    assert report["summary"]["largest_excess_pct"] < 1e-3
+    bad = run_in_process("bench_shape_truth.py", "--identities", 1, "--fit", "no_such_field=1")
+    assert bad.returncode == 2 and "no_such_field" in bad.stderr
