@@ -48,9 +48,9 @@ class FitConfig:
     - ``lr``: Adam step for rotation (radians) and log-scale; ``shape_lr_scale`` times it for the coefficients
       (Adam moves each of the 115 coefficients by about its step whatever the size of its gradient, so full
       steps walk the shape away from the mean face on weak evidence: on rendered prior faces with exact shape
-      truth, scale 1 made the fit farther from the truth than the mean face on 25 of 30 faces, 0.05 on none
-      by more than 0.03 % of the face height; docs/mesh.md); warm starts use ``warm_lr_scale`` times these
-      (full steps would shake a still face from frame to frame)
+      truth, scale 1 (with the landmarks on the shape too) left the fit farther from the truth than the mean
+      face on 25 of 30 faces, 0.05 on none by more than 0.03 % of the face height; docs/mesh.md); warm
+      starts use ``warm_lr_scale`` times these (full steps would shake a still face from frame to frame)
     - ``landmarks_move_shape``: whether the landmark term pulls on the shape coefficients too. Off by default:
       the detector's five points are where a detector puts them, not the mesh's landmark vertices (they sit
       at other depths, docs/mesh.md#head-pose), so matching them by shape bends a correct face; they place
