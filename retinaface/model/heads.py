@@ -170,6 +170,15 @@ def level_boundaries(anchor_sizes: Sequence[Sequence[int]]) -> list[float]:
     return [math.sqrt(a * b) for a, b in zip(typical, typical[1:])]
 
 
+def standardise_crops(crops: Tensor) -> Tensor:
+    """``crops`` ``Tensor[K, 3, S, S]`` shifted and scaled to zero mean and unit variance over each crop's
+    pixels and channels together: the shading pattern and the colours' ratios are kept, the exposure and
+    contrast of the photo are not (the head learns from synthetic faces, whose exposure is not a photo's)."""
+    mean = crops.mean(dim=(1, 2, 3), keepdim=True)
+    spread = crops.std(dim=(1, 2, 3), keepdim=True)
+    return (crops - mean) / (spread + 1e-3)
+
+
 class RoIMeshHead(nn.Module):
     """A mesh head that reads the face: RoI Align of the face's box on the pyramid level whose anchors fit its
     size, ``num_convs`` 3x3 convs (ReLU; the last with stride 2) and a linear layer to ``num_coefficients``.
@@ -272,7 +281,7 @@ class RoIMeshHead(nn.Module):
         if self.pixels is not None:
             if pixels is None:
                 raise ValueError("this mesh head reads the face's pixels too: pass pool_pixels' crops")
-            pooled = torch.cat([pooled, self.pixels(pixels)], dim=1)
+            pooled = torch.cat([pooled, self.pixels(standardise_crops(pixels))], dim=1)
         return self.output(self.convs(pooled).flatten(1))
 
     def outputs(self, features: list[Tensor], *, dense: bool = False, images: Tensor | None = None) -> RoIMeshCoefficients:

@@ -91,6 +91,25 @@ def test_the_pixel_branch_reads_the_boxes_pixels():
     assert torch.allclose(crop[:, 12], line(0.0), atol=1e-5)
 
 
+def test_the_pixel_branch_sees_shading_not_exposure():
+    """Crops are standardised over each crop's pixels and channels together: a brighter or more contrasted
+    copy of a face (gain > 0 and offset on every channel) gives the pixel branch the same input, a copy with
+    one channel changed does not, and each face is standardised on its own."""
+    from retinaface.model.heads import standardise_crops
+
+    torch.manual_seed(0)
+    crops = torch.rand(2, 3, 8, 8)
+    out = standardise_crops(crops)
+    assert torch.allclose(out.mean(dim=(1, 2, 3)), torch.zeros(2), atol=1e-6)
+    assert torch.allclose(out.std(dim=(1, 2, 3)), torch.ones(2), atol=1e-2)
+    exposed = torch.stack([crops[0] * 2.5 + 0.3, crops[1]])
+    assert torch.allclose(standardise_crops(exposed), out, atol=1e-2)  # up to the 1e-3 floor on the spread
+    tinted = crops.clone()
+    tinted[0, 2] += 0.5
+    assert (standardise_crops(tinted)[0] - out[0]).abs().max() > 0.3
+    assert torch.allclose(standardise_crops(tinted)[1], out[1])
+
+
 def test_the_untrained_roi_head_gives_exactly_zero_coefficients():
     model = _roi_model(InferenceConfig(score_threshold=0.0, max_detections=20)).eval()
     with torch.no_grad():
