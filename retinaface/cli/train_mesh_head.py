@@ -1,7 +1,7 @@
 """Train the RoI mesh head of frozen detector weights on synthetic faces with known shape, pose and light.
 
   python scripts/train_mesh_head.py --output runs/mesh_head.safetensors
-  python scripts/train_mesh_head.py --output runs/mesh_head.safetensors --workers 3 --images=2100 --steps=3000
+  python scripts/train_mesh_head.py --output runs/mesh_head.safetensors --workers 3 --samples runs/head_faces.pt --light_weight=1.0
 
 The detector (trunk, score, box and landmark heads) is left exactly as it is; only a new RoI mesh head
 learns, from faces drawn in memory by the synthetic generator (retinaface.training.mesh_head describes
@@ -14,6 +14,7 @@ score_threshold, iou_threshold, steps, batch_size, lr, weight_decay and the four
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path

@@ -98,6 +98,22 @@ def test_the_command_writes_weights_with_a_trained_head(tmp_path, capsys):
             assert torch.equal(tensors[key], value), key
 
 
+def test_worker_processes_collect_the_same_faces_as_one_process(tmp_path, capsys):
+    """--workers 2 splits the images between two processes; the cached faces are those one process reads."""
+    from retinaface.cli.train_mesh_head import main
+
+    settings = ["--no-progress", "--images=2", "--image_size=192", "--steps=1", "--batch_size=4", "--seed=3"]
+    caches = {}
+    for workers in (1, 2):
+        caches[workers] = tmp_path / f"faces{workers}.pt"
+        assert main(["--output", str(tmp_path / f"head{workers}.safetensors"), "--workers", str(workers), "--samples", str(caches[workers]), *settings]) == 0
+    capsys.readouterr()
+    one, two = (torch.load(caches[w], weights_only=True) for w in (1, 2))
+    assert len(one["pooled"]) > 0
+    for key in ("pooled", "pixels", "boxes", "truth", "detected"):
+        assert torch.equal(one[key], two[key]), key
+
+
 def test_the_command_refuses_unknown_settings(tmp_path, capsys):
     from retinaface.cli.train_mesh_head import main
 
