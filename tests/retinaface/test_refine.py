@@ -9,7 +9,7 @@ import torch
 
 from retinaface import Detector
 from retinaface.faces.landmarks import FLIPPED_LANDMARK_ORDER
-from retinaface.inference.refine import LandmarkRefiner, crop_transforms
+from retinaface.inference.refine import LandmarkRefiner, crop_transforms, detect_without_mesh
 
 
 def test_crop_transform_centres_and_scales_the_box():
@@ -135,3 +135,44 @@ def test_detector_refines_only_when_asked_and_updates_the_pose(astronaut_image):
     assert 0 < moved.max() < 0.05 * (plain[0].box[2] - plain[0].box[0])
     assert refined[0].pose is not None and refined[0].pose != plain[0].pose
     assert Detector.from_pretrained(device="cpu").landmark_refiner is None
+
+
+def _mesh_head_calls(model) -> list[int]:
+    calls = [0]
+
+    def count(*_):
+        calls[0] += 1
+
+    model.heads.mesh.register_forward_hook(count)
+    return calls
+
+
+def test_refiner_never_runs_the_mesh_head_and_refines_as_with_it(astronaut_image):
+    """The refiner reads only landmarks: its crops' detections skip the RoI mesh head, and the refined
+    landmarks are those of a full detection pass, bit for bit."""
+    detector = Detector.from_pretrained(device="cpu", refine_landmarks=True)
+    assert type(detector.model.heads.mesh).__name__ == "RoIMeshHead"
+    faces = detector.find([astronaut_image])[0]
+    boxes, landmarks = np.stack([f.box for f in faces]), np.stack([f.landmarks for f in faces])
+    calls = _mesh_head_calls(detector.model)
+    skipped = detector.landmark_refiner(astronaut_image, boxes, landmarks)
+    assert calls[0] == 0
+    full = LandmarkRefiner(lambda crops: detector.model(crops), face_size=detector.landmark_refiner.face_size,
+                           context=detector.landmark_refiner.context, flip=detector.landmark_refiner.flip,
+                           min_iou=detector.landmark_refiner.min_iou)(astronaut_image, boxes, landmarks)
+    assert calls[0] > 0  # the full pass does run it, so the hook would have seen the refiner's
+    assert not np.array_equal(skipped, landmarks)
+    np.testing.assert_array_equal(skipped, full)
+
+
+def test_detections_without_mesh_match_the_full_pass_but_for_the_coefficients(astronaut_image):
+    model = Detector.from_pretrained(device="cpu").model
+    crops = [torch.from_numpy(np.ascontiguousarray(astronaut_image[:256, 128:384])).permute(2, 0, 1),
+             torch.from_numpy(np.ascontiguousarray(astronaut_image[:200, :300])).permute(2, 0, 1)]
+    with torch.inference_mode():
+        full, skipped = model(crops), detect_without_mesh(model, crops)
+    assert sum(len(one["boxes"]) for one in full) >= 1
+    for a, b in zip(full, skipped):
+        for key in ("boxes", "scores", "landmarks"):
+            torch.testing.assert_close(b[key], a[key], rtol=0, atol=0)
+        assert b["mesh_coefficients"].shape == (len(a["boxes"]), 0)
