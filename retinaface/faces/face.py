@@ -11,6 +11,30 @@ from .landmarks import transform_boxes, transform_landmarks
 from .pose import HeadPose, estimate_pose
 
 
+def round_like_python(values: Any, decimals: int) -> list:
+    """``values`` (any array-like of numbers, e.g. ``ndarray[468, 3]`` float32) as nested lists of Python floats,
+    each exactly ``round(float(v), decimals)``: the same numbers, NaN and infinities
+    included, so the same JSON text, in a few array operations instead of one call of ``round`` per value.
+
+    ``rint(v * 10**decimals) / 10**decimals`` is Python's result wherever the scaled value is not within its
+    own float error of a half-integer: the product's rounding cannot have moved it across or onto a tie, and
+    the division gives the float nearest the rounded decimal, as ``round`` does. The few values near a tie
+    (exact halves, or values too large to hold a fractional digit), NaN and infinities go through ``round``,
+    and so does every value for ``decimals`` outside 0-15 (where the power of ten is no longer exact).
+    """
+    x = np.asarray(values, dtype=np.float64)
+    if not 0 <= decimals <= 15:
+        return np.array([round(float(v), decimals) for v in x.ravel()], dtype=np.float64).reshape(x.shape).tolist()
+    scale = 10.0**decimals
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaled = x * scale
+        result = np.rint(scaled) / scale
+        doubtful = ~(np.abs(scaled - np.floor(scaled) - 0.5) > np.spacing(np.abs(scaled)))
+    if doubtful.any():
+        result[doubtful] = [round(float(v), decimals) for v in x[doubtful]]
+    return result.tolist()
+
+
 @dataclass
 class Face:
     """One detected face, in original-image pixels.
@@ -135,9 +159,9 @@ class Face:
         ``landmarks68`` ``[[x, y] x 68]``."""
         pose, reason = self._pose_and_reason()
         record: dict[str, Any] = {
-            "box": [round(float(v), decimals) for v in self.box],
+            "box": round_like_python(self.box, decimals),
             "score": round(float(self.score), 5),
-            "landmarks": [[round(float(x), decimals), round(float(y), decimals)] for x, y in self.landmarks],
+            "landmarks": round_like_python(self.landmarks, decimals),
             "roll": round(self.roll, 1),
             "pose": None if pose is None else pose.to_dict(),
         }
@@ -146,9 +170,9 @@ class Face:
         if self.track_id is not None:
             record["track_id"] = int(self.track_id)
         if include_mesh:
-            record["mesh_coefficients"] = [round(float(v), 5) for v in self.mesh_coefficients]
+            record["mesh_coefficients"] = round_like_python(self.mesh_coefficients, 5)
             if self.mesh_vertices is not None:
-                record["mesh_vertices"] = [[round(float(c), 1) for c in v] for v in self.mesh_vertices]
-                record["landmarks68"] = [[round(float(x), decimals), round(float(y), decimals)] for x, y in self.landmarks68]
+                record["mesh_vertices"] = round_like_python(self.mesh_vertices, 1)
+                record["landmarks68"] = round_like_python(self.landmarks68, decimals)
             record["mesh_residual"] = self.mesh_residual
         return record
