@@ -99,6 +99,28 @@ def write_animation(path: str | os.PathLike, frames: list[np.ndarray], *, durati
     atomic_write(path, write)
 
 
+YUV420P_CHROMA = np.array([[0.439, -0.291, -0.148, 128.0], [-0.071, -0.368, 0.439, 128.0], [0.0, 0.0, 0.0, 0.0]])
+"""Rows U, V (and an unused third) of BT.601 limited-range YUV from B, G, R and 1: the matrix of OpenCV's
+I420 luma and of FFmpeg's BGR to ``yuv420p`` conversion."""
+
+
+def bgr_to_yuv420p(frame: np.ndarray) -> np.ndarray:
+    """``ndarray[H, W, 3]`` uint8 BGR (even H and W) as the ``yuv420p`` planes ``ndarray[H * 3 / 2, W]`` uint8: Y,
+    then U and V at half the width and height, BT.601 limited range.
+
+    OpenCV's I420 conversion gives the luma; its chroma is one pixel's of each 2x2 block, which frays the
+    colour edges of drawn meshes, boxes and text, so the chroma is computed from the blocks' means instead.
+    About half the CPU time of FFmpeg's conversion inside the encoding call, with decoded frames at least as
+    close to the picture."""
+    height, width = frame.shape[:2]
+    planes = cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420)
+    chroma = cv2.transform(cv2.resize(frame, (width // 2, height // 2), interpolation=cv2.INTER_AREA), YUV420P_CHROMA)
+    flat, luma, each = planes.reshape(-1), height * width, height * width // 4
+    flat[luma : luma + each] = chroma[..., 0].reshape(-1)
+    flat[luma + each :] = chroma[..., 1].reshape(-1)
+    return planes
+
+
 def h264_available() -> bool:
     """Whether PyAV with an H.264 encoder (libx264) is installed."""
     try:
@@ -229,7 +251,7 @@ class H264VideoWriter(TempFileOutput):
             frame = cv2.copyMakeBorder(
                 frame, 0, self._video.height - frame.shape[0], 0, self._video.width - frame.shape[1], cv2.BORDER_REPLICATE
             )
-        picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="bgr24")
+        picture = av.VideoFrame.from_ndarray(bgr_to_yuv420p(frame), format="yuv420p")
         picture.pts = self.frames
         picture.time_base = 1 / self._rate
         try:
