@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Time the RoI mesh head per face: RoI Align, convs and linear layer on a photo's kept detections.
+"""Time the RoI mesh head per face: RoI Align (features and pixels), convs and linear layer on a photo's kept detections.
 
   python scripts/bench_mesh_head.py                       # the shared crowd photo (or the astronaut)
   python scripts/bench_mesh_head.py photo.jpg --repeats 50 --threads 2
@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     with torch.inference_mode():
         detections = model([bgr])[0]
         batch, _, scales, _ = model.preprocessor([bgr])
-        features = model.context_features(batch.contiguous(memory_format=model.input_memory_format))
+        batch = batch.contiguous(memory_format=model.input_memory_format)
+        features = model.context_features(batch)
         boxes = detections["boxes"] * scales[0]
         ids = torch.zeros(len(boxes), dtype=torch.long)
         if not len(boxes):
@@ -63,8 +64,8 @@ def main(argv: list[str] | None = None) -> int:
                 call()
             return (time.perf_counter() - start) / args.repeats
 
-        head = timed(lambda: model.heads.mesh(features, ids, boxes))
-        one = timed(lambda: model.heads.mesh(features, ids[:1], boxes[:1]))
+        head = timed(lambda: model.heads.mesh(features, ids, boxes, images=batch))
+        one = timed(lambda: model.heads.mesh(features, ids[:1], boxes[:1], images=batch))
         whole = timed(lambda: model([bgr]))
     print(f"{args.photo.name}: {image.shape[1]}x{image.shape[0]}, {len(boxes)} faces; {summary_line()}, {args.threads} threads")
     print(f"mesh head, all faces at once: {head * 1e3:.2f} ms ({head * 1e3 / len(boxes):.3f} ms per face)")

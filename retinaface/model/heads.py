@@ -175,7 +175,9 @@ def standardise_crops(crops: Tensor) -> Tensor:
     pixels and channels together: the shading pattern and the colours' ratios are kept, the exposure and
     contrast of the photo are not (the head learns from synthetic faces, whose exposure is not a photo's)."""
     mean = crops.mean(dim=(1, 2, 3), keepdim=True)
-    spread = crops.std(dim=(1, 2, 3), keepdim=True)
+    # the sample standard deviation written out: torch.std warns when there are no faces at all
+    values = crops.shape[1] * crops.shape[2] * crops.shape[3]
+    spread = ((crops - mean).square().sum(dim=(1, 2, 3), keepdim=True) / (values - 1)).sqrt()
     return (crops - mean) / (spread + 1e-3)
 
 
