@@ -49,8 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     with torch.inference_mode():
         detections = model([bgr])[0]
         batch, _, scales, _ = model.preprocessor([bgr])
-        batch = batch.contiguous(memory_format=model.input_memory_format)
-        features = model.context_features(batch)
+        features = model.context_features(batch.contiguous(memory_format=model.input_memory_format))
         boxes = detections["boxes"] * scales[0]
         ids = torch.zeros(len(boxes), dtype=torch.long)
         if not len(boxes):

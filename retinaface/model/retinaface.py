@@ -82,20 +82,24 @@ class RetinaFace(DetectionModel):
         pyramid = self.fpn(list(self.backbone(batch).values()))
         return [module(level) for module, level in zip(self.context, pyramid)]
 
-    def network(self, batch: Tensor, *, dense_mesh: bool = True) -> tuple[HeadOutputs, list[tuple[int, int]]]:
+    def network(
+        self, batch: Tensor, *, dense_mesh: bool = True, images: Tensor | None = None
+    ) -> tuple[HeadOutputs, list[tuple[int, int]]]:
         """Backbone to heads on a preprocessed ``Tensor[N, 3, H, W]``: raw outputs and the feature-map sizes.
 
-        ``dense_mesh=False`` returns mesh coefficients evaluated lazily for indexed anchors only.
+        ``dense_mesh=False`` returns mesh coefficients evaluated lazily for indexed anchors only. ``images``:
+        the same batch in the layout the RoI mesh head's pixel crops read fastest (default: ``batch``).
         """
         contexts = self.context_features(batch)
-        return self.heads(contexts, dense_mesh=dense_mesh, images=batch), [(int(f.shape[-2]), int(f.shape[-1])) for f in contexts]
+        heads = self.heads(contexts, dense_mesh=dense_mesh, images=batch if images is None else images)
+        return heads, [(int(f.shape[-2]), int(f.shape[-1])) for f in contexts]
 
-    def head_outputs(self, batch: Tensor, *, dense_mesh: bool = True) -> tuple[HeadOutputs, Tensor]:
-        """Run the network on a preprocessed ``Tensor[N, 3, H, W]``.
+    def head_outputs(self, batch: Tensor, *, dense_mesh: bool = True, images: Tensor | None = None) -> tuple[HeadOutputs, Tensor]:
+        """Run the network on a preprocessed ``Tensor[N, 3, H, W]`` (``images``: see :meth:`network`).
 
         Returns the raw :class:`HeadOutputs` and the matching anchors ``Tensor[A, 4]`` (cx, cy, w, h).
         """
-        outputs, feature_shapes = self.network(batch, dense_mesh=dense_mesh)
+        outputs, feature_shapes = self.network(batch, dense_mesh=dense_mesh, images=images)
         return outputs, self.anchor_generator(feature_shapes, device=batch.device, dtype=torch.float32)
 
     @torch.no_grad()
@@ -123,9 +127,10 @@ class RetinaFace(DetectionModel):
     def run_network(self, batch: Tensor) -> tuple[HeadOutputs, Tensor]:
         """Inference form of :meth:`head_outputs`: channels-last when fused; mesh coefficients evaluated lazily
         (they are only needed at kept detections)."""
+        images = batch  # RoI Align converts a channels-last input whole: the pixel crops read the plain layout
         if self.fused:
             batch = batch.contiguous(memory_format=torch.channels_last)
-        return self.head_outputs(batch, dense_mesh=False)
+        return self.head_outputs(batch, dense_mesh=False, images=images)
 
     def forward(
         self, images: ImageBatch, targets: list[dict[str, Tensor]] | None = None, *, generator: torch.Generator | None = None
