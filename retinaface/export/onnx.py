@@ -375,7 +375,8 @@ class OnnxRetinaFace(DetectionModel):
         arrays = session.run(OUTPUT_NAMES, {INPUT_NAME: batch, **self.settings()})
         return {name: torch.from_numpy(array) for name, array in zip(OUTPUT_NAMES, arrays)}
 
-    def detect_resized(self, images: list[Tensor]) -> tuple[list[dict[str, Tensor]], list[float]]:
+    def detect_resized(self, images: list[Tensor], *, mesh: bool = True) -> tuple[list[dict[str, Tensor]], list[float]]:
+        # the graph computes the mesh head for the kept detections whatever ``mesh`` says
         batch, scales = self.network_input(images)
         out = self.run_graph(batch)
         fields = {"boxes": out["boxes"], "scores": out["scores"], "landmarks": out["landmarks"].unflatten(-1, (-1, 2)),

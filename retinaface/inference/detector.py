@@ -25,7 +25,7 @@ from ..faces.tracking import IouTracker
 from ..media.images import as_bgr_uint8
 from ..model.retinaface import RetinaFace
 from ..model.weights import load_model, resolve_weights
-from .refine import LandmarkRefiner, detect_without_mesh
+from .refine import LandmarkRefiner
 from .stages import FaceStages, MeshFitter, TrackSmoother
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -143,7 +143,8 @@ class Detector(FaceDetector):
         return self.stages.refiner
 
     def _detect_crops(self, crops: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
-        return detect_without_mesh(self.model, [crop.to(self.device) for crop in crops])
+        # the refiner reads only landmarks: the mesh head need not run on the crops' detections
+        return self.model.detect([crop.to(self.device) for crop in crops], mesh=False)
 
     @classmethod
     def from_pretrained(

@@ -19,30 +19,8 @@ from torchvision.ops import box_iou
 
 from ..config import RefineConfig
 from ..faces.landmarks import mirror_matrix, transform_boxes, transform_landmarks
-from ..model.base import DetectionModel, torch_threads
-from ..model.retinaface import RetinaFace
 
 DetectFn = Callable[[list[Tensor]], list[dict[str, Tensor]]]
-
-
-def detect_without_mesh(model: DetectionModel, images: list[Tensor]) -> list[dict[str, Tensor]]:
-    """``model``'s detections of ``images`` (``list[Tensor[3, H, W]]`` BGR 0-255 on the model's device) as
-    :meth:`~retinaface.model.base.DetectionModel.detect` gives them, except ``mesh_coefficients``:
-    ``Tensor[K, 0]``, the mesh head never run. Boxes, scores and landmarks are the same tensors.
-
-    The refiner reads only landmarks, and the RoI mesh head (RoI Align on every level and on the pixels, its
-    convs) would otherwise run on every crop's detection. Models whose network runs outside PyTorch (the
-    onnxruntime backend has no mesh head) detect as usual."""
-    if not isinstance(model, RetinaFace) or not images:
-        return model(images)
-    sizes = [(int(image.shape[-2]), int(image.shape[-1])) for image in images]
-    with torch_threads(model.pipeline_threads):
-        batch, _, scales, _ = model.preprocessor(images, memory_format=model.input_memory_format)
-        outputs, anchors = model.run_network(batch)
-        # a per-anchor tensor with no coefficients: the post-processor indexes it at the kept anchors for free
-        empty = outputs.class_logits.new_zeros((*outputs.class_logits.shape[:2], 0))
-        detections = model.postprocessor(outputs._replace(mesh_coefficients=empty), anchors)
-        return model.preprocessor.map_back(detections, scales, sizes)
 
 
 def crop_transforms(boxes: np.ndarray, *, face_size: int, context: float) -> tuple[np.ndarray, int]:

@@ -93,19 +93,24 @@ class DetectionModel(nn.Module):
         """Raw outputs for a preprocessed ``Tensor[N, 3, H, W]`` and its anchors ``Tensor[A, 4]`` (cx, cy, w, h)."""
         raise NotImplementedError
 
-    def detect(self, images: ImageBatch) -> list[dict[str, Tensor]]:
-        """Detections for BGR 0-255 ``images`` (a list of ``Tensor[3, H, W]`` of any sizes, or ``Tensor[N, 3, H, W]``)."""
+    def detect(self, images: ImageBatch, *, mesh: bool = True) -> list[dict[str, Tensor]]:
+        """Detections for BGR 0-255 ``images`` (a list of ``Tensor[3, H, W]`` of any sizes, or ``Tensor[N, 3, H, W]``).
+        ``mesh=False``: the mesh head is not run and ``mesh_coefficients`` is ``Tensor[K, 0]`` (for callers that
+        read only boxes and landmarks; a backend that computes the head inside its graph may still return them)."""
         images = image_list(images)
         if not images:
             return []
         original_sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
         with torch_threads(self.pipeline_threads):
-            detections, scales = self.detect_resized(images)
+            detections, scales = self.detect_resized(images, mesh=mesh)
             return self.preprocessor.map_back(detections, scales, original_sizes)
 
-    def detect_resized(self, images: list[Tensor]) -> tuple[list[dict[str, Tensor]], list[float]]:
+    def detect_resized(self, images: list[Tensor], *, mesh: bool = True) -> tuple[list[dict[str, Tensor]], list[float]]:
         """Detections (as :meth:`detect`, but in the pixels of the images as resized for the network) and each
         image's resize factor."""
         batch, _, scales, _ = self.preprocessor(images, memory_format=self.input_memory_format)
         outputs, anchors = self.run_network(batch)
+        if not mesh:
+            # a per-anchor tensor with no coefficients: the post-processor indexes it at the kept anchors for free
+            outputs = outputs._replace(mesh_coefficients=outputs.class_logits.new_zeros((*outputs.class_logits.shape[:2], 0)))
         return self.postprocessor(outputs, anchors), scales

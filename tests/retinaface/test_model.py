@@ -86,3 +86,19 @@ def test_tiny_overfit_model_learns(astronaut_image):
         det = model([image])[0]
     assert len(det["boxes"]) >= 1
     assert box_iou(det["boxes"][:1], target["boxes"]).item() > 0.5
+
+
+def test_detections_without_mesh_match_the_full_pass_but_for_the_coefficients(astronaut_image):
+    """detect(mesh=False) leaves the mesh head out: the same boxes, scores and landmarks, no coefficients."""
+    from retinaface.model.weights import load_model
+
+    model = load_model("mobilenet0.25", mesh=False).fuse_for_inference()  # as Detector runs it
+    crops = [torch.from_numpy(np.ascontiguousarray(astronaut_image[:256, 128:384])).permute(2, 0, 1),
+             torch.from_numpy(np.ascontiguousarray(astronaut_image[:200, :300])).permute(2, 0, 1)]
+    with torch.inference_mode():
+        full, skipped = model(crops), model.detect(crops, mesh=False)
+    assert sum(len(one["boxes"]) for one in full) >= 1
+    for a, b in zip(full, skipped):
+        for key in ("boxes", "scores", "landmarks"):
+            torch.testing.assert_close(b[key], a[key], rtol=0, atol=0)
+        assert b["mesh_coefficients"].shape == (len(a["boxes"]), 0)

@@ -9,7 +9,7 @@ import torch
 
 from retinaface import Detector
 from retinaface.faces.landmarks import FLIPPED_LANDMARK_ORDER
-from retinaface.inference.refine import LandmarkRefiner, crop_transforms, detect_without_mesh
+from retinaface.inference.refine import LandmarkRefiner, crop_transforms
 
 
 def test_crop_transform_centres_and_scales_the_box():
@@ -163,16 +163,3 @@ def test_refiner_never_runs_the_mesh_head_and_refines_as_with_it(astronaut_image
     assert calls[0] > 0  # the full pass does run it, so the hook would have seen the refiner's
     assert not np.array_equal(skipped, landmarks)
     np.testing.assert_array_equal(skipped, full)
-
-
-def test_detections_without_mesh_match_the_full_pass_but_for_the_coefficients(astronaut_image):
-    model = Detector.from_pretrained(device="cpu").model
-    crops = [torch.from_numpy(np.ascontiguousarray(astronaut_image[:256, 128:384])).permute(2, 0, 1),
-             torch.from_numpy(np.ascontiguousarray(astronaut_image[:200, :300])).permute(2, 0, 1)]
-    with torch.inference_mode():
-        full, skipped = model(crops), detect_without_mesh(model, crops)
-    assert sum(len(one["boxes"]) for one in full) >= 1
-    for a, b in zip(full, skipped):
-        for key in ("boxes", "scores", "landmarks"):
-            torch.testing.assert_close(b[key], a[key], rtol=0, atol=0)
-        assert b["mesh_coefficients"].shape == (len(a["boxes"]), 0)
