@@ -157,8 +157,9 @@ class AnchorMeshHead(PredictionHead):
         weight, bias = self.parameters_per_anchor()
         return SparseMeshCoefficients(flat, weight, bias, [f.shape[-2] * f.shape[-1] for f in features])
 
-    def outputs(self, features: list[Tensor], *, dense: bool) -> Tensor | SparseMeshCoefficients:
-        """Every anchor's coefficients (``dense``) or the lazily indexed :class:`SparseMeshCoefficients`."""
+    def outputs(self, features: list[Tensor], *, dense: bool, images: Tensor | None = None) -> Tensor | SparseMeshCoefficients:
+        """Every anchor's coefficients (``dense``) or the lazily indexed :class:`SparseMeshCoefficients`
+        (``images`` is not read: this head is a conv on the features alone)."""
         return self(features) if dense else self.sparse(features)
 
 
@@ -294,13 +295,6 @@ class RoIMeshHead(nn.Module):
 MeshHead = AnchorMeshHead | RoIMeshHead
 
 
-def _mesh_outputs(head: MeshHead, features: list[Tensor], dense: bool, images: Tensor | None) -> MeshOutputs:
-    # only the RoI head reads pixels; the per-anchor head is a conv on the features alone
-    if isinstance(head, RoIMeshHead):
-        return head.outputs(features, dense=dense, images=images)
-    return head.outputs(features, dense=dense)
-
-
 class RetinaFaceHeads(nn.Module):
     """The four task heads sharing the SSH features.
 
@@ -335,7 +329,7 @@ class RetinaFaceHeads(nn.Module):
     def forward(self, features: list[Tensor], *, dense_mesh: bool = True, images: Tensor | None = None) -> HeadOutputs:
         """Raw outputs; ``images``, the preprocessed batch ``Tensor[N, 3, H, W]``, is what a RoI mesh head's
         pixel branch reads."""
-        mesh = _mesh_outputs(self.mesh, features, dense_mesh, images)
+        mesh = self.mesh.outputs(features, dense=dense_mesh, images=images)
         return HeadOutputs(self.classification(features), self.box(features), self.landmarks(features), mesh)
 
 
@@ -380,5 +374,5 @@ class FusedRetinaFaceHeads(nn.Module):
         return class_logits, box_deltas, landmark_deltas
 
     def forward(self, features: list[Tensor], *, dense_mesh: bool = True, images: Tensor | None = None) -> HeadOutputs:
-        mesh = _mesh_outputs(self.mesh, features, dense_mesh, images)
+        mesh = self.mesh.outputs(features, dense=dense_mesh, images=images)
         return HeadOutputs(*self.split(self.merged_outputs(features)), mesh)
