@@ -102,6 +102,10 @@ class HeadSamples(NamedTuple):
     def cat(parts: list["HeadSamples"]) -> "HeadSamples":
         return HeadSamples(*(torch.cat(column) for column in zip(*parts)))
 
+    def take(self, rows: Tensor) -> "HeadSamples":
+        """The samples at ``rows`` (an index or boolean ``Tensor``), every column alike."""
+        return HeadSamples(*(column[rows] for column in self))
+
 
 def with_fresh_mesh_head(model: RetinaFace, head: str = "roi", inference: InferenceConfig | None = None) -> RetinaFace:
     """A copy of ``model`` (any mesh head) whose mesh head is a fresh, zero-initialised one of kind ``head``
@@ -230,8 +234,8 @@ def head_errors(head: RoIMeshHead, samples: HeadSamples) -> dict[str, float]:
     from ..evaluation.mesh_eval import direction_error_degrees, head_rotations, light_directions
     from ..utils.rotations import rotation_error_degrees
 
-    rows = samples.detected
-    predicted, truth = predict(head, HeadSamples(*(column[rows] for column in samples))), samples.truth[rows]
+    detected = samples.take(samples.detected)
+    predicted, truth = predict(head, detected), detected.truth
     zero = torch.zeros_like(predicted)
     median = lambda values: float(values.median()) if len(values) else math.nan  # noqa: E731
     return {
@@ -253,14 +257,13 @@ def train_mesh_head(
 
     prior = load_prior()
     generator = torch.Generator().manual_seed(config.seed)
-    parameters = [p for name, p in head.named_parameters()]
-    optimiser = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    optimiser = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(config.steps, 1))
     head.train()
     history, running, count, started = [], {}, 0, time.perf_counter()
     for step in range(1, config.steps + 1):
         rows = torch.randint(len(samples.pooled), (min(config.batch_size, len(samples.pooled)),), generator=generator)
-        batch = HeadSamples(*(column[rows] for column in samples))
+        batch = samples.take(rows)
         losses = head_losses(predict(head, batch), batch, prior, config)
         total = sum(losses.values())
         optimiser.zero_grad(set_to_none=True)
