@@ -96,11 +96,11 @@ class ModelConfig:
     def without_mesh_head(self) -> "ModelConfig":
         """This config with the mesh-head settings at their defaults: compares two configs' detection
         networks (backbone to score, box and landmark heads), whichever mesh head each has."""
-        defaults = ModelConfig()
-        return dataclasses.replace(
-            self, mesh_head=defaults.mesh_head, mesh_roi_size=defaults.mesh_roi_size, mesh_roi_convs=defaults.mesh_roi_convs,
-            mesh_roi_pixels=defaults.mesh_roi_pixels,
-        )
+        return dataclasses.replace(self, **{name: getattr(ModelConfig, name) for name in MESH_HEAD_FIELDS})
+
+
+MESH_HEAD_FIELDS = ("mesh_head", "mesh_roi_size", "mesh_roi_convs", "mesh_roi_pixels")
+"""The :class:`ModelConfig` fields that describe the mesh head alone (not the detection network)."""
 
 
 _MODEL_RULES = {
@@ -351,6 +351,7 @@ __all__ = [
     "InferenceConfig",
     "LossConfig",
     "MESH_COEFFICIENT_LAYOUT",
+    "MESH_HEAD_FIELDS",
     "MODEL_PRESETS",
     "ModelConfig",
     "REFINE_PRESETS",

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 from torchvision.ops import box_area
 
-from ..config import InferenceConfig, ModelConfig, check_fields
+from ..config import InferenceConfig, check_fields
 from ..errors import RetinaFaceError
 from ..mesh.coefficients import LATENT_DIM, pose_rotation_vector, split_coefficients
 from ..model.heads import RoIMeshHead
@@ -112,8 +112,7 @@ def with_fresh_mesh_head(model: RetinaFace, head: str = "roi", inference: Infere
     (``"roi"`` or ``"anchor"``, :attr:`ModelConfig.mesh_head`); everything else (trunk, score, box and
     landmark heads, mesh branch) has ``model``'s weights; detection settings ``inference`` (default: the
     defaults)."""
-    config = dataclasses.replace(model.config, mesh_head=head, **{
-        name: getattr(ModelConfig, name) for name in ("mesh_roi_size", "mesh_roi_convs", "mesh_roi_pixels")})
+    config = dataclasses.replace(model.config.without_mesh_head(), mesh_head=head)
     fresh = build_retinaface(config, inference, mesh=model.mesh_branch is not None)
     state = {key: value for key, value in model.state_dict().items() if not key.startswith("heads.mesh.")}
     missing, unexpected = fresh.load_state_dict(state, strict=False)
