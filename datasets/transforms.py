@@ -10,6 +10,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from ..config import ModelConfig
 from ..faces.landmarks import FLIPPED_LANDMARK_ORDER
+from ..mesh.coefficients import mirror_coefficients
 from ..utils.rng import seeded
 
 
@@ -25,7 +26,9 @@ class TrainAugmentation:
       left/right landmark swap, resize to ``size``;
     - faces smaller than ``min_face_size`` pixels at the training size are dropped.
     The target also says which faces the mesh pixel term may use: ``mirrored`` (bool, the image was
-    flipped) and ``clipped`` ``Tensor[N]`` (bool, the face's box was cut by the crop). All randomness comes
+    flipped) and ``clipped`` ``Tensor[N]`` (bool, the face's box was cut by the crop). A ``mesh_truth``
+    ``Tensor[N, 144]`` in the target follows its faces (crops and resizing do not change a face's rotation,
+    light or shape; a flip mirrors them: :func:`~retinaface.mesh.coefficients.mirror_coefficients`). All randomness comes
     from ``seed``, so the same sample is augmented identically on any worker.
     """
 
@@ -54,7 +57,7 @@ class TrainAugmentation:
 
     def _augment(self, image: Tensor, target: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         boxes, points, valid = target["boxes"].float(), target["landmarks"].float(), target["landmarks_valid"]
-        image, boxes, points, valid, clipped = self._crop(image, boxes, points, valid)
+        image, boxes, points, valid, clipped, inside = self._crop(image, boxes, points, valid)
         if self.photometric is not None:
             image = self.photometric(image.flip(0)).flip(0)  # the distortion works in RGB
         height, width = image.shape[-2:]
@@ -73,10 +76,14 @@ class TrainAugmentation:
         keep = sides >= self.min_face_size
         # the mesh pixel term skips flipped images ("mirrored": the face template's colours are not symmetric)
         # and faces cut by the crop ("clipped": their box no longer spans the face the render must cover)
-        return image, {
+        augmented = {
             "boxes": boxes[keep], "landmarks": points[keep], "landmarks_valid": valid[keep],
             "mirrored": torch.tensor(mirrored), "clipped": clipped[keep],
         }
+        if "mesh_truth" in target:
+            truth = target["mesh_truth"][inside][keep]
+            augmented["mesh_truth"] = mirror_coefficients(truth) if mirrored else truth
+        return image, augmented
 
     def _crop(self, image, boxes, points, valid):
         height, width = image.shape[-2:]
@@ -99,9 +106,10 @@ class TrainAugmentation:
                 points[inside] - offset[:2],
                 valid[inside],
                 (kept - shifted).abs().amax(dim=1) > 0.5,
+                inside,
             )
         # no crop kept a face: pad to a square with the mean colour (keeps the aspect ratio at resize)
         side = max(height, width)
         canvas = self.pixel_mean.expand(3, side, side).clone()
         canvas[:, :height, :width] = image
-        return canvas, boxes, points, valid, torch.zeros(boxes.shape[0], dtype=torch.bool)
+        return canvas, boxes, points, valid, torch.zeros(boxes.shape[0], dtype=torch.bool), torch.ones(boxes.shape[0], dtype=torch.bool)

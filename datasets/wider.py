@@ -30,12 +30,14 @@ from ..errors import AnnotationError
 @dataclass
 class FaceSample:
     """One image: ``boxes`` ``ndarray[N, 4]`` (x1 y1 x2 y2, pixels), ``landmarks`` ``ndarray[N, 5, 2]``,
-    ``landmarks_valid`` ``ndarray[N]`` (bool)."""
+    ``landmarks_valid`` ``ndarray[N]`` (bool), and for rendered faces ``mesh_truth`` ``ndarray[N, 144]``
+    (the mesh coefficients each face was rendered with; ``None`` for real annotations)."""
 
     image_path: Path
     boxes: np.ndarray
     landmarks: np.ndarray
     landmarks_valid: np.ndarray
+    mesh_truth: np.ndarray | None = None
 
 
 @dataclass
@@ -167,6 +169,26 @@ def parse_wider_official(label_file: Path, images_root: Path, *, on_error: str =
     return samples, report
 
 
+def attach_render_params(samples: list[FaceSample], params_file: Path, images_root: Path) -> None:
+    """Give each sample the mesh coefficients its faces were rendered with (``mesh_truth``), from a synthetic
+    set's ``render_params.json`` (image path relative to ``images_root`` -> one record per face, in the
+    label file's order, each with ``"coefficients"``). ``AnnotationError`` when an image is missing from the
+    file or its face count differs from the label file's."""
+    import json
+
+    try:
+        params = json.loads(params_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise AnnotationError(f"cannot read {params_file}: {exc}") from None
+    for sample in samples:
+        relative = sample.image_path.relative_to(images_root).as_posix()
+        records = params.get(relative)
+        if records is None or len(records) != len(sample.boxes):
+            found = "no entry" if records is None else f"{len(records)} faces"
+            raise AnnotationError(f"{params_file}: {relative} has {found}, the label file {len(sample.boxes)}")
+        sample.mesh_truth = np.asarray([r["coefficients"] for r in records], np.float32).reshape(len(records), -1)
+
+
 def sample_seed(seed: int, epoch: int, index: int) -> int:
     """A stable per-sample seed, independent of workers and processes."""
     return zlib.crc32(f"{seed}/{epoch}/{index}".encode())
@@ -177,7 +199,8 @@ class WiderFaceDataset(Dataset):
 
     ``__getitem__`` returns ``(image, target)``: ``image`` ``Tensor[3, H, W]`` uint8 BGR and ``target`` with
     ``boxes`` ``Tensor[N, 4]`` (x1 y1 x2 y2 pixels), ``landmarks`` ``Tensor[N, 5, 2]``, ``landmarks_valid``
-    ``Tensor[N]``, after ``transform(image, target, seed)``. The augmentation seed depends on
+    ``Tensor[N]`` and, for a synthetic set (``render_params.json`` beside a RetinaFace-format label file),
+    ``mesh_truth`` ``Tensor[N, 144]``, after ``transform(image, target, seed)``. The augmentation seed depends on
     (``seed``, :attr:`epoch`, index) only, so a resumed or distributed run sees the same samples.
     """
 
@@ -204,6 +227,9 @@ class WiderFaceDataset(Dataset):
         if parse is None:
             raise ValueError(f"unknown annotation format {annotation_format!r}")
         self.samples, report = parse(label_file, images_root, on_error=on_error)
+        render_params = label_file.parent / "render_params.json"
+        if annotation_format == "retinaface" and render_params.is_file():
+            attach_render_params(self.samples, render_params, images_root)
         self.skipped = report.skipped_lines
         if self.skipped:
             warnings.warn(
@@ -231,6 +257,8 @@ class WiderFaceDataset(Dataset):
             "landmarks": torch.from_numpy(sample.landmarks.copy()),
             "landmarks_valid": torch.from_numpy(sample.landmarks_valid.copy()),
         }
+        if sample.mesh_truth is not None:
+            target["mesh_truth"] = torch.from_numpy(sample.mesh_truth.copy())
         if self.transform is not None:
             image, target = self.transform(image, target, sample_seed(self.seed, self.epoch, index))
         return image, target

@@ -88,6 +88,45 @@ def random_coefficients(count: int, generator: torch.Generator, spread: Coeffici
     return torch.cat([latent, camera, location, colours.flatten(1)], dim=1)
 
 
+def _mirrored_signs() -> Tensor:
+    signs = torch.ones(NUM_MESH_COEFFICIENTS)
+    yaw, roll = POSE.start + 1, POSE.start + 2  # pose is pitch, yaw, roll; tanh keeps a rotation odd in its input
+    signs[[LATENT_DIM, LATENT_DIM + yaw, LATENT_DIM + roll]] = -1.0  # camera: x location, yaw, roll
+    signs[LATENT_DIM + CAMERA_DIM] = -1.0  # the point light's x, in the face's own frame
+    return signs
+
+
+MIRRORED_SIGNS = _mirrored_signs()
+"""Signs that turn a face's coefficients into its mirror image's (see :func:`mirror_coefficients`)."""
+
+
+def mirror_coefficients(coefficients: Tensor) -> Tensor:
+    """The coefficients ``Tensor[..., 144]`` of a face seen in a horizontally flipped image: the camera's x
+    location, the yaw and the roll, and the light's x change sign. The latent is kept, so this is exact
+    for a left-right symmetric face (the mean face) and approximate for others (identities and
+    expressions such as a one-sided smile are not symmetric)."""
+    return coefficients * MIRRORED_SIGNS.to(coefficients)
+
+
+def truth_distances(predicted: Tensor, truth: Tensor, *, num_shape_weights: int = LATENT_DIM) -> dict[str, Tensor]:
+    """How far mesh coefficients ``predicted`` ``Tensor[K, 144]`` are from the ``truth`` a face was rendered
+    with (``Tensor[K, 144]``), each a mean over the ``K`` faces (0 when ``K`` is 0): ``rotation``, L1 between
+    the rotation vectors (radians); ``light``, L1 between the 9 illumination parameters; ``shape``, L1
+    between the first ``num_shape_weights`` latent entries (the face-shape prior's weights) plus the mean
+    square of the rest of the latent (pulled to 0). Camera placement is not compared: it is relative to the
+    box the coefficients were read at."""
+    if len(predicted) == 0:
+        zero = predicted.sum() * 0.0
+        return {"rotation": zero, "light": zero, "shape": zero}
+    mine, true = split_coefficients(predicted), split_coefficients(truth)
+    rotation = (pose_rotation_vector(mine.camera) - pose_rotation_vector(true.camera)).abs().mean()
+    light = (mine.illumination - true.illumination).abs().mean()
+    shape = (mine.latent[:, :num_shape_weights] - true.latent[:, :num_shape_weights]).abs().mean()
+    if num_shape_weights < LATENT_DIM:
+        shape = shape + mine.latent[:, num_shape_weights:].square().mean()
+    return {"rotation": rotation, "light": light, "shape": shape}
+
+
 __all__ = [
     "CAMERA_DIM",
     "CoefficientSpread",
@@ -96,8 +135,11 @@ __all__ = [
     "MESH_COEFFICIENT_LAYOUT",
     "MeshCoefficients",
     "NUM_MESH_COEFFICIENTS",
+    "MIRRORED_SIGNS",
     "POSE",
     "pose_rotation_vector",
+    "mirror_coefficients",
     "random_coefficients",
     "split_coefficients",
+    "truth_distances",
 ]

@@ -186,6 +186,22 @@ class LossConfig:
     face's annotated landmarks (mean distance in the crop's NDC). Tried at 0.01 because the pixel term alone
     did not teach the head rotation in the synthetic preset; it did not either, at 1.35x the step time
     (docs/training.md), so it is off."""
+    mesh_truth_weight: float = 0.0
+    """Weight of ``loss_mesh_truth``, a term the paper does not have, for data that knows each face's mesh
+    coefficients (the synthetic set's ``render_params.json``): at each face's best anchor, the head's rotation,
+    light and shape against the truth the face was rendered from
+    (:func:`retinaface.mesh.coefficients.truth_distances`; flipped images: rotation and light of the mirrored
+    truth). 0 (the default) leaves it out; real annotations have no truth, so it never applies to them."""
+    mesh_truth_light_weight: float = 0.5
+    """Weight of the light distance inside ``loss_mesh_truth`` (the rotation's is 1)."""
+    mesh_truth_shape_weight: float = 0.2
+    """Weight of the shape distance inside ``loss_mesh_truth``."""
+    mesh_truth_reads: int = 1
+    """Boxes per face the RoI head is read at for ``loss_mesh_truth``: the face's box and ``reads - 1``
+    copies moved and scaled at random by up to ``mesh_truth_jitter`` of its side (detections differ from the
+    true box by that much). More faces per step for the head at little cost (the trunk runs once)."""
+    mesh_truth_jitter: float = 0.1
+    """Largest shift and scale change of the jittered boxes, as a fraction of the box side."""
 
     def __post_init__(self) -> None:
         check_fields(self, _LOSS_RULES)
@@ -198,12 +214,15 @@ def _non_negative(value: float) -> bool:
 _LOSS_RULES = {
     **{name: (_non_negative, "a number >= 0") for name in (
         "cls_weight", "box_weight", "landmark_weight", "pixel_weight", "mesh_latent_weight", "mesh_smoothness_weight",
-        "mesh_box_weight", "mesh_landmark_weight")},
+        "mesh_box_weight", "mesh_landmark_weight", "mesh_truth_weight", "mesh_truth_light_weight",
+        "mesh_truth_shape_weight")},
     "positive_iou": (lambda v: 0 < v <= 1, "a number in (0, 1]"),
     "negative_iou": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
     "negative_ratio": (lambda v: v > 0, "a number > 0"),
     "min_negatives": (lambda v: v >= 0, "an integer >= 0"),
     "max_mesh_faces": (lambda v: v >= 1, "an integer >= 1"),
+    "mesh_truth_reads": (lambda v: v >= 1, "an integer >= 1"),
+    "mesh_truth_jitter": (lambda v: 0 <= v < 0.5, "a number in [0, 0.5)"),
     "mesh_crop_size": (lambda v: v >= 16, "an integer >= 16 (pixels)"),
     "mesh_pixel_levels": (lambda v: v >= 1, "an integer >= 1"),
 }

@@ -32,9 +32,10 @@ class MultiTaskLoss(nn.Module):
     (see :class:`~retinaface.config.LossConfig`).
 
     ``forward`` returns the weighted terms as a dict ``{"loss_cls", "loss_box", "loss_landmarks", "loss_pixel",
-    "loss_mesh_landmarks"}`` (``loss_pixel`` when ``pixel_weight > 0`` and images and a mesh branch are
-    passed; ``loss_mesh_landmarks``, our addition, when ``mesh_landmark_weight > 0`` and a mesh branch is
-    passed), so the training objective is the sum of its values. Targets come from the ``assigner``
+    "loss_mesh_landmarks", "loss_mesh_truth"}`` (``loss_pixel`` when ``pixel_weight > 0`` and images and a
+    mesh branch are passed; ``loss_mesh_landmarks``, our addition, when ``mesh_landmark_weight > 0`` and a
+    mesh branch is passed; ``loss_mesh_truth``, our addition, when ``mesh_truth_weight > 0`` and a target
+    carries ``mesh_truth``), so the training objective is the sum of its values. Targets come from the ``assigner``
     (:class:`~retinaface.targets.TargetAssigner`; per image ``boxes``, optional ``landmarks`` and
     ``landmarks_valid``). Per image, negatives are the ``negative_ratio x num_positives`` background anchors
     with the highest classification loss, at least ``min_negatives``. Classification and box terms are
@@ -53,6 +54,11 @@ class MultiTaskLoss(nn.Module):
         landmark_weight: float,
         pixel_weight: float,
         mesh_landmark_weight: float,
+        mesh_truth_weight: float,
+        mesh_truth_light_weight: float,
+        mesh_truth_shape_weight: float,
+        mesh_truth_reads: int,
+        mesh_truth_jitter: float,
     ) -> None:
         super().__init__()
         self.assigner = assigner
@@ -63,6 +69,11 @@ class MultiTaskLoss(nn.Module):
         self.landmark_weight = landmark_weight
         self.pixel_weight = pixel_weight
         self.mesh_landmark_weight = mesh_landmark_weight
+        self.mesh_truth_weight = mesh_truth_weight
+        self.mesh_truth_light_weight = mesh_truth_light_weight
+        self.mesh_truth_shape_weight = mesh_truth_shape_weight
+        self.mesh_truth_reads = mesh_truth_reads
+        self.mesh_truth_jitter = mesh_truth_jitter
 
     def forward(
         self,
@@ -83,7 +94,44 @@ class MultiTaskLoss(nn.Module):
                 outputs, anchors, assigned, images_rgb, mesh_branch, generator, pixel_term_faces(targets))
         if self.mesh_landmark_weight > 0 and mesh_branch is not None:
             losses["loss_mesh_landmarks"] = self.mesh_landmark_weight * self.mesh_landmark_term(outputs, anchors, assigned, targets, mesh_branch)
+        if self.mesh_truth_weight > 0 and any("mesh_truth" in target for target in targets):
+            distances = self.mesh_truth_term(
+                outputs, anchors, assigned, targets, reads=self.mesh_truth_reads, jitter=self.mesh_truth_jitter, generator=generator)
+            losses["loss_mesh_truth"] = self.mesh_truth_weight * (
+                distances["rotation"] + self.mesh_truth_light_weight * distances["light"]
+                + self.mesh_truth_shape_weight * distances["shape"])
         return losses
+
+    @staticmethod
+    def mesh_truth_term(
+        outputs: HeadOutputs, anchors: Tensor, assigned: AnchorTargets, targets: list[dict[str, Tensor]], *,
+        reads: int, jitter: float, generator: torch.Generator | None = None,
+    ) -> dict[str, Tensor]:
+        """:func:`~retinaface.mesh.coefficients.truth_distances` (unweighted) of the mesh coefficients at each
+        face's best anchor (at its box for the RoI head) from the face's ``mesh_truth`` ``Tensor[G, 144]``, for
+        the faces of targets that carry it. Faces of a flipped image (``mirrored``; their truth was mirrored
+        with the image) count for the rotation and light but not the shape: faces are not left-right
+        symmetric, so the mirror image's shape is not the truth's latent. Faces cut by a crop count: their
+        rotation, light and shape are still the rendered ones. The RoI head is read ``reads`` times per face,
+        at its box and at ``reads - 1`` copies jittered by up to ``jitter`` of the side (drawn from
+        ``generator``; :func:`jittered_boxes`)."""
+        from ..mesh.coefficients import NUM_MESH_COEFFICIENTS, truth_distances
+
+        image_ids, anchor_ids = face_anchors(assigned, anchors)
+        has_truth = [torch.full((len(t["boxes"]),), "mesh_truth" in t, dtype=torch.bool) for t in targets]
+        keep = _per_face(has_truth, assigned, image_ids, anchor_ids).bool()
+        image_ids, anchor_ids = image_ids[keep], anchor_ids[keep]
+        truths = [t["mesh_truth"].float().cpu() if "mesh_truth" in t else torch.zeros(len(t["boxes"]), NUM_MESH_COEFFICIENTS) for t in targets]
+        truth = _per_face(truths, assigned, image_ids, anchor_ids)
+        boxes = assigned.matched_boxes[image_ids, anchor_ids]
+        if isinstance(outputs.mesh_coefficients, RoIMeshCoefficients) and reads > 1:
+            image_ids, anchor_ids, truth = image_ids.repeat(reads), anchor_ids.repeat(reads), truth.repeat(reads, 1)
+            boxes = torch.cat([boxes, jittered_boxes(boxes.repeat(reads - 1, 1), jitter, generator)])
+        coefficients = mesh_coefficients_at(outputs.mesh_coefficients, image_ids, anchor_ids, boxes).float()
+        distances = truth_distances(coefficients, truth)
+        upright = torch.tensor([not bool(t.get("mirrored", False)) for t in targets], device=image_ids.device)[image_ids]
+        distances["shape"] = truth_distances(coefficients[upright], truth[upright])["shape"]
+        return distances
 
     @staticmethod
     def mesh_landmark_term(
@@ -166,6 +214,16 @@ class MultiTaskLoss(nn.Module):
         coefficients = mesh_coefficients_at(outputs.mesh_coefficients, image_ids, anchor_ids, boxes)
         pixel = mesh_branch.pixel_loss(coefficients, images_rgb, boxes, image_ids, generator=generator)
         return pixel + _every_parameter(mesh_branch)
+
+
+def jittered_boxes(boxes: Tensor, jitter: float, generator: torch.Generator | None = None) -> Tensor:
+    """``boxes`` ``Tensor[K, 4]`` (x1 y1 x2 y2) each moved by up to ``jitter`` of its width and height and
+    scaled by a factor in ``[1 - jitter, 1 + jitter]`` (uniform draws from ``generator``, on the CPU)."""
+    draws = (torch.rand(len(boxes), 4, generator=generator) * 2 - 1).to(boxes) * jitter
+    centre, size = (boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2]
+    centre = centre + draws[:, :2] * size
+    size = size * (1 + draws[:, 2:])
+    return torch.cat([centre - size / 2, centre + size / 2], dim=1)
 
 
 def _per_face(values: list[Tensor], assigned: AnchorTargets, image_ids: Tensor, anchor_ids: Tensor) -> Tensor:

@@ -211,6 +211,11 @@ def build_retinaface(
             landmark_weight=loss.landmark_weight,
             pixel_weight=loss.pixel_weight,
             mesh_landmark_weight=loss.mesh_landmark_weight,
+            mesh_truth_weight=loss.mesh_truth_weight,
+            mesh_truth_light_weight=loss.mesh_truth_light_weight,
+            mesh_truth_shape_weight=loss.mesh_truth_shape_weight,
+            mesh_truth_reads=loss.mesh_truth_reads,
+            mesh_truth_jitter=loss.mesh_truth_jitter,
         ),
         mesh_branch=mesh_branch,
     )

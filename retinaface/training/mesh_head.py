@@ -42,7 +42,7 @@ from torchvision.ops import box_area
 
 from ..config import InferenceConfig, check_fields
 from ..errors import RetinaFaceError
-from ..mesh.coefficients import LATENT_DIM, pose_rotation_vector, split_coefficients
+from ..mesh.coefficients import LATENT_DIM, split_coefficients, truth_distances
 from ..model.heads import RoIMeshHead
 from ..model.retinaface import RetinaFace, build_retinaface
 
@@ -211,18 +211,16 @@ def head_losses(predicted: Tensor, samples: HeadSamples, prior, config: MeshHead
     """The weighted terms of the module docstring for ``predicted`` ``Tensor[K, 144]`` of ``samples``."""
     from ..mesh.branch import place_in_boxes
 
-    mine, true = split_coefficients(predicted), split_coefficients(samples.truth)
+    mine = split_coefficients(predicted)
     weights = prior.num_coefficients
     shapes = prior.shapes(mine.latent[:, :weights])
     placed = place_in_boxes(shapes, mine.camera, samples.boxes)[..., :2]
     sizes = box_area(samples.boxes).clamp(min=1).sqrt()
     vertex = ((placed - samples.true_vertices).norm(dim=-1).mean(dim=1) / sizes).mean()
-    rotation = (pose_rotation_vector(mine.camera) - pose_rotation_vector(true.camera)).abs().mean()
-    light = (mine.illumination - true.illumination).abs().mean()
-    shape = (mine.latent[:, :weights] - true.latent[:, :weights]).abs().mean() + mine.latent[:, weights:].square().mean()
+    distances = truth_distances(predicted, samples.truth, num_shape_weights=weights)
     return {
-        "vertex": config.vertex_weight * vertex, "rotation": config.rotation_weight * rotation,
-        "light": config.light_weight * light, "shape": config.shape_weight * shape,
+        "vertex": config.vertex_weight * vertex, "rotation": config.rotation_weight * distances["rotation"],
+        "light": config.light_weight * distances["light"], "shape": config.shape_weight * distances["shape"],
     }
 
 

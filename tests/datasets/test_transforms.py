@@ -60,3 +60,27 @@ def test_faces_cut_by_the_crop_are_flagged_clipped():
     # no crop found (no face at all): nothing flagged, shapes agree
     _, empty = aug(image, {"boxes": torch.zeros(0, 4), "landmarks": torch.zeros(0, 5, 2), "landmarks_valid": torch.zeros(0, dtype=torch.bool)}, 0)
     assert empty["clipped"].shape == (0,)
+
+
+def test_mesh_truth_follows_its_faces_through_crops_and_dropped_faces():
+    """Each kept face keeps its own truth row: faces are told apart by their truth's first entry, which
+    counts them left to right, so any crop keeps an increasing run; the 3 px face is dropped at 0.75 scale."""
+    image = torch.zeros(3, 200, 200, dtype=torch.uint8)
+    target = _target()
+    target["boxes"] = torch.tensor([[20.0, 30.0, 60.0, 80.0], [100.0, 100.0, 103.0, 103.0], [140.0, 40.0, 190.0, 110.0]])
+    target["landmarks"] = torch.zeros(3, 5, 2)
+    target["landmarks_valid"] = torch.tensor([True, False, True])
+    target["mesh_truth"] = torch.arange(3.0)[:, None].expand(3, 144).clone()
+    whole = TrainAugmentation(size=150, crop_scales=(1.0,), photometric=False, flip_probability=0.0, min_face_size=3.0)
+    _, out = whole(image, target, 0)
+    assert out["mesh_truth"][:, 0].tolist() == [0.0, 2.0]  # the tiny face and its row are gone
+    cropping = TrainAugmentation(size=150, crop_scales=(0.45, 0.6), photometric=False, min_face_size=0.0)
+    seen = set()
+    for seed in range(30):
+        _, out = cropping(image, target, seed)
+        ids = out["mesh_truth"][:, 0]
+        assert len(ids) == len(out["boxes"]) and (ids.diff() > 0).all()
+        left_to_right = (out["boxes"][:, 0] if not out["mirrored"] else -out["boxes"][:, 0]).argsort()
+        assert torch.equal(ids[left_to_right], ids.sort().values)
+        seen.add(tuple(ids.tolist()))
+    assert len(seen) > 2  # the crops did keep different faces

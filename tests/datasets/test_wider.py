@@ -69,3 +69,32 @@ def test_binary_label_file_is_one_sentence(tmp_path, content, message):
     (tmp_path / "label.txt").write_bytes(content)
     with pytest.raises(AnnotationError, match=message):
         WiderFaceDataset(tmp_path / "label.txt")
+
+
+def _synthetic_pair(tmp_path, records):
+    _image(tmp_path / "images" / "0--S" / "a.jpg", size=(120, 160))
+    (tmp_path / "label.txt").write_text(
+        "# 0--S/a.jpg\n"
+        "10 20 30 40 15.0 30.0 0.0 30.0 30.0 0.0 22.0 40.0 0.0 16.0 50.0 0.0 30.0 50.0 0.0 1.0\n"
+        "90 30 40 50 95.0 40.0 0.0 110.0 40.0 0.0 102.0 50.0 0.0 96.0 60.0 0.0 110.0 60.0 0.0 1.0\n"
+    )
+    import json
+
+    (tmp_path / "render_params.json").write_text(json.dumps({"0--S/a.jpg": records}))
+    return tmp_path / "label.txt"
+
+
+def test_synthetic_sets_carry_each_face_s_rendered_coefficients(tmp_path):
+    records = [{"coefficients": [float(face)] * 144} for face in (1, 2)]
+    _, target = WiderFaceDataset(_synthetic_pair(tmp_path, records))[0]
+    assert target["mesh_truth"].shape == (2, 144)
+    assert target["mesh_truth"][:, 0].tolist() == [1.0, 2.0]  # in the label file's face order
+    # a real annotation file (no render_params.json beside it) has no truth
+    (tmp_path / "render_params.json").unlink()
+    assert "mesh_truth" not in WiderFaceDataset(tmp_path / "label.txt")[0][1]
+
+
+def test_render_params_that_disagree_with_the_labels_are_one_sentence(tmp_path):
+    label = _synthetic_pair(tmp_path, [{"coefficients": [0.0] * 144}])  # one record, two faces
+    with pytest.raises(AnnotationError, match=r"0--S/a.jpg has 1 faces, the label file 2"):
+        WiderFaceDataset(label)

@@ -146,3 +146,87 @@ def test_mesh_landmark_term_reads_every_positive_anchor_of_whole_annotated_faces
     assert torch.allclose(model([image], [dict(both, clipped=torch.tensor([False, True]))])["loss_mesh_landmarks"], 0.01 * expected, atol=1e-6)
     assert model([image], [dict(target, clipped=torch.tensor([True]))])["loss_mesh_landmarks"] == 0
     assert "loss_mesh_landmarks" not in _model()([image], [target])  # off by default: the paper's loss
+
+
+def _truth_target(boxes, seed, mirrored=False):
+    from retinaface.mesh.fitting import random_coefficients
+
+    truth = random_coefficients(len(boxes), torch.Generator().manual_seed(seed))
+    return {"boxes": boxes, "landmarks": torch.zeros(len(boxes), 5, 2), "landmarks_valid": torch.zeros(len(boxes), dtype=torch.bool),
+            "mesh_truth": truth, "mirrored": torch.tensor(mirrored)}
+
+
+@pytest.mark.parametrize("mesh_head", ["anchor", "roi"])
+def test_mesh_truth_term_only_for_faces_with_truth_and_no_shape_from_mirrored_images(mesh_head):
+    boxes = torch.tensor([[20.0, 20.0, 60.0, 70.0]])
+    plain = {"boxes": boxes, "landmarks": torch.zeros(1, 5, 2), "landmarks_valid": torch.zeros(1, dtype=torch.bool)}
+    model = _model(mesh_head, mesh_truth_weight=1.0, pixel_weight=0.0)
+    assert "loss_mesh_truth" not in model([_image()], [plain])  # real annotations: no truth, no term
+    off = _model(mesh_head, mesh_truth_weight=0.0, pixel_weight=0.0)
+    assert "loss_mesh_truth" not in off([_image()], [_truth_target(boxes, 1)])
+    # the heads start at zero coefficients, so the shape part is the truth latent's mean |value|
+    with_shape = _model(mesh_head, mesh_truth_weight=1.0, mesh_truth_shape_weight=1.0, pixel_weight=0.0)
+    without_shape = _model(mesh_head, mesh_truth_weight=1.0, mesh_truth_shape_weight=0.0, pixel_weight=0.0)
+    image = _image()
+    for mirrored, shape_counts in ((False, True), (True, False)):
+        target = _truth_target(boxes, 2, mirrored=mirrored)
+        a, b = with_shape([image], [target])["loss_mesh_truth"], without_shape([image], [target])["loss_mesh_truth"]
+        assert b > 0  # rotation and light count either way
+        expected = target["mesh_truth"][0, :128].abs().mean() if shape_counts else 0.0
+        assert float(a - b) == pytest.approx(float(expected), rel=1e-4, abs=1e-6)
+    empty = with_shape([image], [_truth_target(torch.zeros(0, 4), 3)])
+    empty["loss_mesh_truth"].backward()  # an image without faces still backpropagates (DDP sees the head)
+
+
+def test_mesh_truth_term_teaches_the_roi_head_its_training_faces():
+    """A tiny overfit: the RoI head alone, 40 Adam steps on the truth term of four faces in two images,
+    brings their rotation, light and shape distances to under half of the zero head's."""
+    model = _model("roi", mesh_truth_weight=1.0, pixel_weight=0.0)
+    torch.manual_seed(0)
+    images = [_image(), _image()]
+    targets = [_truth_target(torch.tensor([[10.0, 10.0, 50.0, 60.0], [60.0, 20.0, 110.0, 80.0]]), seed) for seed in (3, 4)]
+    optimiser = torch.optim.Adam(model.heads.mesh.parameters(), lr=3e-3)
+
+    def distance():
+        return float(model(images, targets)["loss_mesh_truth"])
+
+    start = distance()
+    for _ in range(40):
+        loss = model(images, targets)["loss_mesh_truth"]
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    assert distance() < 0.5 * start
+
+
+def test_jittered_boxes_stay_within_the_jitter():
+    from retinaface.model.loss import jittered_boxes
+
+    boxes = torch.tensor([[10.0, 20.0, 50.0, 100.0]]).repeat(500, 1)
+    moved = jittered_boxes(boxes, 0.1, torch.Generator().manual_seed(0))
+    size, centre = moved[:, 2:] - moved[:, :2], (moved[:, :2] + moved[:, 2:]) / 2
+    assert ((size / torch.tensor([40.0, 80.0]) - 1).abs() <= 0.1 + 1e-6).all()
+    assert ((centre - torch.tensor([30.0, 60.0])).abs() <= torch.tensor([4.0, 8.0]) + 1e-4).all()
+    assert (size / torch.tensor([40.0, 80.0])).std() > 0.03  # they do move
+    assert torch.equal(jittered_boxes(boxes, 0.0), boxes)
+
+
+def test_more_reads_per_face_average_the_same_truth_term_at_zero_jitter():
+    image, boxes = _image(), torch.tensor([[10.0, 10.0, 50.0, 60.0], [60.0, 20.0, 110.0, 80.0]])
+    target = _truth_target(boxes, 5)
+    one = _model("roi", mesh_truth_weight=1.0, pixel_weight=0.0)
+    many = _model("roi", mesh_truth_weight=1.0, pixel_weight=0.0, mesh_truth_reads=3, mesh_truth_jitter=0.0)
+    jittered = _model("roi", mesh_truth_weight=1.0, pixel_weight=0.0, mesh_truth_reads=3, mesh_truth_jitter=0.2)
+    for model in (one, many, jittered):  # the same non-zero head in all three
+        torch.manual_seed(1)
+        for parameter in model.heads.mesh.parameters():
+            torch.nn.init.normal_(parameter, std=0.05)
+    calls = []
+    many.heads.mesh.register_forward_hook(lambda module, args, output: calls.append(len(output)))
+    with torch.no_grad():
+        a = one.train()([image], [target])["loss_mesh_truth"]
+        b = many.train()([image], [target])["loss_mesh_truth"]
+        c = jittered.train()([image], [target], generator=torch.Generator().manual_seed(0))["loss_mesh_truth"]
+    assert calls == [6]  # two faces, three reads each
+    assert float(b) == pytest.approx(float(a), rel=1e-5)
+    assert float(c) != pytest.approx(float(a), rel=1e-5)
