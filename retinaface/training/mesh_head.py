@@ -42,7 +42,7 @@ from torchvision.ops import box_area
 
 from ..config import InferenceConfig, check_fields
 from ..errors import RetinaFaceError
-from ..mesh.coefficients import LATENT_DIM, split_coefficients, truth_distances
+from ..mesh.coefficients import split_coefficients, truth_distances
 from ..model.heads import RoIMeshHead
 from ..model.retinaface import RetinaFace, build_retinaface
 
