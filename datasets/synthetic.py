@@ -29,6 +29,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -244,3 +245,18 @@ def generate(
             (output / split / "wider_val.txt").write_text("\n".join(f"/{k}" for k in params) + "\n")
             save_ground_truth(gt, output / split / "gt")
     return counts
+
+
+def load_render_params(path: str | Path) -> dict[str, list[dict[str, Any]]]:
+    """A split's ``render_params.json`` (see the module's docstring): ``{"<event>/<name>.jpg": [{"box",
+    "coefficients", ...}, ...]}``, one record per face in the label file's order. ``AnnotationError`` with one
+    sentence when the file cannot be read or is not such a mapping."""
+    from ..errors import AnnotationError
+
+    try:
+        params = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise AnnotationError(f"cannot read {path}: {exc}") from None
+    if not isinstance(params, dict) or not all(isinstance(faces, list) for faces in params.values()):
+        raise AnnotationError(f"{path} is not a render_params.json (image -> list of faces)")
+    return params

@@ -174,12 +174,9 @@ def attach_render_params(samples: list[FaceSample], params_file: Path, images_ro
     set's ``render_params.json`` (image path relative to ``images_root`` -> one record per face, in the
     label file's order, each with ``"coefficients"``). ``AnnotationError`` when an image is missing from the
     file or its face count differs from the label file's."""
-    import json
+    from .synthetic import load_render_params
 
-    try:
-        params = json.loads(params_file.read_text())
-    except (OSError, ValueError) as exc:
-        raise AnnotationError(f"cannot read {params_file}: {exc}") from None
+    params = load_render_params(params_file)
     for sample in samples:
         relative = sample.image_path.relative_to(images_root).as_posix()
         records = params.get(relative)

@@ -108,22 +108,30 @@ def mirror_coefficients(coefficients: Tensor) -> Tensor:
     return coefficients * MIRRORED_SIGNS.to(coefficients)
 
 
-def truth_distances(predicted: Tensor, truth: Tensor, *, num_shape_weights: int = LATENT_DIM) -> dict[str, Tensor]:
+def truth_distances(
+    predicted: Tensor, truth: Tensor, *, num_shape_weights: int = LATENT_DIM, shape_rows: Tensor | None = None,
+) -> dict[str, Tensor]:
     """How far mesh coefficients ``predicted`` ``Tensor[K, 144]`` are from the ``truth`` a face was rendered
     with (``Tensor[K, 144]``), each a mean over the ``K`` faces (0 when ``K`` is 0): ``rotation``, L1 between
     the rotation vectors (radians); ``light``, L1 between the 9 illumination parameters; ``shape``, L1
     between the first ``num_shape_weights`` latent entries (the face-shape prior's weights) plus the mean
-    square of the rest of the latent (pulled to 0). Camera placement is not compared: it is relative to the
-    box the coefficients were read at."""
+    square of the rest of the latent (pulled to 0), over the faces of ``shape_rows`` (``Tensor[K]`` bool;
+    default all; 0 when none). Camera placement is not compared: it is relative to the box the coefficients
+    were read at."""
+    zero = predicted.sum() * 0.0
     if len(predicted) == 0:
-        zero = predicted.sum() * 0.0
         return {"rotation": zero, "light": zero, "shape": zero}
     mine, true = split_coefficients(predicted), split_coefficients(truth)
     rotation = (pose_rotation_vector(mine.camera) - pose_rotation_vector(true.camera)).abs().mean()
     light = (mine.illumination - true.illumination).abs().mean()
-    shape = (mine.latent[:, :num_shape_weights] - true.latent[:, :num_shape_weights]).abs().mean()
+    mine_latent, true_latent = mine.latent, true.latent
+    if shape_rows is not None:
+        mine_latent, true_latent = mine_latent[shape_rows], true_latent[shape_rows]
+    if len(mine_latent) == 0:
+        return {"rotation": rotation, "light": light, "shape": zero}
+    shape = (mine_latent[:, :num_shape_weights] - true_latent[:, :num_shape_weights]).abs().mean()
     if num_shape_weights < LATENT_DIM:
-        shape = shape + mine.latent[:, num_shape_weights:].square().mean()
+        shape = shape + mine_latent[:, num_shape_weights:].square().mean()
     return {"rotation": rotation, "light": light, "shape": shape}
 
 

@@ -24,7 +24,6 @@ supervises; the RoI head on the box itself), which measures the head alone.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -36,6 +35,7 @@ import torch
 from torch import Tensor
 from torchvision.ops import box_convert, box_iou, roi_align
 
+from ..datasets.synthetic import load_render_params
 from ..mesh.coefficients import LATENT_DIM
 from ..utils.rotations import rotation_error_degrees
 
@@ -213,11 +213,6 @@ def face_errors(
     return errors
 
 
-def load_render_params(path: str | Path) -> dict[str, list[dict[str, Any]]]:
-    """``render_params.json`` of a synthetic split: ``{"<event>/<name>.jpg": [{"box", "coefficients", ...}]}``."""
-    return json.loads(Path(path).read_text())
-
-
 def _read(images_root: Path, relative: str) -> tuple[Tensor, Tensor]:
     """BGR uint8 ``Tensor[3, H, W]`` (what the model takes) and RGB float ``Tensor[3, H, W]`` in [0, 1]."""
     import cv2
@@ -367,7 +362,6 @@ __all__: Sequence[str] = [
     "format_summary",
     "head_rotations",
     "light_directions",
-    "load_render_params",
     "match_boxes",
     "rotation_error_degrees",
     "true_shapes",

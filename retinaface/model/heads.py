@@ -254,12 +254,27 @@ class RoIMeshHead(nn.Module):
         """Each box's ``Tensor[K, C, pool_size, pool_size]`` RoI Align on its level."""
         rois = self._rois(image_ids, boxes)
         levels = self.levels(boxes)
+        if not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()):
+            return self._pool_own_levels(features, rois, levels)
         pooled = None
-        # Every level for every box, then each box's own: one fixed graph (no data-dependent split, so it
-        # traces and exports as it runs); the extra bilinear samples cost nothing next to the convs.
+        # Traced for ONNX: every level for every box, then each box's own, one fixed graph without a
+        # data-dependent split; the extra bilinear samples cost little next to the convs at inference.
         for level, (feature, stride) in enumerate(zip(features, self.strides)):
             on_level = roi_align(feature.float(), rois, output_size=self.pool_size, spatial_scale=1.0 / stride, sampling_ratio=2, aligned=True)
             pooled = on_level if pooled is None else torch.where((levels == level)[:, None, None, None], on_level, pooled)
+        return pooled
+
+    def _pool_own_levels(self, features: list[Tensor], rois: Tensor, levels: Tensor) -> Tensor:
+        """:meth:`pool` with each box read on its own level only: the same values, and in training a third of
+        the RoI Align backward, which torchvision runs in one thread over every box it was given (the fixed
+        graph's zero gradients included), about a fifth of a CPU training step."""
+        pooled = rois.new_zeros((len(rois), features[0].shape[1], self.pool_size, self.pool_size))
+        for level, (feature, stride) in enumerate(zip(features, self.strides)):
+            on_level = (levels == level).nonzero().squeeze(1)
+            if len(on_level):
+                pooled = pooled.index_copy(0, on_level, roi_align(
+                    feature.float(), rois[on_level], output_size=self.pool_size, spatial_scale=1.0 / stride, sampling_ratio=2, aligned=True,
+                ))
         return pooled
 
     def pool_pixels(self, images: Tensor, image_ids: Tensor, boxes: Tensor) -> Tensor:

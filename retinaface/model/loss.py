@@ -128,10 +128,8 @@ class MultiTaskLoss(nn.Module):
             image_ids, anchor_ids, truth = image_ids.repeat(reads), anchor_ids.repeat(reads), truth.repeat(reads, 1)
             boxes = torch.cat([boxes, jittered_boxes(boxes.repeat(reads - 1, 1), jitter, generator)])
         coefficients = mesh_coefficients_at(outputs.mesh_coefficients, image_ids, anchor_ids, boxes).float()
-        distances = truth_distances(coefficients, truth)
         upright = torch.tensor([not bool(t.get("mirrored", False)) for t in targets], device=image_ids.device)[image_ids]
-        distances["shape"] = truth_distances(coefficients[upright], truth[upright])["shape"]
-        return distances
+        return truth_distances(coefficients, truth, shape_rows=upright)
 
     @staticmethod
     def mesh_landmark_term(

@@ -98,3 +98,15 @@ def test_render_params_that_disagree_with_the_labels_are_one_sentence(tmp_path):
     label = _synthetic_pair(tmp_path, [{"coefficients": [0.0] * 144}])  # one record, two faces
     with pytest.raises(AnnotationError, match=r"0--S/a.jpg has 1 faces, the label file 2"):
         WiderFaceDataset(label)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{not json", r"cannot read .*render_params.json"),
+    ('["0--S/a.jpg"]', r"render_params.json is not a render_params.json"),
+    ('{"0--S/a.jpg": 3}', r"render_params.json is not a render_params.json"),
+])
+def test_unreadable_render_params_are_one_sentence(tmp_path, text, message):
+    label = _synthetic_pair(tmp_path, [])
+    (tmp_path / "render_params.json").write_text(text)
+    with pytest.raises(AnnotationError, match=message):
+        WiderFaceDataset(label)

@@ -31,6 +31,19 @@ def test_truth_distances_are_zero_at_the_truth_and_exact_l1_elsewhere():
     assert math.isclose(float(truth_distances(predicted, truth)["shape"]), (2.0 + 3.0) / LATENT_DIM, rel_tol=1e-5)
 
 
+def test_shape_rows_leave_other_faces_out_of_the_shape_only():
+    truth = torch.cat([_face(), _face()])
+    predicted = torch.cat([_face((0.2, 0.0, 0.0)), _face((0.4, 0.0, 0.0))])
+    predicted[0, 0], predicted[1, 0] = 1.0, 5.0  # the second face's shape is far off
+    rows = torch.tensor([True, False])
+    distances = truth_distances(predicted, truth, shape_rows=rows)
+    assert math.isclose(float(distances["shape"]), 1.0 / LATENT_DIM, rel_tol=1e-5)  # the first face's only
+    assert math.isclose(float(distances["rotation"]), (0.2 + 0.4) / 2 / 3, rel_tol=1e-4)  # both faces
+    none = truth_distances(predicted.requires_grad_(), truth, shape_rows=torch.tensor([False, False]))
+    assert float(none["shape"]) == 0.0
+    sum(none.values()).backward()
+
+
 def test_no_faces_give_zero_distances_that_keep_the_graph():
     predicted = torch.zeros(0, NUM_MESH_COEFFICIENTS, requires_grad=True)
     distances = truth_distances(predicted, torch.zeros(0, NUM_MESH_COEFFICIENTS))

@@ -73,6 +73,38 @@ def test_new_models_get_the_roi_head_and_its_shapes():
         assert torch.allclose(head.pool(features, image_ids[:1], boxes[:1]), expected)
 
 
+def test_eager_pooling_reads_each_box_on_its_level_only_with_the_traced_graphs_values_and_gradients():
+    """Eager runs pool each box on its own level (a third of RoI Align's backward in training); the traced
+    graph (ONNX) pools every box on every level and picks: both give each box's own level's RoI Align and
+    the same gradients, boxes off the image included."""
+    from torchvision.ops import roi_align
+
+    head = _roi_model().heads.mesh
+    features = [torch.randn(2, 64, 40, 40, requires_grad=True), torch.randn(2, 64, 20, 20, requires_grad=True),
+                torch.randn(2, 64, 10, 10, requires_grad=True)]
+    boxes = torch.tensor([[10.0, 10.0, 30.0, 30.0], [50.0, 60.0, 150.0, 160.0], [-40.0, -30.0, 300.0, 310.0], [5.0, 5.0, 55.0, 55.0]])
+    image_ids = torch.tensor([0, 1, 1, 0])
+    weights = torch.randn(4, 64, 8, 8)
+
+    eager = head.pool(features, image_ids, boxes)
+    eager_gradients = torch.autograd.grad((eager * weights).sum(), features)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the boxes' count is fixed in a trace
+        traced = torch.jit.trace(lambda a, b, c, ids, bx: head.pool([a, b, c], ids, bx), (*features, image_ids, boxes))
+    fixed = traced(*features, image_ids, boxes)
+    fixed_gradients = torch.autograd.grad((fixed * weights).sum(), features)
+    assert str(traced.graph).count("torchvision::roi_align") == 3  # every level, every box
+    assert torch.equal(eager, fixed)
+    for mine, theirs in zip(eager_gradients, fixed_gradients):
+        assert torch.allclose(mine, theirs, atol=1e-6)
+    rois = torch.cat([image_ids[:, None].float(), boxes], dim=1)
+    for row, level in enumerate(head.levels(boxes).tolist()):
+        expected = roi_align(features[level], rois[row:row + 1], output_size=8, spatial_scale=1 / head.strides[level], sampling_ratio=2, aligned=True)
+        assert torch.equal(eager[row:row + 1], expected)
+    # no boxes: no rows
+    assert head.pool(features, image_ids[:0], boxes[:0]).shape == (0, 64, 8, 8)
+
+
 def test_the_pixel_branch_reads_the_boxes_pixels():
     """A box over a uniformly coloured square reads that colour (over 255) inside the crop, whatever the rest
     of the image holds. A 32 px box gives 32 crop cells, each the mean of 2 x 2 bilinear samples a quarter

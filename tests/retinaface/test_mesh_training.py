@@ -102,7 +102,8 @@ def test_pixel_term_teaches_the_head_pose_and_light_on_face_features(tiny_data):
     (Adam, each face's best anchor, no augmentation) brings its rotation and light errors at the training
     faces well below the zero coefficients'. (From scratch the trunk must first learn faces: see the README.)"""
     from retinaface.mesh.branch import MeshPixelLoss
-    from retinaface.evaluation.mesh_eval import _faces, _read, load_render_params
+    from retinaface.datasets.synthetic import load_render_params
+    from retinaface.evaluation.mesh_eval import _faces, _read
     from retinaface.training.loop import build_model_for_training
 
     threads = torch.get_num_threads()

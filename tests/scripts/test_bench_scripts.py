@@ -53,7 +53,8 @@ def test_pose_feature_probe_on_a_tiny_synthetic_set(tmp_path: Path) -> None:
     """The probe reads one feature per true face and scores maps of it on val; its zero-coefficient figure
     is the evaluation's baseline on the same faces (retinaface.evaluation.mesh_eval.evaluate_at_boxes, another path)."""
     from retinaface.datasets.synthetic import generate
-    from retinaface.evaluation.mesh_eval import anchor_features, evaluate_at_boxes, load_render_params
+    from retinaface.datasets.synthetic import load_render_params
+    from retinaface.evaluation.mesh_eval import anchor_features, evaluate_at_boxes
     from retinaface.model.weights import load_model
 
     generate(tmp_path / "data", num_train=3, num_val=2, seed=4, height=180, width=240, progress=False)
