@@ -483,6 +483,16 @@ def log_step(run: TrainingRun, result: TrainResult, record: dict[str, float]) ->
                 run.writer.add_scalar(f"train/{key}", value, record["step"])
 
 
+def _background_worker(worker_id: int) -> None:
+    """DataLoader workers yield the CPU to the training step: on a machine whose cores the step's OpenMP
+    threads already fill, a worker that takes one of them stalls every thread of the step at its next
+    barrier; at a lower priority the workers run in the step's single-threaded stretches instead."""
+    import os
+
+    if hasattr(os, "nice"):
+        os.nice(10)
+
+
 def train_epoch(run: TrainingRun, result: TrainResult, *, progress: bool = True) -> bool:
     """Train the epoch at ``run.position`` from its step there to its end, or until ``max_steps``; checkpoint
     every ``checkpoint_every`` steps and at the end. Returns ``True`` when ``max_steps`` stopped it."""
@@ -499,6 +509,7 @@ def train_epoch(run: TrainingRun, result: TrainResult, *, progress: bool = True)
     loader = DataLoader(
         run.dataset, batch_size=config.batch_size, sampler=run.sampler, num_workers=config.workers, collate_fn=collate,
         drop_last=False, generator=torch.Generator().manual_seed(config.seed * 1_000 + epoch),
+        worker_init_fn=_background_worker if config.workers and run.device.type == "cpu" else None,
     )
     bar = tqdm(
         loader, total=run.steps_per_epoch, initial=position.step_in_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
