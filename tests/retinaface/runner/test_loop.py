@@ -65,8 +65,11 @@ def test_network_runs_in_the_calling_thread_and_fits_in_frame_order_beside_it(tm
     calls: list[tuple[str, str, int]] = []
     find, refine = mesh_detector.find, stages.refine
 
+    opencv_threads: list[int] = []
+
     def recording_find(images):
         calls.append(("find", threading.current_thread().name, torch.get_num_threads()))
+        opencv_threads.append(cv2.getNumThreads())
         return find(images)
 
     def recording_refine(images, faces):
@@ -82,13 +85,16 @@ def test_network_runs_in_the_calling_thread_and_fits_in_frame_order_beside_it(tm
     monkeypatch.setattr(mesh_detector, "find", recording_find)
     monkeypatch.setattr(stages, "refine", recording_refine)
     monkeypatch.setattr(stages, "track_and_fit", recording_fit)
-    previous = torch.get_num_threads()
+    previous, previous_opencv = torch.get_num_threads(), cv2.getNumThreads()
     torch.set_num_threads(2)
+    cv2.setNumThreads(2)
     try:
         run_detect(mesh_detector, str(clip), output=tmp_path / "o.mp4", json_path=tmp_path / "o.jsonl", include_mesh=True, progress=False)
-        assert torch.get_num_threads() == 2  # restored after the run
+        assert torch.get_num_threads() == 2 and cv2.getNumThreads() == 2  # restored after the run
     finally:
         torch.set_num_threads(previous)
+        cv2.setNumThreads(previous_opencv)
+    assert set(opencv_threads) == {1}  # OpenCV's loops (the refiner's crops, drawing) shared out the same way
     caller = threading.current_thread().name
     assert {(name, thread) for name, thread, _ in calls} == {("find", caller), ("refine", caller), ("fit", "detect-stages")}
     assert {threads for *_, threads in calls} == {1}  # 2 threads shared by 2 computing threads: 1 each
