@@ -260,7 +260,7 @@ class RoIMeshHead(nn.Module):
         # Traced for ONNX: every level for every box, then each box's own, one fixed graph without a
         # data-dependent split; the extra bilinear samples cost little next to the convs at inference.
         for level, (feature, stride) in enumerate(zip(features, self.strides)):
-            on_level = roi_align(feature.float(), rois, output_size=self.pool_size, spatial_scale=1.0 / stride, sampling_ratio=2, aligned=True)
+            on_level = self._align(feature, rois, stride)
             pooled = on_level if pooled is None else torch.where((levels == level)[:, None, None, None], on_level, pooled)
         return pooled
 
@@ -272,10 +272,12 @@ class RoIMeshHead(nn.Module):
         for level, (feature, stride) in enumerate(zip(features, self.strides)):
             on_level = (levels == level).nonzero().squeeze(1)
             if len(on_level):
-                pooled = pooled.index_copy(0, on_level, roi_align(
-                    feature.float(), rois[on_level], output_size=self.pool_size, spatial_scale=1.0 / stride, sampling_ratio=2, aligned=True,
-                ))
+                pooled = pooled.index_copy(0, on_level, self._align(feature, rois[on_level], stride))
         return pooled
+
+    def _align(self, feature: Tensor, rois: Tensor, stride: int) -> Tensor:
+        """RoI Align of ``rois`` ``Tensor[K, 5]`` (image index, x1 y1 x2 y2 input pixels) on one level."""
+        return roi_align(feature.float(), rois, output_size=self.pool_size, spatial_scale=1.0 / stride, sampling_ratio=2, aligned=True)
 
     def pool_pixels(self, images: Tensor, image_ids: Tensor, boxes: Tensor) -> Tensor:
         """Each box's crop ``Tensor[K, 3, pixel_size, pixel_size]`` of the preprocessed ``images``
