@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from retinaface import Detector, run_detect
     from retinaface.config import REFINE_PRESETS
-    from retinaface.model.base import torch_threads
+    from retinaface.utils.threads import torch_threads
     from retinaface.outputs.atomic import atomic_write
     from retinaface.runner.pipeline import VIDEO_MAX_SIZE
     from retinaface.samples import write_demo_video

@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _hallucinate(args: argparse.Namespace, interruption) -> int:
-    from ..model.base import torch_threads
+    from ..utils.threads import torch_threads
 
     try:
         with torch_threads(args.threads or None):  # the mesh fits of --mesh too

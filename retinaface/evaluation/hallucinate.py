@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import InputError
-from ..model.base import torch_threads
+from ..utils.threads import torch_threads
 from ..model.retinaface import RetinaFace
 
 PYRAMID_MODULES = ("backbone", "fpn", "context")

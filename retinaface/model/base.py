@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
+from ..config import InferenceConfig, ModelConfig
+from ..utils.threads import torch_threads
 from .anchors import AnchorGenerator
 from .box_coder import BoxCoder
-from ..config import InferenceConfig, ModelConfig
 from .heads import HeadOutputs
 from .postprocess import DetectionPostProcessor
 from .transform import ImagePreprocessor
@@ -44,20 +44,6 @@ def build_detection_stages(config: ModelConfig, inference: InferenceConfig) -> D
             max_detections=inference.max_detections,
         ),
     )
-
-
-@contextlib.contextmanager
-def torch_threads(count: int | None) -> Iterator[None]:
-    """Run the body with ``count`` PyTorch intra-op threads (``None``: as they are), then restore the caller's."""
-    previous = torch.get_num_threads()
-    if count is None or count == previous:
-        yield
-        return
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def image_list(images: ImageBatch) -> list[Tensor]:

@@ -13,14 +13,13 @@ writer finish what was detected, and the sinks keep those frames.
 
 from __future__ import annotations
 
-import contextlib
 import queue
 import sys
 import threading
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -34,7 +33,7 @@ from ..faces.tracking import IouTracker
 from ..faces.workflow import FaceWorkflow
 from ..inference.detector import FaceDetector
 from ..media.prefetch import in_size_groups
-from ..model.base import torch_threads
+from ..utils.threads import opencv_threads, torch_threads
 from .sinks import JsonLinesSink, Sink
 from .sources import Frame, Source
 
@@ -258,23 +257,6 @@ class DetectLoop:
 
             image = draw_meshes(image, faces, mesh_branch)
         return draw_faces(image, faces)
-
-
-@contextlib.contextmanager
-def opencv_threads(count: int | None) -> Iterator[None]:
-    """Run the body with OpenCV's parallel loops on ``count`` threads (``None``: as they are), then restore
-    the previous count."""
-    if count is None:
-        yield
-        return
-    import cv2
-
-    previous = cv2.getNumThreads()
-    cv2.setNumThreads(count)
-    try:
-        yield
-    finally:
-        cv2.setNumThreads(previous)
 
 
 def _keep(batch: Batch, faces: list[list[Face] | None]) -> None:

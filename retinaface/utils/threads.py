@@ -1,0 +1,37 @@
+"""How many threads the compute libraries use for a block of code: PyTorch's intra-op pool and OpenCV's
+parallel loops, each set for the body and restored afterwards (both are process-wide settings)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator
+
+import torch
+
+
+@contextlib.contextmanager
+def _threads(count: int | None, get: Callable[[], int], set_: Callable[[int], None]) -> Iterator[None]:
+    previous = get() if count is not None else None
+    if count is None or count == previous:
+        yield
+        return
+    set_(count)
+    try:
+        yield
+    finally:
+        set_(previous)
+
+
+def torch_threads(count: int | None) -> contextlib.AbstractContextManager[None]:
+    """Run the body with ``count`` PyTorch intra-op threads (``None``: as they are), then restore the caller's."""
+    return _threads(count, torch.get_num_threads, torch.set_num_threads)
+
+
+def opencv_threads(count: int | None) -> contextlib.AbstractContextManager[None]:
+    """Run the body with OpenCV's parallel loops on ``count`` threads (``None``: as they are), then restore
+    the previous count."""
+    if count is None:
+        return contextlib.nullcontext()
+    import cv2
+
+    return _threads(count, cv2.getNumThreads, cv2.setNumThreads)
