@@ -28,8 +28,10 @@ class TrainAugmentation:
     The target also says which faces the mesh pixel term may use: ``mirrored`` (bool, the image was
     flipped) and ``clipped`` ``Tensor[N]`` (bool, the face's box was cut by the crop). A ``mesh_truth``
     ``Tensor[N, 144]`` in the target follows its faces (crops and resizing do not change a face's rotation,
-    light or shape; a flip mirrors them: :func:`~retinaface.mesh.coefficients.mirror_coefficients`). All randomness comes
-    from ``seed``, so the same sample is augmented identically on any worker.
+    light or shape; a flip mirrors them: :func:`~retinaface.mesh.coefficients.mirror_coefficients`), and so
+    does a ``mesh_placement`` ``Tensor[N, 4]`` (the square each face was rendered in, x1 y1 x2 y2 pixels),
+    moved, flipped and scaled with the image but never cut by the crop. All randomness comes from ``seed``,
+    so the same sample is augmented identically on any worker.
     """
 
     def __init__(
@@ -57,7 +59,8 @@ class TrainAugmentation:
 
     def _augment(self, image: Tensor, target: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         boxes, points, valid = target["boxes"].float(), target["landmarks"].float(), target["landmarks_valid"]
-        image, boxes, points, valid, clipped, inside = self._crop(image, boxes, points, valid)
+        image, boxes, points, valid, clipped, inside, offset = self._crop(image, boxes, points, valid)
+        placement = target["mesh_placement"].float()[inside] - offset if "mesh_placement" in target else None
         if self.photometric is not None:
             image = self.photometric(image.flip(0)).flip(0)  # the distortion works in RGB
         height, width = image.shape[-2:]
@@ -68,6 +71,8 @@ class TrainAugmentation:
             # landmarks are continuous coordinates like the boxes (x -> W - x); torchvision's keypoint
             # flip treats them as pixel indices (W - 1 - x), so flip them here
             points = torch.stack([width - points[..., 0], points[..., 1]], dim=-1)[:, FLIPPED_LANDMARK_ORDER]
+            if placement is not None:
+                placement = torch.stack([width - placement[:, 2], placement[:, 1], width - placement[:, 0], placement[:, 3]], dim=1)
         scale_x, scale_y = self.size / width, self.size / height
         image = TF.resize(image, [self.size, self.size], antialias=True)
         boxes = boxes * torch.tensor([scale_x, scale_y, scale_x, scale_y])
@@ -83,6 +88,8 @@ class TrainAugmentation:
         if "mesh_truth" in target:
             truth = target["mesh_truth"][inside][keep]
             augmented["mesh_truth"] = mirror_coefficients(truth) if mirrored else truth
+        if placement is not None:
+            augmented["mesh_placement"] = (placement * torch.tensor([scale_x, scale_y, scale_x, scale_y]))[keep]
         return image, augmented
 
     def _crop(self, image, boxes, points, valid):
@@ -107,9 +114,11 @@ class TrainAugmentation:
                 valid[inside],
                 (kept - shifted).abs().amax(dim=1) > 0.5,
                 inside,
+                offset,
             )
         # no crop kept a face: pad to a square with the mean colour (keeps the aspect ratio at resize)
         side = max(height, width)
         canvas = self.pixel_mean.expand(3, side, side).clone()
         canvas[:, :height, :width] = image
-        return canvas, boxes, points, valid, torch.zeros(boxes.shape[0], dtype=torch.bool), torch.ones(boxes.shape[0], dtype=torch.bool)
+        unmoved = torch.zeros(4, dtype=boxes.dtype)
+        return canvas, boxes, points, valid, torch.zeros(boxes.shape[0], dtype=torch.bool), torch.ones(boxes.shape[0], dtype=torch.bool), unmoved

@@ -31,13 +31,15 @@ from ..errors import AnnotationError
 class FaceSample:
     """One image: ``boxes`` ``ndarray[N, 4]`` (x1 y1 x2 y2, pixels), ``landmarks`` ``ndarray[N, 5, 2]``,
     ``landmarks_valid`` ``ndarray[N]`` (bool), and for rendered faces ``mesh_truth`` ``ndarray[N, 144]``
-    (the mesh coefficients each face was rendered with; ``None`` for real annotations)."""
+    (the mesh coefficients each face was rendered with) and ``mesh_placement`` ``ndarray[N, 4]`` (the square
+    it was rendered in, x1 y1 x2 y2 pixels); both ``None`` for real annotations."""
 
     image_path: Path
     boxes: np.ndarray
     landmarks: np.ndarray
     landmarks_valid: np.ndarray
     mesh_truth: np.ndarray | None = None
+    mesh_placement: np.ndarray | None = None
 
 
 @dataclass
@@ -170,7 +172,8 @@ def parse_wider_official(label_file: Path, images_root: Path, *, on_error: str =
 
 
 def attach_render_params(samples: list[FaceSample], params_file: Path, images_root: Path) -> None:
-    """Give each sample the mesh coefficients its faces were rendered with (``mesh_truth``), from a synthetic
+    """Give each sample the mesh coefficients its faces were rendered with (``mesh_truth``) and the squares
+    they were rendered in (``mesh_placement``, when every record has its ``"placement"``), from a synthetic
     set's ``render_params.json`` (image path relative to ``images_root`` -> one record per face, in the
     label file's order, each with ``"coefficients"``). ``AnnotationError`` when an image is missing from the
     file or its face count differs from the label file's."""
@@ -184,6 +187,9 @@ def attach_render_params(samples: list[FaceSample], params_file: Path, images_ro
             found = "no entry" if records is None else f"{len(records)} faces"
             raise AnnotationError(f"{params_file}: {relative} has {found}, the label file {len(sample.boxes)}")
         sample.mesh_truth = np.asarray([r["coefficients"] for r in records], np.float32).reshape(len(records), -1)
+        if all("placement" in r for r in records):
+            squares = np.asarray([r["placement"] for r in records], np.float32).reshape(len(records), 3)
+            sample.mesh_placement = np.concatenate([squares[:, :2], squares[:, :2] + squares[:, 2:]], axis=1)
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -197,7 +203,7 @@ class WiderFaceDataset(Dataset):
     ``__getitem__`` returns ``(image, target)``: ``image`` ``Tensor[3, H, W]`` uint8 BGR and ``target`` with
     ``boxes`` ``Tensor[N, 4]`` (x1 y1 x2 y2 pixels), ``landmarks`` ``Tensor[N, 5, 2]``, ``landmarks_valid``
     ``Tensor[N]`` and, for a synthetic set (``render_params.json`` beside a RetinaFace-format label file),
-    ``mesh_truth`` ``Tensor[N, 144]``, after ``transform(image, target, seed)``. The augmentation seed depends on
+    ``mesh_truth`` ``Tensor[N, 144]`` and ``mesh_placement`` ``Tensor[N, 4]``, after ``transform(image, target, seed)``. The augmentation seed depends on
     (``seed``, :attr:`epoch`, index) only, so a resumed or distributed run sees the same samples.
     """
 
@@ -256,6 +262,8 @@ class WiderFaceDataset(Dataset):
         }
         if sample.mesh_truth is not None:
             target["mesh_truth"] = torch.from_numpy(sample.mesh_truth.copy())
+        if sample.mesh_placement is not None:
+            target["mesh_placement"] = torch.from_numpy(sample.mesh_placement.copy())
         if self.transform is not None:
             image, target = self.transform(image, target, sample_seed(self.seed, self.epoch, index))
         return image, target

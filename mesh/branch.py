@@ -7,7 +7,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import roi_align
+from torchvision.ops import box_area, roi_align
 
 from ..config import LossConfig
 from .coefficients import MeshCoefficients, split_coefficients
@@ -136,6 +136,17 @@ def place_in_boxes(vertices: Tensor, camera: Tensor, boxes: Tensor) -> Tensor:
     x = boxes[:, None, 0] + (1 - ndc[..., 0]) / 2 * widths[:, None]
     y = boxes[:, None, 1] + (1 - ndc[..., 1]) / 2 * heights[:, None]
     return torch.stack([x, y, ndc[..., 2]], dim=-1)
+
+
+def placement_distance(vertices: Tensor, camera: Tensor, boxes: Tensor, true_vertices: Tensor) -> Tensor:
+    """How far model-space ``vertices`` ``Tensor[K, V, 3]``, placed in the image by ``camera`` ``Tensor[K, 7]``
+    at ``boxes`` ``Tensor[K, 4]`` (:func:`place_in_boxes`), lie from ``true_vertices`` ``Tensor[K, V, 2]``
+    (x, y pixels, the same vertices where the face really is): the mean distance per face ``Tensor[K]``, in
+    units of its box's side (the square root of its area), so faces of every size count alike. Pose,
+    camera and shape together: a head that turns the face wrongly moves every vertex."""
+    placed = place_in_boxes(vertices, camera, boxes)[..., :2]
+    sides = box_area(boxes).clamp(min=1).sqrt()
+    return (placed - true_vertices).norm(dim=-1).mean(dim=1) / sides
 
 
 class MeshPixelLoss(nn.Module):

@@ -196,6 +196,14 @@ class LossConfig:
     """Weight of the light distance inside ``loss_mesh_truth`` (the rotation's is 1)."""
     mesh_truth_shape_weight: float = 0.2
     """Weight of the shape distance inside ``loss_mesh_truth``."""
+    mesh_truth_vertex_weight: float = 0.0
+    """Weight of the vertex placement distance inside ``loss_mesh_truth`` (0: left out): the face's true shape
+    placed in the image by the head's camera at the box it was read at, against the same shape placed by
+    the true camera where the face was rendered, mean distance per vertex in units of the box side
+    (:func:`retinaface.mesh.branch.placement_distance`). For faces whose target has a ``mesh_placement`` (a
+    synthetic set's render squares) in images that were not flipped (a mirrored face is not a shape of the
+    prior). Rotation, location, distance and focal length are scored together, in the image, where a
+    wrong turn of the head moves every vertex."""
     mesh_truth_reads: int = 1
     """Boxes per face the RoI head is read at for ``loss_mesh_truth``: the face's box and ``reads - 1``
     copies moved and scaled at random by up to ``mesh_truth_jitter`` of its side (detections differ from the
@@ -215,7 +223,7 @@ _LOSS_RULES = {
     **{name: (_non_negative, "a number >= 0") for name in (
         "cls_weight", "box_weight", "landmark_weight", "pixel_weight", "mesh_latent_weight", "mesh_smoothness_weight",
         "mesh_box_weight", "mesh_landmark_weight", "mesh_truth_weight", "mesh_truth_light_weight",
-        "mesh_truth_shape_weight")},
+        "mesh_truth_shape_weight", "mesh_truth_vertex_weight")},
     "positive_iou": (lambda v: 0 < v <= 1, "a number in (0, 1]"),
     "negative_iou": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
     "negative_ratio": (lambda v: v > 0, "a number > 0"),

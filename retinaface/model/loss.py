@@ -3,6 +3,7 @@ regression, and the mesh branch's pixel loss."""
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import torch
@@ -15,6 +16,7 @@ from .targets import AnchorTargets, TargetAssigner
 
 if TYPE_CHECKING:
     from ..mesh.branch import MeshBranch
+    from ..mesh.prior import FacePrior
 
 
 def hard_negatives(per_anchor_loss: Tensor, negative: Tensor, count: Tensor) -> Tensor:
@@ -59,6 +61,8 @@ class MultiTaskLoss(nn.Module):
         mesh_truth_shape_weight: float,
         mesh_truth_reads: int,
         mesh_truth_jitter: float,
+        mesh_truth_vertex_weight: float = 0.0,
+        face_prior: FacePrior | None = None,
     ) -> None:
         super().__init__()
         self.assigner = assigner
@@ -74,6 +78,10 @@ class MultiTaskLoss(nn.Module):
         self.mesh_truth_shape_weight = mesh_truth_shape_weight
         self.mesh_truth_reads = mesh_truth_reads
         self.mesh_truth_jitter = mesh_truth_jitter
+        if mesh_truth_vertex_weight > 0 and face_prior is None:
+            raise ValueError("the vertex placement distance needs the face prior (face_prior)")
+        self.mesh_truth_vertex_weight = mesh_truth_vertex_weight
+        self.face_prior = face_prior
 
     def forward(
         self,
@@ -96,16 +104,18 @@ class MultiTaskLoss(nn.Module):
             losses["loss_mesh_landmarks"] = self.mesh_landmark_weight * self.mesh_landmark_term(outputs, anchors, assigned, targets, mesh_branch)
         if self.mesh_truth_weight > 0 and any("mesh_truth" in target for target in targets):
             distances = self.mesh_truth_term(
-                outputs, anchors, assigned, targets, reads=self.mesh_truth_reads, jitter=self.mesh_truth_jitter, generator=generator)
+                outputs, anchors, assigned, targets, reads=self.mesh_truth_reads, jitter=self.mesh_truth_jitter, generator=generator,
+                face_prior=self.face_prior if self.mesh_truth_vertex_weight > 0 else None)
             losses["loss_mesh_truth"] = self.mesh_truth_weight * (
                 distances["rotation"] + self.mesh_truth_light_weight * distances["light"]
-                + self.mesh_truth_shape_weight * distances["shape"])
+                + self.mesh_truth_shape_weight * distances["shape"]
+                + self.mesh_truth_vertex_weight * distances.get("vertex", 0.0))
         return losses
 
     @staticmethod
     def mesh_truth_term(
         outputs: HeadOutputs, anchors: Tensor, assigned: AnchorTargets, targets: list[dict[str, Tensor]], *,
-        reads: int, jitter: float, generator: torch.Generator | None = None,
+        reads: int, jitter: float, generator: torch.Generator | None = None, face_prior: FacePrior | None = None,
     ) -> dict[str, Tensor]:
         """:func:`~retinaface.mesh.coefficients.truth_distances` (unweighted) of the mesh coefficients at each
         face's best anchor (at its box for the RoI head) from the face's ``mesh_truth`` ``Tensor[G, 144]``, for
@@ -114,7 +124,9 @@ class MultiTaskLoss(nn.Module):
         symmetric, so the mirror image's shape is not the truth's latent. Faces cut by a crop count: their
         rotation, light and shape are still the rendered ones. The RoI head is read ``reads`` times per face,
         at its box and at ``reads - 1`` copies jittered by up to ``jitter`` of the side (drawn from
-        ``generator``; :func:`jittered_boxes`)."""
+        ``generator``; :func:`jittered_boxes`). With ``face_prior``, also ``vertex``: the mean
+        :func:`~retinaface.mesh.branch.placement_distance` of the upright faces whose targets carry their
+        ``mesh_placement`` (0 when there are none), each read's mesh placed at the box it was read at."""
         from ..mesh.coefficients import NUM_MESH_COEFFICIENTS, truth_distances
 
         image_ids, anchor_ids = face_anchors(assigned, anchors)
@@ -129,7 +141,10 @@ class MultiTaskLoss(nn.Module):
             boxes = torch.cat([boxes, jittered_boxes(boxes.repeat(reads - 1, 1), jitter, generator)])
         coefficients = mesh_coefficients_at(outputs.mesh_coefficients, image_ids, anchor_ids, boxes).float()
         upright = torch.tensor([not bool(t.get("mirrored", False)) for t in targets], device=image_ids.device)[image_ids]
-        return truth_distances(coefficients, truth, shape_rows=upright)
+        distances = truth_distances(coefficients, truth, shape_rows=upright)
+        if face_prior is not None:
+            distances["vertex"] = _vertex_distance(face_prior, coefficients, boxes, truth, targets, assigned, image_ids, anchor_ids, upright)
+        return distances
 
     @staticmethod
     def mesh_landmark_term(
@@ -222,6 +237,32 @@ def jittered_boxes(boxes: Tensor, jitter: float, generator: torch.Generator | No
     centre = centre + draws[:, :2] * size
     size = size * (1 + draws[:, 2:])
     return torch.cat([centre - size / 2, centre + size / 2], dim=1)
+
+
+def _vertex_distance(
+    prior: FacePrior, coefficients: Tensor, boxes: Tensor, truth: Tensor, targets: list[dict[str, Tensor]],
+    assigned: AnchorTargets, image_ids: Tensor, anchor_ids: Tensor, upright: Tensor,
+) -> Tensor:
+    """The ``vertex`` distance of :meth:`MultiTaskLoss.mesh_truth_term` for its reads (``coefficients``
+    ``Tensor[R, 144]`` read at ``boxes`` ``Tensor[R, 4]``, the faces' ``truth`` ``Tensor[R, 144]``): the true
+    shape (the prior's linear shape of the true latent, which the prior decoder reproduces; no graph
+    convolution runs) placed by the head's camera at the read box against the same shape placed by the true
+    camera in the render square. The head's own shape is left out: with it, the latent learnt to make up for
+    placement errors and ended farther from the true shapes than the mean face (docs/training.md)."""
+    from ..mesh.branch import place_in_boxes, placement_distance
+    from ..mesh.coefficients import split_coefficients
+
+    squares = [t["mesh_placement"].float().cpu() if "mesh_placement" in t else torch.full((len(t["boxes"]), 4), math.nan) for t in targets]
+    placement = _per_face(squares, assigned, image_ids, anchor_ids)
+    rows = upright & torch.isfinite(placement).all(dim=1)
+    if not bool(rows.any()):
+        return coefficients.sum() * 0.0
+    weights = prior.num_coefficients
+    mine, true = split_coefficients(coefficients[rows]), split_coefficients(truth[rows])
+    with torch.no_grad():
+        shapes = prior.shapes(true.latent[:, :weights])
+        true_vertices = place_in_boxes(shapes, true.camera, placement[rows])[..., :2]
+    return placement_distance(shapes, mine.camera, boxes[rows], true_vertices).mean()
 
 
 def _per_face(values: list[Tensor], assigned: AnchorTargets, image_ids: Tensor, anchor_ids: Tensor) -> Tensor:

@@ -214,11 +214,19 @@ def build_retinaface(
             mesh_truth_weight=loss.mesh_truth_weight,
             mesh_truth_light_weight=loss.mesh_truth_light_weight,
             mesh_truth_shape_weight=loss.mesh_truth_shape_weight,
+            mesh_truth_vertex_weight=loss.mesh_truth_vertex_weight,
+            face_prior=_face_prior() if loss.mesh_truth_vertex_weight > 0 else None,
             mesh_truth_reads=loss.mesh_truth_reads,
             mesh_truth_jitter=loss.mesh_truth_jitter,
         ),
         mesh_branch=mesh_branch,
     )
+
+
+def _face_prior():
+    from ..mesh.prior import load_prior
+
+    return load_prior()
 
 
 def build_mesh_branch(config: ModelConfig, loss: LossConfig, *, prior_decoder: bool = True) -> MeshBranch:

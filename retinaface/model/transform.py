@@ -75,7 +75,7 @@ class ImagePreprocessor(nn.Module):
         if scale == 1.0:
             return target
         scaled = dict(target)
-        for key in ("boxes", "landmarks"):
+        for key in ("boxes", "landmarks", "mesh_placement"):
             if key in scaled:
                 scaled[key] = scaled[key] * scale
         return scaled

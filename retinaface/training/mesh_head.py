@@ -38,7 +38,6 @@ import cv2
 import numpy as np
 import torch
 from torch import Tensor
-from torchvision.ops import box_area
 
 from ..config import InferenceConfig, check_fields
 from ..errors import RetinaFaceError
@@ -209,14 +208,11 @@ def read_samples(path: str | os.PathLike, settings: dict) -> HeadSamples | None:
 
 def head_losses(predicted: Tensor, samples: HeadSamples, prior, config: MeshHeadTrainConfig) -> dict[str, Tensor]:
     """The weighted terms of the module docstring for ``predicted`` ``Tensor[K, 144]`` of ``samples``."""
-    from ..mesh.branch import place_in_boxes
+    from ..mesh.branch import placement_distance
 
     mine = split_coefficients(predicted)
     weights = prior.num_coefficients
-    shapes = prior.shapes(mine.latent[:, :weights])
-    placed = place_in_boxes(shapes, mine.camera, samples.boxes)[..., :2]
-    sizes = box_area(samples.boxes).clamp(min=1).sqrt()
-    vertex = ((placed - samples.true_vertices).norm(dim=-1).mean(dim=1) / sizes).mean()
+    vertex = placement_distance(prior.shapes(mine.latent[:, :weights]), mine.camera, samples.boxes, samples.true_vertices).mean()
     distances = truth_distances(predicted, samples.truth, num_shape_weights=weights)
     return {
         "vertex": config.vertex_weight * vertex, "rotation": config.rotation_weight * distances["rotation"],

@@ -84,3 +84,28 @@ def test_mesh_truth_follows_its_faces_through_crops_and_dropped_faces():
         assert torch.equal(ids[left_to_right], ids.sort().values)
         seen.add(tuple(ids.tolist()))
     assert len(seen) > 2  # the crops did keep different faces
+
+
+def test_render_squares_move_with_their_faces_and_are_never_cut():
+    """A face whose render square is its own box keeps the two equal through every crop, flip and resize
+    while the crop leaves it whole; a face the crop cuts keeps its whole square, which still holds its box."""
+    image = torch.zeros(3, 200, 240, dtype=torch.uint8)
+    target = _target()
+    target["boxes"] = torch.tensor([[20.0, 30.0, 70.0, 80.0], [120.0, 60.0, 180.0, 120.0]])
+    target["landmarks"] = torch.zeros(2, 5, 2)
+    target["landmarks_valid"] = torch.tensor([True, True])
+    target["mesh_placement"] = target["boxes"].clone()
+    augment = TrainAugmentation(size=150, crop_scales=(0.45, 0.6, 1.0), photometric=False, min_face_size=0.0)
+    seen_flip, seen_cut = set(), False
+    for seed in range(40):
+        _, out = augment(image, target, seed)
+        whole = ~out["clipped"]
+        assert torch.allclose(out["mesh_placement"][whole], out["boxes"][whole], atol=1e-4)
+        cut = out["clipped"]
+        if cut.any():
+            seen_cut = True
+            squares, boxes = out["mesh_placement"][cut], out["boxes"][cut]
+            assert (squares[:, :2] <= boxes[:, :2] + 1e-4).all() and (squares[:, 2:] >= boxes[:, 2:] - 1e-4).all()
+            assert ((squares[:, :2] < -1e-3) | (squares[:, 2:] > 150 + 1e-3)).any(dim=1).all()  # reaches past the image
+        seen_flip.add(bool(out["mirrored"]))
+    assert seen_flip == {False, True} and seen_cut

@@ -89,6 +89,10 @@ def test_synthetic_sets_carry_each_face_s_rendered_coefficients(tmp_path):
     _, target = WiderFaceDataset(_synthetic_pair(tmp_path, records))[0]
     assert target["mesh_truth"].shape == (2, 144)
     assert target["mesh_truth"][:, 0].tolist() == [1.0, 2.0]  # in the label file's face order
+    assert "mesh_placement" not in target  # records without their render squares
+    placed = [{**record, "placement": [5 + 80 * i, 10, 50]} for i, record in enumerate(records)]
+    _, target = WiderFaceDataset(_synthetic_pair(tmp_path, placed))[0]
+    assert target["mesh_placement"].tolist() == [[5.0, 10.0, 55.0, 60.0], [85.0, 10.0, 135.0, 60.0]]  # x, y, side -> x1 y1 x2 y2
     # a real annotation file (no render_params.json beside it) has no truth
     (tmp_path / "render_params.json").unlink()
     assert "mesh_truth" not in WiderFaceDataset(tmp_path / "label.txt")[0][1]

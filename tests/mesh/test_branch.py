@@ -108,3 +108,17 @@ def test_image_vertices_follow_the_box(branch):
     assert 100 < x.min() < x.max() < 200 and 50 < y.min() < y.max() < 170
     eyes = branch.template.landmarks(vertices)[0]
     assert eyes[0, 0] < eyes[1, 0] and eyes[0, 1] < eyes[2, 1]  # image-left eye left of the other, above the nose
+
+
+def test_placement_distance_is_the_mean_vertex_distance_in_box_sides():
+    """Vertices at their own placement are 0 away; moved 3 px right and 4 px down, each is 5 px away, which
+    is 5 / 20 of a 10 x 40 box's side."""
+    from retinaface.mesh.branch import place_in_boxes, placement_distance
+
+    vertices = torch.randn(2, 30, 3) * 0.5
+    camera = random_coefficients(2, torch.Generator().manual_seed(0))[:, 128:135]
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 40.0], [50.0, 20.0, 150.0, 120.0]])
+    placed = place_in_boxes(vertices, camera, boxes)[..., :2]
+    assert torch.allclose(placement_distance(vertices, camera, boxes, placed), torch.zeros(2), atol=1e-5)
+    moved = placed + torch.tensor([3.0, 4.0])
+    assert torch.allclose(placement_distance(vertices, camera, boxes, moved), torch.tensor([5.0 / 20.0, 5.0 / 100.0]), atol=1e-4)

@@ -1,4 +1,5 @@
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -230,3 +231,59 @@ def test_more_reads_per_face_average_the_same_truth_term_at_zero_jitter():
     assert calls == [6]  # two faces, three reads each
     assert float(b) == pytest.approx(float(a), rel=1e-5)
     assert float(c) != pytest.approx(float(a), rel=1e-5)
+
+
+@pytest.mark.parametrize("mesh_head", ["anchor", "roi"])
+def test_vertex_distance_in_the_truth_term_measures_the_mesh_against_its_render_square(mesh_head):
+    """Truth = a face of another shape, frontal, at the default camera, lit differently (a zero head gets
+    the rotation and the camera right, the shape and light wrong, which the vertex term does not see: it
+    places the true shape by the head's camera). Rendered in a square equal to the box, the vertex distance
+    is 0; in a square 6 px to the right and 8 px down, every true vertex is 10 px away: 10 / sqrt(40 x 50)
+    of a box side. Mirrored images and faces without a render square add nothing; images are scaled by the
+    model's preprocessing like their boxes (here by 2)."""
+    boxes = torch.tensor([[20.0, 20.0, 60.0, 70.0]])
+    truth = torch.zeros(1, 144)
+    truth[0, :5] = torch.tensor([1.5, -1.0, 0.8, 2.0, -0.5])  # identity weights of the prior
+    truth[0, 135:138] = torch.tensor([1.0, -0.5, 0.3])  # the light moved
+
+    def target(square, mirrored=False):
+        out = {"boxes": boxes, "landmarks": torch.zeros(1, 5, 2), "landmarks_valid": torch.zeros(1, dtype=torch.bool),
+               "mesh_truth": truth, "mirrored": torch.tensor(mirrored)}
+        if square is not None:
+            out["mesh_placement"] = square
+        return out
+
+    def model(vertex_weight, max_size=None):
+        torch.manual_seed(0)
+        config = dataclasses.replace(model_preset("mobilenet0.25"), mesh_head=mesh_head)
+        loss = LossConfig(mesh_truth_weight=1.0, mesh_truth_vertex_weight=vertex_weight, pixel_weight=0.0)
+        return build_retinaface(config, InferenceConfig(max_size=max_size), loss=loss).train()
+
+    image = _image()
+    shifted = boxes + torch.tensor([6.0, 8.0, 6.0, 8.0])
+    expected = 10.0 / math.sqrt(40 * 50)
+
+    def extra(square, mirrored=False, img=image, scale=1.0, max_size=None):
+        t = target(square, mirrored)
+        t["boxes"] = t["boxes"] * scale
+        if square is not None:
+            t["mesh_placement"] = square * scale
+        with_vertex, without = model(1.0, max_size), model(0.0, max_size)
+        return float(with_vertex([img], [t])["loss_mesh_truth"] - without([img], [t])["loss_mesh_truth"])
+
+    assert extra(boxes) == pytest.approx(0.0, abs=1e-5)
+    assert extra(shifted) == pytest.approx(expected, rel=1e-3)
+    assert extra(shifted, mirrored=True) == pytest.approx(0.0, abs=1e-6)
+    assert extra(None) == pytest.approx(0.0, abs=1e-6)
+    # an image twice the size, halved by the preprocessor: the square is halved with the box
+    assert extra(shifted, img=_image(192, 256), scale=2.0, max_size=128) == pytest.approx(expected, rel=1e-3)
+
+
+def test_vertex_distance_needs_the_face_prior():
+    from retinaface.model.loss import MultiTaskLoss
+
+    with pytest.raises(ValueError, match="face prior"):
+        MultiTaskLoss(
+            assigner=None, negative_ratio=7, min_negatives=1, cls_weight=1, box_weight=1, landmark_weight=1, pixel_weight=0,
+            mesh_landmark_weight=0, mesh_truth_weight=1, mesh_truth_light_weight=0.5, mesh_truth_shape_weight=0.2,
+            mesh_truth_reads=1, mesh_truth_jitter=0.1, mesh_truth_vertex_weight=1.0, face_prior=None)
