@@ -203,8 +203,9 @@ class WiderFaceDataset(Dataset):
     ``__getitem__`` returns ``(image, target)``: ``image`` ``Tensor[3, H, W]`` uint8 BGR and ``target`` with
     ``boxes`` ``Tensor[N, 4]`` (x1 y1 x2 y2 pixels), ``landmarks`` ``Tensor[N, 5, 2]``, ``landmarks_valid``
     ``Tensor[N]`` and, for a synthetic set (``render_params.json`` beside a RetinaFace-format label file),
-    ``mesh_truth`` ``Tensor[N, 144]`` and ``mesh_placement`` ``Tensor[N, 4]``, after ``transform(image, target, seed)``. The augmentation seed depends on
-    (``seed``, :attr:`epoch`, index) only, so a resumed or distributed run sees the same samples.
+    ``mesh_truth`` ``Tensor[N, 144]`` and ``mesh_placement`` ``Tensor[N, 4]``, after ``transform(image,
+    target, seed)``. The augmentation seed depends on (``seed``, :attr:`epoch`, index) only, so a resumed
+    or distributed run sees the same samples.
     """
 
     def __init__(
