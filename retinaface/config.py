@@ -245,6 +245,9 @@ REFINE_PRESETS: dict[str, RefineConfig] = {
 
 MODEL_PRESETS: dict[str, ModelConfig] = {
     "mobilenet0.25": ModelConfig(),
+    # the same detector with twice the RoI mesh head's pixel maps: in detector training on synthetic
+    # truth the head learnt pose faster (docs/training.md); the released head has 32
+    "mobilenet0.25-pixels64": ModelConfig(mesh_roi_pixels=64),
     "resnet50": ModelConfig(backbone="resnet50", fpn_channels=256),
 }
 

@@ -109,6 +109,9 @@ def test_synthetic_sets_teach_the_mesh_head_their_rendered_truth(tiny_data, tmp_
     # the head's output layer starts at zero; with no pixel term only the truth moves it
     output = lambda run: _weights(tmp_path / run / "final.safetensors")["heads.mesh.output.weight"]  # noqa: E731
     assert output("mesh").abs().sum() > 0 and output("plain").abs().sum() == 0
+    # the mesh preset's model reads 64 pixel maps (two stride-2 convs, 3 -> 32 -> 64), the plain one 32
+    pixels = lambda run: _weights(tmp_path / run / "final.safetensors")["heads.mesh.pixels.1.0.weight"].shape  # noqa: E731
+    assert pixels("mesh") == (64, 32, 3, 3) and pixels("plain") == (32, 16, 3, 3)
 
 
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tiny_data, tmp_path, one_thread):
