@@ -203,7 +203,8 @@ class LossConfig:
     (:func:`retinaface.mesh.branch.placement_distance`). For faces whose target has a ``mesh_placement`` (a
     synthetic set's render squares) in images that were not flipped (a mirrored face is not a shape of the
     prior). Rotation, location, distance and focal length are scored together, in the image, where a
-    wrong turn of the head moves every vertex."""
+    wrong turn of the head moves every vertex. Off in the presets: in detector training it traded the
+    light's accuracy for the rotation's (docs/training.md)."""
     mesh_truth_reads: int = 1
     """Boxes per face the RoI head is read at for ``loss_mesh_truth``: the face's box and ``reads - 1``
     copies moved and scaled at random by up to ``mesh_truth_jitter`` of its side (detections differ from the

@@ -42,7 +42,8 @@ class MultiTaskLoss(nn.Module):
     ``landmarks_valid``). Per image, negatives are the ``negative_ratio x num_positives`` background anchors
     with the highest classification loss, at least ``min_negatives``. Classification and box terms are
     normalised by the number of positives in the batch, the landmark term by the number of positives whose
-    face has landmarks.
+    face has landmarks. ``face_prior`` (:class:`~retinaface.mesh.prior.FacePrior`) gives the shapes the
+    truth term's vertex distance places; it is needed when ``mesh_truth_vertex_weight > 0``.
     """
 
     def __init__(
