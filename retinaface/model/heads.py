@@ -195,6 +195,11 @@ class RoIMeshHead(nn.Module):
     face), like the per-anchor head. It runs on the boxes it is given only: the kept detections at inference,
     the faces of the pixel term in training.
 
+    In eval mode with ``test_offset > 0`` each box is read four times (:meth:`test_boxes`: copies moved by
+    ``test_offset`` of its side right, left, down and up) and the readings are averaged: the head's pose
+    depends on where the box sits on the face, and readings placed symmetrically about a detection's box
+    average part of its misplacement out. In training mode (the loss's own reads) one reading at the box.
+
     ``forward(features, image_ids, boxes, images=None)``: ``features`` one ``Tensor[N, C, H_l, W_l]`` per
     level (strides ``strides``), ``image_ids`` ``Tensor[K]`` int64, ``boxes`` ``Tensor[K, 4]`` x1 y1 x2 y2
     network-input pixels, ``images`` the preprocessed ``Tensor[N, 3, H, W]`` (needed with a pixel branch)
@@ -211,10 +216,14 @@ class RoIMeshHead(nn.Module):
         pool_size: int,
         num_convs: int,
         pixel_channels: int = 0,
+        test_offset: float = 0.0,
     ) -> None:
         super().__init__()
         if len(strides) != len(anchor_sizes):
             raise ValueError("strides and anchor_sizes need one entry per pyramid level")
+        if not 0 <= test_offset < 0.5:
+            raise ValueError("test_offset must be in [0, 0.5)")
+        self.test_offset = float(test_offset)
         self.strides = tuple(strides)
         self.pool_size = pool_size
         self.register_buffer("boundaries", torch.tensor(level_boundaries(anchor_sizes), dtype=torch.float32), persistent=False)
@@ -286,7 +295,25 @@ class RoIMeshHead(nn.Module):
                           sampling_ratio=2, aligned=True)
         return crops / 255.0
 
+    def test_boxes(self, boxes: Tensor) -> Tensor:
+        """The boxes ``Tensor[4, K, 4]`` an eval-mode head reads ``boxes`` ``Tensor[K, 4]`` (x1 y1 x2 y2) at: each
+        box moved by ``test_offset`` of its width to the right and to the left, then by ``test_offset`` of its
+        height down and up (same size)."""
+        d = self.test_offset
+        moves = boxes.new_tensor([[d, 0.0], [-d, 0.0], [0.0, d], [0.0, -d]])  # fractions of width, height
+        shifts = (moves[:, None] * (boxes[None, :, 2:] - boxes[None, :, :2])).repeat(1, 1, 2)
+        return boxes[None] + shifts
+
     def forward(self, features: list[Tensor], image_ids: Tensor, boxes: Tensor, images: Tensor | None = None) -> Tensor:
+        if self.training or self.test_offset == 0:
+            return self.read(features, image_ids, boxes, images)
+        reads = self.test_boxes(boxes)
+        coefficients = self.read(features, image_ids.repeat(len(reads)), reads.flatten(0, 1), images)
+        return coefficients.unflatten(0, (len(reads), -1)).mean(dim=0)
+
+    def read(self, features: list[Tensor], image_ids: Tensor, boxes: Tensor, images: Tensor | None = None) -> Tensor:
+        """One reading ``Tensor[K, num_coefficients]`` of the head at ``boxes`` (what :meth:`forward` gives in
+        training mode)."""
         pixels = None
         if self.pixels is not None:
             if images is None:

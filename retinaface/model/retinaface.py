@@ -168,6 +168,7 @@ def roi_mesh_head_builder(config: ModelConfig) -> Callable[[], RoIMeshHead]:
         pool_size=config.mesh_roi_size,
         num_convs=config.mesh_roi_convs,
         pixel_channels=config.mesh_roi_pixels,
+        test_offset=config.mesh_roi_test_offset,
     )
 
 

@@ -73,6 +73,40 @@ def test_new_models_get_the_roi_head_and_its_shapes():
         assert torch.allclose(head.pool(features, image_ids[:1], boxes[:1]), expected)
 
 
+def test_an_eval_mode_head_averages_four_readings_around_each_box_and_a_training_head_reads_once():
+    model = _roi_model()
+    head = model.heads.mesh
+    assert head.test_offset == ModelConfig().mesh_roi_test_offset == 0.05
+    # a 60 x 80 px box: moved 3 px right and left, 4 px down and up
+    box = torch.tensor([[100.0, 100.0, 160.0, 180.0]])
+    expected = torch.tensor([[103.0, 100.0, 163.0, 180.0], [97.0, 100.0, 157.0, 180.0], [100.0, 104.0, 160.0, 184.0], [100.0, 96.0, 160.0, 176.0]])
+    assert torch.allclose(head.test_boxes(box)[:, 0], expected)
+    _randomise(head)
+    features = [torch.randn(2, 64, 40, 40), torch.randn(2, 64, 20, 20), torch.randn(2, 64, 10, 10)]
+    images = torch.randn(2, 3, 320, 320) * 50
+    boxes = torch.cat([box, torch.tensor([[20.0, 30.0, 60.0, 75.0]])])
+    image_ids = torch.tensor([0, 1])
+    with torch.no_grad():
+        head.eval()
+        averaged = head(features, image_ids, boxes, images=images)
+        readings = torch.stack([head.read(features, image_ids, moved, images=images) for moved in head.test_boxes(boxes)])
+        assert torch.allclose(averaged, readings.mean(dim=0), atol=1e-6)
+        at_box = head.read(features, image_ids, boxes, images=images)
+        assert not torch.allclose(averaged, at_box, atol=1e-4)  # the readings differ from the box's own
+        assert head(features, image_ids[:0], boxes[:0], images=images).shape == (0, 144)
+        head.train()
+        assert torch.allclose(head(features, image_ids, boxes, images=images), at_box, atol=1e-6)
+        single = build_retinaface(dataclasses.replace(model_preset("mobilenet0.25"), mesh_roi_test_offset=0.0), mesh=False).heads.mesh
+        single.load_state_dict(head.state_dict())
+        assert torch.allclose(single.eval()(features, image_ids, boxes, images=images), at_box, atol=1e-6)
+    with pytest.raises(ConfigError, match="mesh_roi_test_offset"):
+        ModelConfig(mesh_roi_test_offset=0.5)
+    # weights stored before the setting existed (the released ones) read four times too
+    stored = config_to_dict(load_model("mobilenet0.25", mesh=False).config)
+    stored.pop("mesh_roi_test_offset", None)
+    assert ModelConfig.from_stored(stored).mesh_roi_test_offset == 0.05
+
+
 def test_eager_pooling_reads_each_box_on_its_level_only_with_the_traced_graphs_values_and_gradients():
     """Eager runs pool each box on its own level (a third of RoI Align's backward in training); the traced
     graph (ONNX) pools every box on every level and picks: both give each box's own level's RoI Align and
