@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iou-threshold", type=float, default=0.5)
     parser.add_argument("--max-images", type=int, default=None)
     parser.add_argument("--at-true-boxes", action="store_true", help="read the head at the true faces' boxes (the per-anchor head at their best anchors)")
+    parser.add_argument("--one-reading", action="store_true", help="read the RoI mesh head once per face, at the box, instead of its four readings around it (mesh_roi_test_offset=0)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path, help="also write the summary here")
     args = parser.parse_args(argv)
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..model.weights import load_model
 
     try:
-        model = load_model(args.weights, device=args.device)
+        model = load_model(args.weights, device=args.device, mesh_roi_test_offset=0.0 if args.one_reading else None)
         if args.at_true_boxes:
             errors = evaluate_at_boxes(model, args.split, max_images=args.max_images)
         else:

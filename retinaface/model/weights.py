@@ -7,6 +7,7 @@ model is rebuilt from the file alone.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -111,11 +112,13 @@ def load_model(
     loss: LossConfig | None = None,
     device: str | torch.device = "cpu",
     mesh: bool = True,
+    mesh_roi_test_offset: float | None = None,
 ) -> RetinaFace:
     """Rebuild a :class:`RetinaFace` from released weights or a checkpoint, in eval mode on ``device``.
 
     ``mesh=False`` builds the model without its mesh branch (no pytorch3d / torch-geometric needed) and
-    ignores the branch's tensors in the file.
+    ignores the branch's tensors in the file. ``mesh_roi_test_offset`` replaces the stored config's (how the
+    RoI mesh head is read at inference; 0: once per face, at its box), which changes no weight.
     """
     path = resolve_weights(name_or_path)
     if path.suffix == ".safetensors":
@@ -128,6 +131,8 @@ def load_model(
         state, config_dict = checkpoint["model"], checkpoint["model_config"]
     config = _model_config(config_dict, path)
     try:
+        if mesh_roi_test_offset is not None:
+            config = dataclasses.replace(config, mesh_roi_test_offset=mesh_roi_test_offset)
         model = build_retinaface(config, inference, loss=loss, mesh=mesh)
     except (ConfigError, ValueError, TypeError, RuntimeError) as exc:
         raise WeightsError(f"{path} has a model config this version cannot build ({str(exc).splitlines()[0]})") from None

@@ -102,9 +102,14 @@ def test_an_eval_mode_head_averages_four_readings_around_each_box_and_a_training
     with pytest.raises(ConfigError, match="mesh_roi_test_offset"):
         ModelConfig(mesh_roi_test_offset=0.5)
     # weights stored before the setting existed (the released ones) read four times too
-    stored = config_to_dict(load_model("mobilenet0.25", mesh=False).config)
+    released = load_model("mobilenet0.25", mesh=False)
+    stored = config_to_dict(released.config)
     stored.pop("mesh_roi_test_offset", None)
     assert ModelConfig.from_stored(stored).mesh_roi_test_offset == 0.05
+    # and loading can ask for one reading: the same weights, read once
+    once = load_model("mobilenet0.25", mesh=False, mesh_roi_test_offset=0.0)
+    assert once.heads.mesh.test_offset == 0.0 and released.heads.mesh.test_offset == 0.05
+    assert all(torch.equal(a, b) for a, b in zip(once.state_dict().values(), released.state_dict().values()))
 
 
 def test_eager_pooling_reads_each_box_on_its_level_only_with_the_traced_graphs_values_and_gradients():

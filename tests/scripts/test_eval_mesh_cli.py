@@ -65,6 +65,12 @@ def test_released_weights_detect_the_faces_and_score_their_head_against_the_rend
     assert scored["mesh_matched"] == faces
     assert scored["mesh_rotation_deg_zero"] == pytest.approx(np.median(truth), abs=1e-3)
     assert scored["mesh_rotation_deg"] < 0.6 * scored["mesh_rotation_deg_zero"]
+    # --one-reading reads the head once per face, at the box: the same faces, other coefficients
+    once = run_in_process("mobilenet0.25", synthetic_val, "--at-true-boxes", "--one-reading", "--json", tmp_path / "once.json")
+    assert once.returncode == 0, once.stderr[-2000:]
+    single = json.loads((tmp_path / "once.json").read_text())
+    assert single["mesh_matched"] == faces and single["mesh_rotation_deg_zero"] == scored["mesh_rotation_deg_zero"]
+    assert single["mesh_rotation_deg"] != scored["mesh_rotation_deg"] and single["mesh_rotation_deg"] < 0.6 * single["mesh_rotation_deg_zero"]
 
 
 def test_folder_without_render_parameters_is_one_error_line(tmp_path):
