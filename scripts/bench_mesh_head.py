@@ -3,6 +3,7 @@
 
   python scripts/bench_mesh_head.py                       # the shared crowd photo (or the astronaut)
   python scripts/bench_mesh_head.py photo.jpg --repeats 50 --threads 2
+  python scripts/bench_mesh_head.py --test-offset 0.05       # the head read four times per face
 
 Runs the released detector on the photo once, then times the mesh head alone on that photo's features
 and kept boxes (the work inference adds per face) and the whole detector call, and prints ms per face.
@@ -26,7 +27,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", default="mobilenet0.25")
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--test-offset", type=float, default=None, metavar="F",
+                        help="read the head four times per face around the box, moved by F of its side (0: once; default: the weights' own)")
     args = parser.parse_args(argv)
+    if args.test_offset is not None and not 0 <= args.test_offset < 0.5:
+        print("error: --test-offset must be at least 0 and below 0.5", file=sys.stderr)
+        return 2
 
     import torch
 
@@ -38,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     try:
         image = read_image(args.photo)
-        model = load_model(args.weights, mesh=False).fuse_for_inference()
+        model = load_model(args.weights, mesh=False, mesh_roi_test_offset=args.test_offset).fuse_for_inference()
     except Exception as exc:  # a bench script: one line, not a traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -32,10 +32,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iou-threshold", type=float, default=0.5)
     parser.add_argument("--max-images", type=int, default=None)
     parser.add_argument("--at-true-boxes", action="store_true", help="read the head at the true faces' boxes (the per-anchor head at their best anchors)")
-    parser.add_argument("--one-reading", action="store_true", help="read the RoI mesh head once per face, at the box, instead of its four readings around it (mesh_roi_test_offset=0)")
+    parser.add_argument("--test-offset", type=float, default=None, metavar="F",
+                        help="read the RoI mesh head four times per face, at copies of the box moved by F of its side right, left, down "
+                             "and up, and average (0: once, at the box; default: the weights' own mesh_roi_test_offset)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path, help="also write the summary here")
     args = parser.parse_args(argv)
+    if args.test_offset is not None and not 0 <= args.test_offset < 0.5:
+        print("error: --test-offset must be at least 0 and below 0.5 (a fraction of the box's side)", file=sys.stderr)
+        return 2
     if not (args.split / "render_params.json").is_file():
         print(f"error: {args.split / 'render_params.json'} not found; give a split written by make_synthetic.py", file=sys.stderr)
         return 2
@@ -45,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..model.weights import load_model
 
     try:
-        model = load_model(args.weights, device=args.device, mesh_roi_test_offset=0.0 if args.one_reading else None)
+        model = load_model(args.weights, device=args.device, mesh_roi_test_offset=args.test_offset)
         if args.at_true_boxes:
             errors = evaluate_at_boxes(model, args.split, max_images=args.max_images)
         else:

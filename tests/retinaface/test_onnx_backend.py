@@ -73,16 +73,20 @@ def test_exported_file_round_trip_with_mesh(tmp_path, with_random_mesh_head, ast
     _assert_same(faces, reference(astronaut_image))
 
 
-@pytest.fixture(scope="module")
-def with_roi_mesh_head():
-    """The released detection network with a RoI mesh head (the default for new models) of random weights."""
+@pytest.fixture(scope="module", params=[0.0, 0.05], ids=["one-reading", "four-readings"])
+def with_roi_mesh_head(request):
+    """The released detection network with a RoI mesh head (the default for new models) of random weights,
+    read once per face or four times around each box (``mesh_roi_test_offset``)."""
+    import dataclasses
+
     from retinaface.config import model_preset
     from retinaface.model.retinaface import build_retinaface
     from retinaface.model.weights import load_model
 
     released = load_model("mobilenet0.25")
     torch.manual_seed(0)
-    model = build_retinaface(model_preset("mobilenet0.25")).eval()
+    model = build_retinaface(dataclasses.replace(model_preset("mobilenet0.25"), mesh_roi_test_offset=request.param)).eval()
+    assert model.heads.mesh.test_offset == request.param
     assert model.config.mesh_head == "roi"
     model.load_state_dict({k: v for k, v in released.state_dict().items() if not k.startswith("heads.mesh.")}, strict=False)
     for parameter in model.heads.mesh.parameters():

@@ -119,6 +119,11 @@ def test_mesh_head_benchmark_times_the_released_head_per_face(tmp_path: Path) ->
     result = run_in_process("bench_mesh_head.py", ASTRONAUT, "--repeats", 1, "--threads", 1)
     assert result.returncode == 0, result.stderr
     assert "astronaut.jpg: 512x512, 1 faces" in result.stdout and "ms per face" in result.stdout
+    assert "(1 readings each)" in result.stdout  # the released head reads once
+    four = run_in_process("bench_mesh_head.py", ASTRONAUT, "--repeats", 1, "--threads", 1, "--test-offset", 0.05)
+    assert four.returncode == 0 and "(4 readings each)" in four.stdout, four.stderr
+    wrong = run_in_process("bench_mesh_head.py", ASTRONAUT, "--test-offset", 0.7)
+    assert wrong.returncode == 2 and wrong.stderr.startswith("error: --test-offset") and "Traceback" not in wrong.stderr
     blank = tmp_path / "blank.png"
     import cv2
     import numpy as np

@@ -65,15 +65,17 @@ def test_released_weights_detect_the_faces_and_score_their_head_against_the_rend
     assert scored["mesh_matched"] == faces
     assert scored["mesh_rotation_deg_zero"] == pytest.approx(np.median(truth), abs=1e-3)
     assert scored["mesh_rotation_deg"] < 0.6 * scored["mesh_rotation_deg_zero"]
-    # --one-reading reads the head once per face, at the box: the same faces, other coefficients
-    once = run_in_process("mobilenet0.25", synthetic_val, "--at-true-boxes", "--one-reading", "--json", tmp_path / "once.json")
-    assert once.returncode == 0, once.stderr[-2000:]
-    single = json.loads((tmp_path / "once.json").read_text())
-    assert single["mesh_matched"] == faces and single["mesh_rotation_deg_zero"] == scored["mesh_rotation_deg_zero"]
-    assert single["mesh_rotation_deg"] != scored["mesh_rotation_deg"] and single["mesh_rotation_deg"] < 0.6 * single["mesh_rotation_deg_zero"]
+    # --test-offset 0.05 reads the head four times per face around the box: the same faces, other coefficients
+    four = run_in_process("mobilenet0.25", synthetic_val, "--at-true-boxes", "--test-offset", "0.05", "--json", tmp_path / "four.json")
+    assert four.returncode == 0, four.stderr[-2000:]
+    averaged = json.loads((tmp_path / "four.json").read_text())
+    assert averaged["mesh_matched"] == faces and averaged["mesh_rotation_deg_zero"] == scored["mesh_rotation_deg_zero"]
+    assert averaged["mesh_rotation_deg"] != scored["mesh_rotation_deg"] and averaged["mesh_rotation_deg"] < 0.6 * averaged["mesh_rotation_deg_zero"]
 
 
 def test_folder_without_render_parameters_is_one_error_line(tmp_path):
     result = run_in_process("mobilenet0.25", tmp_path)
     assert result.returncode == 2 and result.stderr.strip().startswith("error:") and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+    offset = run_in_process("mobilenet0.25", tmp_path, "--test-offset", "0.7")
+    assert offset.returncode == 2 and offset.stderr.startswith("error: --test-offset") and len(offset.stderr.strip().splitlines()) == 1
