@@ -102,7 +102,8 @@ class FaceFits(NamedTuple):
       has no texture model). :func:`sample_colours` gives the photo's colours at the vertices instead
     - ``rotation`` ``Tensor[K, 3, 3]``: head rotation in the model frame (column vectors)
     - ``state``: :class:`FitState`, to warm-start the same faces in the next frame
-    - ``pixel_residual`` ``Tensor[K]``: mean L1 (per RGB channel, 0-1 scale) over the covered crop pixels
+    - ``pixel_residual`` ``Tensor[K]``: mean L1 (per RGB channel, 0-1 scale) over the covered crop pixels, of
+      the last step's render (the fit one Adam step before the returned one; the start itself with no step)
     - ``landmark_residual`` ``Tensor[K]``: mean distance (pixels) between the detected and fitted landmarks
     - ``valid`` ``Tensor[K]`` bool: False for faces not fitted (non-finite input, box too small); their
       other fields are zeros and must not be used
@@ -373,11 +374,12 @@ def _optimise(image_rgb, boxes, landmarks, state, steps, config, prior, template
             + config.expression_weight * coefficients[:, num_identity:].abs().mean(1)
         image_ids, difference = rendered_difference(shape, points)
         pixel = torch.zeros(count).index_add(0, image_ids, difference) / pixels  # mean over the crop's pixels
-        return config.landmark_weight * landmark + config.pixel_weight * pixel + prior_term
+        return config.landmark_weight * landmark + config.pixel_weight * pixel + prior_term, (image_ids, difference.detach())
 
+    last_render = None
     for step in range(steps):
         shape, rot, points = evaluate()
-        total = losses(shape, rot, points)
+        total, last_render = losses(shape, rot, points)
         optimiser.zero_grad()
         total.sum().backward()
         optimiser.step()
@@ -388,7 +390,9 @@ def _optimise(image_rgb, boxes, landmarks, state, steps, config, prior, template
 
     with torch.no_grad():
         shape, rot, points = evaluate()
-        image_ids, difference = rendered_difference(shape, points)
+        # the pixel residual of the last render, the last step's (one Adam step before the returned fit): a render
+        # for the residual alone would add 50 % to a warm-started fit's rendering (two steps). No step: the start's
+        image_ids, difference = last_render if last_render is not None else rendered_difference(shape, points)
         covered = torch.bincount(image_ids, minlength=count).clamp(min=1)
         pixel_residual = torch.zeros(count).index_add(0, image_ids, difference / 3) / covered  # mean over RGB and covered pixels
         projected = torch.einsum("lv,kvc->klc", landmark_weights, points[..., :2])

@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--noise", type=float, default=2.0, help="Gaussian noise sigma per frame, grey levels")
     parser.add_argument("--no-mesh", action="store_true", help="landmarks and pose only (no mesh branch)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch", help="engine of the network (default: %(default)s)")
+    parser.add_argument("--max-size", type=int, default=0, help="detect on a copy whose long side is at most this (0: the photo's size)")
     parser.add_argument("--json", type=Path, default=REPO / "runs" / "bench_jitter.json")
     args = parser.parse_args(argv)
     if args.frames < 2:
@@ -46,11 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     from retinaface.config import REFINE_PRESETS
 
     # the landmark refiner as detect.py runs it on videos (on with meshes)
-    detector = Detector.from_pretrained("mobilenet0.25", device="cpu", mesh=not args.no_mesh, refine=REFINE_PRESETS["video"])
+    detector = Detector.from_pretrained("mobilenet0.25", device="cpu", mesh=not args.no_mesh, refine=REFINE_PRESETS["video"],
+                                        backend=args.backend, max_size=args.max_size or None)
     start = time.perf_counter()
     report = measure_jitter(detector, still_face_clip(image, frames=args.frames, noise=args.noise))
-    report.update(photo=str(args.photo), noise=args.noise, seconds=round(time.perf_counter() - start, 2))
-    print(f"{args.photo.name}: {report['tracked_frames']}/{report['frames']} frames tracked, face {report.get('face_size_px', 0):.0f} px, noise sigma {args.noise:g}")
+    report.update(photo=str(args.photo), noise=args.noise, backend=args.backend, max_size=args.max_size, seconds=round(time.perf_counter() - start, 2))
+    print(f"{args.photo.name}: {report['tracked_frames']}/{report['frames']} frames tracked, face {report.get('face_size_px', 0):.0f} px, "
+          f"noise sigma {args.noise:g}, network in {args.backend}" + (f" at {args.max_size} px" if args.max_size else ""))
     for key in ("box", "landmarks", "template_mesh", "mesh"):
         if key in report:
             m = report[key]

@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=60, help="frames of the generated clip")
     parser.add_argument("--skip", type=int, default=5, help="first frames run but not counted (cold fits, warm-up)")
     parser.add_argument("--threads", type=int, default=1, help="PyTorch threads (1: each step's own work)")
+    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch", help="engine of the network (default: %(default)s)")
     parser.add_argument("--json", type=Path, default=Path("runs/bench_mesh_breakdown.json"))
     args = parser.parse_args(argv)
     if args.frames < 2 or not 0 <= args.skip < args.frames:
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.Tensor.backward = timed("fit: backward passes", backward)
     torch.optim.Adam.step = timed("fit: Adam steps", adam_step)
 
-    detector = Detector.from_pretrained(device="cpu", max_size=VIDEO_MAX_SIZE, mesh=True, refine=REFINE_PRESETS["video"])
+    detector = Detector.from_pretrained(device="cpu", max_size=VIDEO_MAX_SIZE, mesh=True, refine=REFINE_PRESETS["video"], backend=args.backend)
     stages = detector.stages
     refiner_type, fitter_type = type(stages.refiner), type(stages.mesh_fitter)
     refiner_call, fitter_call = refiner_type.__call__, fitter_type.__call__
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                     stages([frame], [faces], tracker=tracker)
                     spent["per-face stages (refiner, tracking, fit)"] += time.process_time() - start
                     start = time.process_time()
-                    picture = draw_meshes(frame, faces, detector.model.mesh_branch)
+                    picture = draw_meshes(frame, faces)
                     spent["drawing meshes"] += time.process_time() - start
                     start = time.process_time()
                     picture = draw_faces(picture, faces)
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     top = ("decoding", "detection (network, NMS)", "per-face stages (refiner, tracking, fit)", "drawing meshes", "drawing boxes and points", "JSON record", "H.264 encoding")
     total = sum(steps[name] for name in top if name in steps)
     print(summary_line())
-    print(f"{frames} frames counted, {faces_total / frames:.2f} faces per frame, PyTorch threads {args.threads}; CPU ms per frame:")
+    print(f"{frames} frames counted, {faces_total / frames:.2f} faces per frame, PyTorch threads {args.threads}, network in {args.backend}; CPU ms per frame:")
     for name, value in steps.items():
         indent = "    " if name.startswith("fit: ") or name in ("landmark refiner", "mesh fit (all of it)") else "  "
         print(f"{indent}{name:<62} {value:7.2f}")
@@ -153,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     bound = max(busiest, threads["total"] / 2)
     print(f"  on 2 free cores at most {1000 / bound:.1f} frames/s (busiest thread {busiest:.1f} ms, half the total {threads['total'] / 2:.1f} ms)")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"frames": frames, "faces_per_frame": faces_total / frames, "threads": args.threads,
+    args.json.write_text(json.dumps({"frames": frames, "faces_per_frame": faces_total / frames, "threads": args.threads, "backend": args.backend,
                                      "cpu_ms_per_frame": steps, "total_cpu_ms_per_frame": total,
                                      "loop_thread_cpu_ms_per_frame": threads, "two_core_bound_frames_per_second": 1000 / bound}, indent=1))
     print(f"wrote {args.json}")

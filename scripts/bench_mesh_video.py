@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         f"--mesh, fits after detection, {args.threads} thread{'s' if args.threads > 1 else ''}": (mesh, False, args.threads),
         "--mesh, fits after detection, 1 thread": (mesh, False, 1),  # the same run when --threads is 1
         "--mesh (fits beside detection)": (mesh, True, args.threads),
+        "--mesh --backend onnxruntime": ({**mesh, "backend": "onnxruntime"}, True, args.threads),
     }
     detectors = {name: Detector.from_pretrained(device="cpu", max_size=VIDEO_MAX_SIZE, **options) for name, (options, _, _) in runs.items()}
     speeds: dict[str, list[float]] = {name: [] for name in runs}

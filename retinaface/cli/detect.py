@@ -47,9 +47,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--nms-threshold", type=common.float_in(0.0, 1.0, low_open=True), default=InferenceConfig.nms_threshold, help="NMS IoU threshold (default: %(default)s)")
     parser.add_argument("--max-size", type=common.int_at_least(0, 100_000), default=None, help="downscale so the long side is at most this many pixels for detection; results stay in original pixels; 0 = original size (default: 640 for videos and cameras, original size for images)")
     parser.add_argument("--device", type=common.device, default="auto", help="cpu, cuda, cuda:1, ... (default: auto = CUDA if available)")
-    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch", help="inference engine (default: %(default)s; onnxruntime runs on the CPU)")
+    parser.add_argument("--backend", choices=("auto", "torch", "onnxruntime"), default="auto",
+                        help="engine of the network: onnxruntime runs on the CPU (meshes are fitted in PyTorch either way); "
+                             "auto = onnxruntime for videos and cameras on the CPU (and for .onnx weights), PyTorch otherwise (default: %(default)s)")
     parser.add_argument("--batch-size", type=common.int_at_least(1, 1024), default=1, help="frames/images per forward pass (default: %(default)s)")
-    parser.add_argument("--mesh", action="store_true", help="fit a 3D face mesh to each face: overlay the meshes and add mesh coefficients, vertices and fit residuals to the JSON (PyTorch backend)")
+    parser.add_argument("--mesh", action="store_true", help="fit a 3D face mesh to each face: overlay the meshes and add mesh coefficients, vertices and fit residuals to the JSON")
     parser.add_argument("--refine-landmarks", action=argparse.BooleanOptionalAction, default=None,
                         help="look at each face again in an enlarged crop (for stills also its mirror image) and average the landmarks: "
                              "steadier landmarks and head poses for small faces, at the cost of one more network pass per image "
@@ -131,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _detect(args: argparse.Namespace, interruption) -> int:
     from .. import Detector
+    from ..inference.detector import choose_backend
     from ..runner.pipeline import VIDEO_MAX_SIZE, DetectOptions, classify_source, detect
     from ..utils.distributed import current_shard, end_process_group, shard_device, start_process_group
     from ..inference.views import MultiViewDetector
@@ -145,9 +148,10 @@ def _detect(args: argparse.Namespace, interruption) -> int:
         max_size = args.max_size
         if max_size is None:
             max_size = VIDEO_MAX_SIZE if moving else 0
+        backend = choose_backend(args.backend, weights=args.weights, device=device, long_run=moving)
         detector = Detector.from_pretrained(
             args.weights, device=device, score_threshold=args.score_threshold,
-            nms_threshold=args.nms_threshold, max_size=max_size or None, backend=args.backend, mesh=args.mesh,
+            nms_threshold=args.nms_threshold, max_size=max_size or None, backend=backend, mesh=args.mesh,
             mesh_steps=args.mesh_steps, mesh_start=args.mesh_init, refine_landmarks=args.refine_landmarks,
             refine=REFINE_PRESETS["video" if moving else "photo"], smooth=SmoothConfig() if args.smooth else None,
         )
@@ -185,7 +189,7 @@ def _detect(args: argparse.Namespace, interruption) -> int:
     rank = f"rank {shard.rank}: " if shard.distributed else ""
     print(
         f"{rank}{summary.faces} faces in {summary.frames} {unit} ({summary.frames_per_second:.1f} {unit}/s on "
-        f"{detector.device}); wrote {written}"
+        f"{detector.device}, {backend}); wrote {written}"
     )
     for warning in summary.warnings:
         print(f"warning: {warning}", file=sys.stderr)

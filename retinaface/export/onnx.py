@@ -3,6 +3,7 @@ runs it, sharing the PyTorch resizing and mapping back."""
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import io
 import json
@@ -290,20 +291,92 @@ def setting_inputs(postprocessor: DetectionPostProcessor) -> dict[str, np.ndarra
     }
 
 
+_CALLER_THREADS: contextvars.ContextVar[int | None] = contextvars.ContextVar("onnxruntime_threads", default=None)
+"""PyTorch's thread count in the caller of :meth:`OnnxRetinaFace.detect` (per thread: each has its own context)."""
+
+
+class SessionCache:
+    """onnxruntime sessions of one graph, per intra-op thread count: the dynamic-shape session, and a
+    shape-specialised one for a ``(batch, height, width)`` input once that shape has come twice (video frames,
+    repeated sizes); the last ``max_fixed`` specialised sessions are kept."""
+
+    def __init__(self, onnx_model: bytes, *, max_fixed: int = 4) -> None:
+        self.onnx_model, self.max_fixed = onnx_model, max_fixed
+        self.dynamic: dict[int, object] = {}
+        self.seen: set[tuple[int, int, int, int]] = set()
+        self.fixed: OrderedDict[tuple[int, int, int, int], object] = OrderedDict()
+
+    def __call__(self, shape: tuple[int, int, int], threads: int):
+        """The session to run an input of ``shape`` ``(batch, height, width)`` with on ``threads`` threads."""
+        key = (threads, *shape)
+        if key in self.fixed:
+            self.fixed.move_to_end(key)
+            return self.fixed[key]
+        if key not in self.seen:
+            if len(self.seen) >= 1024:  # a folder of ever-new sizes must not grow memory
+                self.seen.clear()
+            self.seen.add(key)
+            if threads not in self.dynamic:
+                self.dynamic[threads] = _session(self.onnx_model, threads)
+            return self.dynamic[threads]
+        self.fixed[key] = _session(self.onnx_model, threads, fixed_shape=shape)
+        if len(self.fixed) > self.max_fixed:
+            self.fixed.popitem(last=False)
+        return self.fixed[key]
+
+
+def float_input_graph(onnx_model: bytes) -> bytes:
+    """The :func:`export_onnx` graph with the network's own input instead of 8-bit pixels: ``images`` becomes
+    ``float32[N, 3, H, W]``, BGR with the pixel mean subtracted (what :class:`~retinaface.model.transform.ImagePreprocessor`
+    gives, padding 0), and the graph's first steps (layout change, cast, mean) are removed. Same outputs as the
+    8-bit graph for 8-bit pixels; for resized images it spares the rounding to whole grey levels."""
+    import onnx
+
+    proto = onnx.load_model_from_string(onnx_model)
+    graph = proto.graph
+    nodes = list(graph.node)
+    # the chain from the 8-bit input to the normalised batch: Transpose -> DequantizeLinear (or Cast -> Sub)
+    chain, tensor = [], INPUT_NAME
+    while not chain or chain[-1].op_type not in ("DequantizeLinear", "Sub"):
+        consumers = [n for n in nodes if tensor in n.input and n.op_type in ("Transpose", "Cast", "DequantizeLinear", "Sub")]
+        if len(consumers) != 1 or len(chain) > 3:
+            raise RuntimeError("unexpected exported graph: no Transpose -> DequantizeLinear (or Cast -> Sub) at the input")
+        chain.append(consumers[0])
+        tensor = consumers[0].output[0]
+    normalised = chain[-1].output[0]
+    kept = [n for n in nodes if n not in chain]
+    for node in kept:  # the normalised batch is now the input itself
+        for i, name in enumerate(node.input):
+            if name == normalised:
+                node.input[i] = INPUT_NAME
+    del graph.node[:]
+    graph.node.extend(kept)
+    used = {name for node in kept for name in node.input}
+    initializers = [t for t in graph.initializer if t.name in used]  # the mean and scale of the removed steps go
+    del graph.initializer[:]
+    graph.initializer.extend(initializers)
+    graph_input = next(i for i in graph.input if i.name == INPUT_NAME)
+    graph_input.CopyFrom(onnx.helper.make_tensor_value_info(INPUT_NAME, onnx.TensorProto.FLOAT, ["batch", 3, "height", "width"]))
+    return proto.SerializeToString()
+
+
 class OnnxRetinaFace(DetectionModel):
     """Inference-only stand-in for :class:`RetinaFace` running an :func:`export_onnx` graph in onnxruntime.
 
     :meth:`detect` has the inputs and outputs of :meth:`RetinaFace.detect`, so
     :class:`~retinaface.detector.Detector` drives either backend. The graph does everything but the resizing
     for ``max_size`` and the mapping back to the original image, which are the PyTorch backend's own code.
-    It takes 8-bit pixels: float images and images resized for ``max_size`` are rounded to 8 bits first
-    (detections then differ from the PyTorch backend's by far less than a pixel). ``threads``: onnxruntime's
-    intra-op threads (default: its own choice).
+    8-bit images at their own size go to the graph as they are; a batch with an image resized for
+    ``max_size`` (or a float image) goes as the PyTorch preprocessing's float batch, unrounded, to the same
+    graph with its first steps removed (:func:`float_input_graph`). ``threads``: onnxruntime's intra-op
+    threads (default: PyTorch's thread count when :meth:`detect` is called, so that ``torch.set_num_threads``
+    and :func:`~retinaface.utils.threads.torch_threads` govern both backends).
     """
 
     # The few tensor ops left around the graph are faster on one PyTorch thread than waiting for cores that
     # onnxruntime's own threads hold (measured on 2 busy cores).
     pipeline_threads = 1
+    MAX_FIXED_SESSIONS = 4
 
     def __init__(self, onnx_model: bytes, *, inference: InferenceConfig | None = None, threads: int | None = None) -> None:
         super().__init__()
@@ -320,43 +393,29 @@ class OnnxRetinaFace(DetectionModel):
         # Padding a batch with the mean colour makes padded pixels exactly 0 after the graph's subtraction.
         self._pad_value = np.array(self.config.pixel_mean_bgr).round().clip(0, 255).astype(np.uint8)
         self.onnx_model, self.threads = onnx_model, threads
-        self.session = _session(onnx_model, threads)
-        self._shapes_seen: set[tuple[int, int, int]] = set()
-        self._fixed_sessions: OrderedDict[tuple[int, int, int], object] = OrderedDict()
+        self.sessions = SessionCache(onnx_model, max_fixed=self.MAX_FIXED_SESSIONS)
+        self._float_sessions: SessionCache | None = None  # built when the first float batch comes
 
-    MAX_FIXED_SESSIONS = 4
-
-    def session_for(self, shape: tuple[int, int, int]):
-        """The session to run a ``(batch, height, width)`` input with: a shape-specialised one once that shape
-        has come twice (video frames, repeated sizes), else the dynamic one. Keeps the last few specialised."""
-        if shape in self._fixed_sessions:
-            self._fixed_sessions.move_to_end(shape)
-            return self._fixed_sessions[shape]
-        if shape not in self._shapes_seen:
-            if len(self._shapes_seen) >= 1024:  # a folder of ever-new sizes must not grow memory
-                self._shapes_seen.clear()
-            self._shapes_seen.add(shape)
-            return self.session
-        self._fixed_sessions[shape] = _session(self.onnx_model, self.threads, fixed_shape=shape)
-        if len(self._fixed_sessions) > self.MAX_FIXED_SESSIONS:
-            self._fixed_sessions.popitem(last=False)
-        return self._fixed_sessions[shape]
+    @property
+    def float_sessions(self) -> SessionCache:
+        """Sessions of :func:`float_input_graph` (built on first use: most callers never resize)."""
+        if self._float_sessions is None:
+            self._float_sessions = SessionCache(float_input_graph(self.onnx_model), max_fixed=self.MAX_FIXED_SESSIONS)
+        return self._float_sessions
 
     def network_input(self, images: list[Tensor]) -> tuple[np.ndarray, list[float]]:
-        """The graph's ``uint8[N, Hp, Wp, 3]`` input for BGR ``Tensor[3, H, W]`` images, and each image's scale.
-
-        A single 8-bit image that came from a contiguous ``ndarray[H, W, 3]`` is passed on without a copy."""
-        arrays, scales = [], []
+        """The graph's input for BGR ``Tensor[3, H, W]`` images, and each image's scale: ``uint8[N, Hp, Wp, 3]``
+        when every image is 8-bit at its own size (a single image that came from a contiguous
+        ``ndarray[H, W, 3]`` is passed on without a copy), else the preprocessing's ``float32[N, 3, Hp, Wp]``
+        (mean subtracted) for :func:`float_input_graph`."""
         for image in images:
             if image.dim() != 3 or image.shape[0] != 3:
                 raise ValueError(f"expected a Tensor[3, H, W] BGR image, got shape {tuple(image.shape)}")
-            scale = self.preprocessor.scale_for(int(image.shape[-2]), int(image.shape[-1]))
-            if scale != 1.0:
-                image = self.preprocessor([image])[0][0] + self.preprocessor.pixel_mean
-            if image.dtype != torch.uint8:
-                image = image.round().clamp(0, 255).to(torch.uint8)
-            arrays.append(image.permute(1, 2, 0).numpy())
-            scales.append(scale)
+        scales = [self.preprocessor.scale_for(int(image.shape[-2]), int(image.shape[-1])) for image in images]
+        if any(scale != 1.0 for scale in scales) or any(image.dtype != torch.uint8 for image in images):
+            batch, _, scales, _ = self.preprocessor(images)
+            return batch.numpy(), scales
+        arrays = [image.permute(1, 2, 0).numpy() for image in images]
         if len(arrays) == 1:
             return np.ascontiguousarray(arrays[0])[None], scales
         batch = np.empty((len(arrays), max(a.shape[0] for a in arrays), max(a.shape[1] for a in arrays), 3), np.uint8)
@@ -370,10 +429,23 @@ class OnnxRetinaFace(DetectionModel):
         return setting_inputs(self.postprocessor)
 
     def run_graph(self, batch: np.ndarray) -> dict[str, Tensor]:
-        """The graph's outputs (see :func:`export_onnx`) for a ``uint8[N, H, W, 3]`` batch at the postprocessor's settings."""
-        session = self.session_for(batch.shape[:3])
+        """The graph's outputs (see :func:`export_onnx`) for a ``uint8[N, H, W, 3]`` batch, or a ``float32[N, 3, H, W]``
+        one (:func:`float_input_graph`), at the postprocessor's settings."""
+        threads = self.threads or _CALLER_THREADS.get() or torch.get_num_threads()
+        if batch.dtype == np.uint8:
+            session = self.sessions(batch.shape[:3], threads)
+        else:
+            session = self.float_sessions((batch.shape[0], *batch.shape[2:]), threads)
         arrays = session.run(OUTPUT_NAMES, {INPUT_NAME: batch, **self.settings()})
         return {name: torch.from_numpy(array) for name, array in zip(OUTPUT_NAMES, arrays)}
+
+    def detect(self, images, *, mesh: bool = True) -> list[dict[str, Tensor]]:
+        # the caller's PyTorch thread count, read before the pipeline's own few ops switch to one thread
+        token = _CALLER_THREADS.set(torch.get_num_threads())
+        try:
+            return super().detect(images, mesh=mesh)
+        finally:
+            _CALLER_THREADS.reset(token)
 
     def detect_resized(self, images: list[Tensor], *, mesh: bool = True) -> tuple[list[dict[str, Tensor]], list[float]]:
         # the graph computes the mesh head for the kept detections whatever ``mesh`` says

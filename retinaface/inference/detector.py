@@ -49,6 +49,18 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     raise InputError(f"device {str(device)!r} is not supported here; use auto, cpu or cuda")
 
 
+def choose_backend(backend: str, *, weights: str | os.PathLike, device: str | torch.device, long_run: bool) -> str:
+    """The engine ``"torch"`` or ``"onnxruntime"`` for :meth:`Detector.from_pretrained`. ``"auto"``: onnxruntime
+    for ``.onnx`` weights, and on the CPU for ``long_run`` inputs (videos, cameras), where its faster network
+    repays the export at load time (about a second); PyTorch otherwise (GPUs, single photos and folders).
+    Other values are returned as they are."""
+    if backend != "auto":
+        return backend
+    if str(weights).endswith(".onnx"):
+        return "onnxruntime"
+    return "onnxruntime" if long_run and resolve_device(device).type == "cpu" else "torch"
+
+
 class FaceDetector(abc.ABC):
     """What every detector offers (module docstring). Subclasses implement :meth:`find` and the properties;
     calling and :meth:`detect_batch` are the same for all."""
@@ -109,15 +121,12 @@ class Detector(FaceDetector):
     """
 
     BACKENDS = ("torch", "onnxruntime")
-    MESH_NEEDS_TORCH = "decoding meshes needs the PyTorch backend (the onnxruntime model has no mesh decoder)"
 
     def __init__(
         self, model: RetinaFace | OnnxRetinaFace, *, mesh: bool = False, mesh_steps: int | None = None, mesh_start: str | None = None,
         refine_landmarks: bool | None = None, refine: RefineConfig = RefineConfig(), smooth: SmoothConfig | None = None,
     ) -> None:
         self._model = model.eval()
-        if mesh and getattr(model, "mesh_branch", None) is None:
-            raise WeightsError(self.MESH_NEEDS_TORCH)
         if mesh_steps is not None and mesh_steps < 0:
             raise WeightsError("mesh_steps must be 0 or more")
         if mesh_start is not None and mesh_start not in MESH_STARTS:
@@ -169,7 +178,7 @@ class Detector(FaceDetector):
         ``backend="torch"`` with ``optimize`` folds BatchNorm into the convolutions and uses channels-last
         memory (same results, faster). ``backend="onnxruntime"`` runs the network in onnxruntime on the CPU,
         exporting the weights on the fly unless an exported ``.onnx`` file is given. ``mesh=True`` also fits
-        each face's 3D mesh (PyTorch backend only; :meth:`fit_meshes`) with ``mesh_steps`` optimisation steps
+        each face's 3D mesh (in PyTorch, whichever backend runs the network) with ``mesh_steps`` optimisation steps
         (default: ``FitConfig.steps``; 0 = the start itself), starting from ``mesh_start``: ``"pnp"`` (the
         prior's mean face posed by PnP of the five landmarks) or ``"head"`` (the detector's own mesh, from its
         RoI mesh head; :data:`~retinaface.config.MESH_STARTS`, default ``DEFAULT_MESH_START``).
@@ -182,17 +191,16 @@ class Detector(FaceDetector):
         if backend not in cls.BACKENDS:
             raise WeightsError(f"unknown backend {backend!r}; choose one of {', '.join(cls.BACKENDS)}")
         if backend == "onnxruntime":
-            if mesh:  # fail before exporting anything
-                raise WeightsError(cls.MESH_NEEDS_TORCH)
             if str(name_or_path).endswith(".onnx"):
                 path = resolve_weights(name_or_path)
                 onnx_model = path.read_bytes()
             else:
                 onnx_model = export_onnx(load_model(name_or_path, mesh=False))
             try:
-                return cls(OnnxRetinaFace(onnx_model, inference=inference, threads=torch.get_num_threads()), refine_landmarks=refine_landmarks, refine=refine, smooth=smooth)
+                onnx_retinaface = OnnxRetinaFace(onnx_model, inference=inference)
             except Exception as exc:  # onnx/onnxruntime raise their own types for unusable files
                 raise WeightsError(f"cannot load {name_or_path} into onnxruntime ({str(exc).splitlines()[0]})") from None
+            return cls(onnx_retinaface, mesh=mesh, mesh_steps=mesh_steps, mesh_start=mesh_start, refine_landmarks=refine_landmarks, refine=refine, smooth=smooth)
         if str(name_or_path).endswith(".onnx"):
             raise WeightsError("an .onnx file needs backend='onnxruntime' (--backend onnxruntime)")
         model = load_model(name_or_path, inference=inference, device=resolve_device(device), mesh=mesh)

@@ -251,11 +251,11 @@ class DetectLoop:
         return picture, frame_record(frame.key, frame.index, frame.image, faces, include_mesh=self.include_mesh, extras=extras)
 
     def _annotate(self, image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
-        mesh_branch = getattr(self.detector.model, "mesh_branch", None)
-        if self.include_mesh and mesh_branch is not None:
+        if self.include_mesh:
             from ..faces.mesh_overlay import draw_meshes
 
-            image = draw_meshes(image, faces, mesh_branch)
+            # faces without fitted vertices are decoded from their coefficients where the network has a mesh branch
+            image = draw_meshes(image, faces, getattr(self.detector.model, "mesh_branch", None))
         return draw_faces(image, faces)
 
 

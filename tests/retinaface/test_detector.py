@@ -89,11 +89,26 @@ def test_mesh_decoding_places_the_mesh_on_the_face(astronaut_image):
     assert "mesh_vertices" not in face.to_dict()
 
 
-def test_mesh_needs_the_pytorch_backend():
-    from retinaface import Detector, WeightsError
+def test_meshes_fit_the_same_with_the_network_in_onnxruntime(astronaut_image):
+    """The mesh fit runs in PyTorch whichever engine runs the network: with onnxruntime's detections (the
+    same up to float rounding) the fitted mesh lies within a hundredth of a pixel of the PyTorch backend's."""
+    from retinaface import Detector
 
-    with pytest.raises(WeightsError, match="PyTorch backend"):
-        Detector.from_pretrained(backend="onnxruntime", mesh=True)
+    (ours,) = Detector.from_pretrained(backend="onnxruntime", mesh=True)(astronaut_image)
+    (theirs,) = Detector.from_pretrained(device="cpu", mesh=True)(astronaut_image)
+    assert ours.mesh_vertices is not None and ours.mesh_vertices.shape == (468, 3)
+    np.testing.assert_allclose(ours.mesh_vertices, theirs.mesh_vertices, atol=0.01)
+    assert ours.mesh_residual["landmark_px"] == pytest.approx(theirs.mesh_residual["landmark_px"], abs=0.01)
+
+
+def test_auto_backend_picks_onnxruntime_for_long_runs_on_the_cpu():
+    from retinaface.inference.detector import choose_backend
+
+    assert choose_backend("auto", weights="mobilenet0.25", device="cpu", long_run=True) == "onnxruntime"
+    assert choose_backend("auto", weights="mobilenet0.25", device="cpu", long_run=False) == "torch"
+    assert choose_backend("auto", weights="exported.onnx", device="cpu", long_run=False) == "onnxruntime"
+    assert choose_backend("torch", weights="mobilenet0.25", device="cpu", long_run=True) == "torch"
+    assert choose_backend("onnxruntime", weights="mobilenet0.25", device="cpu", long_run=False) == "onnxruntime"
 
 
 def test_drawing_meshes_draws_the_carried_vertices(astronaut_image):
