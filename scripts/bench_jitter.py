@@ -2,9 +2,10 @@
 """Frame-to-frame jitter on a still face: landmarks, meshes and head pose.
 
 A photo repeated as a video with fresh sensor-like noise in every frame (default: the astronaut sample,
-60 frames, noise sigma 2 grey levels), run through Detector(mesh=True) (video refiner preset) with the IoU tracker as detect.py
-does on videos. Reports median and 95th-percentile frame-to-frame motion (mean over points) in pixels and
-relative to sqrt(box area), and the standard deviation of yaw, pitch and roll. Writes runs/bench_jitter.json.
+60 frames, noise sigma 2 grey levels), run through Detector(mesh=True) (video refiner preset; network in
+onnxruntime, --backend) with the IoU tracker as detect.py does on videos. Reports median and 95th-percentile
+frame-to-frame motion (mean over points) in pixels and relative to sqrt(box area), and the standard deviation
+of yaw, pitch and roll. Writes runs/bench_jitter.json.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--noise", type=float, default=2.0, help="Gaussian noise sigma per frame, grey levels")
     parser.add_argument("--no-mesh", action="store_true", help="landmarks and pose only (no mesh branch)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch", help="engine of the network (default: %(default)s)")
+    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="onnxruntime",
+                        help="engine of the network (default: %(default)s, detect.py's for videos on the CPU)")
     parser.add_argument("--max-size", type=int, default=0, help="detect on a copy whose long side is at most this (0: the photo's size)")
     parser.add_argument("--json", type=Path, default=REPO / "runs" / "bench_jitter.json")
     args = parser.parse_args(argv)

@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=60, help="frames of the generated clip")
     parser.add_argument("--skip", type=int, default=5, help="first frames run but not counted (cold fits, warm-up)")
     parser.add_argument("--threads", type=int, default=1, help="PyTorch threads (1: each step's own work)")
-    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch", help="engine of the network (default: %(default)s)")
+    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="onnxruntime",
+                        help="engine of the network (default: %(default)s, detect.py's for videos on the CPU)")
     parser.add_argument("--json", type=Path, default=Path("runs/bench_mesh_breakdown.json"))
     args = parser.parse_args(argv)
     if args.frames < 2 or not 0 <= args.skip < args.frames:

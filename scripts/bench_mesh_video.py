@@ -2,15 +2,16 @@
 """Video speed with meshes: frames/s of detect.py's pipeline on a generated 1280x720 clip with three faces.
 
 Runs the same clip (the astronaut sample, three moving copies; retinaface.samples.demo_frames) through
-run_detect in one process, so the figures share the machine's load: detection only; detection with the
-landmark refiner (the closer look that --mesh turns on; its video preset, as detect.py uses on videos);
-Detector(mesh=True) with the mesh fits run after each frame's detection in the same thread, at the
-process's PyTorch threads and at one thread; and Detector(mesh=True) as detect.py runs it (refiner,
-warm-started fits in a thread of their own beside the next frame's detection, one PyTorch thread each on 2
-cores, mesh overlay drawn, H.264 written). With --repeats N the runs take turns N times and the medians are
-printed. Prints frames/s, CPU ms per frame (all threads of the process) and the ratios; writes JSON.
-Targets: >= 8 frames/s with --mesh on 2 CPU cores (met), >= 20 (#23). Where a frame's time goes:
-scripts/bench_mesh_breakdown.py.
+run_detect in one process, so the figures share the machine's load: detection only, with the network in
+PyTorch and in onnxruntime; detection with the landmark refiner (the closer look that --mesh turns on; its
+video preset, as detect.py uses on videos); Detector(mesh=True) with the mesh fits run after each frame's
+detection in the same thread, at the process's PyTorch threads and at one thread; and Detector(mesh=True) as
+detect.py runs it (refiner, warm-started fits in a thread of their own beside the next frame's detection,
+one PyTorch thread each on 2 cores, mesh overlay drawn, H.264 written), with the network in PyTorch and in
+onnxruntime (detect.py's default for videos on the CPU). The other runs use PyTorch. With --repeats N the
+runs take turns N times and the medians are printed. Prints frames/s, CPU ms per frame (all threads of the
+process) and the ratios; writes JSON. Targets: >= 8 frames/s with --mesh on 2 CPU cores (met), >= 20 (#23).
+Where a frame's time goes: scripts/bench_mesh_breakdown.py.
 """
 
 from __future__ import annotations
@@ -52,11 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     # name: (detector options, overlap the fits with detection, PyTorch threads)
     runs = {
         "detection": (dict(mesh=False), True, args.threads),
+        "detection, onnxruntime": (dict(mesh=False, backend="onnxruntime"), True, args.threads),
         "detection + refined landmarks": (dict(mesh=False, refine_landmarks=True, refine=video), True, args.threads),
         f"--mesh, fits after detection, {args.threads} thread{'s' if args.threads > 1 else ''}": (mesh, False, args.threads),
         "--mesh, fits after detection, 1 thread": (mesh, False, 1),  # the same run when --threads is 1
         "--mesh (fits beside detection)": (mesh, True, args.threads),
-        "--mesh --backend onnxruntime": ({**mesh, "backend": "onnxruntime"}, True, args.threads),
+        "--mesh, onnxruntime (detect.py's default on the CPU)": ({**mesh, "backend": "onnxruntime"}, True, args.threads),
     }
     detectors = {name: Detector.from_pretrained(device="cpu", max_size=VIDEO_MAX_SIZE, **options) for name, (options, _, _) in runs.items()}
     speeds: dict[str, list[float]] = {name: [] for name in runs}

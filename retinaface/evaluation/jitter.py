@@ -38,7 +38,7 @@ def measure_jitter(detector, frames) -> dict:
 
     Returns the number of frames and of frames where that track was seen, its median box size, and for
     landmarks (5 points), mesh vertices (468 points, x and y; when ``detector`` decodes meshes) and the
-    template placed in the box (the mesh path with zero coefficients; when the detector has a mesh branch):
+    template placed in the box (the mesh path with zero coefficients; when the detector fits meshes):
     median and 95th-percentile frame-to-frame mean point motion in pixels and relative to ``sqrt(box area)``;
     plus the standard deviation of yaw, pitch and roll (degrees).
     """
@@ -60,7 +60,7 @@ def measure_jitter(detector, frames) -> dict:
                     "landmarks": _motion([f.landmarks for f in track], scale)}
     if all(f.mesh_vertices is not None for f in track):
         report["mesh"] = _motion([f.mesh_vertices[:, :2] for f in track], scale)
-    if getattr(detector.model, "mesh_branch", None) is not None:
+    if getattr(detector, "decode_mesh", False):
         from .mesh_accuracy import template_vertices_in_boxes
 
         report["template_mesh"] = _motion([v[:, :2] for v in template_vertices_in_boxes(boxes)], scale)
