@@ -20,19 +20,18 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    from retinaface.cli import common
+
+    parser = common.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     crowd = REPO.parent / "shared" / "data" / "images" / "crowd.jpg"
     parser.add_argument("photo", nargs="?", type=Path, default=crowd if crowd.is_file() else REPO / "datasets" / "samples" / "astronaut.jpg")
     parser.add_argument("--weights", default="mobilenet0.25")
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--test-offset", type=float, default=None, metavar="F",
-                        help="read the head four times per face around the box, moved by F of its side (0: once; default: the weights' own)")
+    parser.add_argument("--test-offset", type=common.float_in(0.0, 0.5, high_open=True), default=None, metavar="F",
+                        help="read the head four times per face around the box, moved by F of its side (0 <= F < 0.5; 0: once; default: the weights' own)")
     args = parser.parse_args(argv)
-    if args.test_offset is not None and not 0 <= args.test_offset < 0.5:
-        print("error: --test-offset must be at least 0 and below 0.5", file=sys.stderr)
-        return 2
 
     import torch
 

@@ -59,13 +59,13 @@ def int_at_least(minimum: int, maximum: int | None = None):
     return parse
 
 
-def float_in(low: float, high: float, *, low_open: bool = False):
-    """argparse type: a finite number in ``[low, high]`` (``(low, high]`` with ``low_open``)."""
+def float_in(low: float, high: float, *, low_open: bool = False, high_open: bool = False):
+    """argparse type: a finite number in ``[low, high]`` (the bound left out with ``low_open`` / ``high_open``)."""
 
     def parse(text: str) -> float:
         value = _number(float, text)
-        if value < low or value > high or (low_open and value == low):
-            raise argparse.ArgumentTypeError(f"{value:g} is outside {'(' if low_open else '['}{low:g}, {high:g}]")
+        if value < low or value > high or (low_open and value == low) or (high_open and value == high):
+            raise argparse.ArgumentTypeError(f"{value:g} is outside {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}")
         return value
 
     return parse

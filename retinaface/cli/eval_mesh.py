@@ -22,7 +22,7 @@ from . import common
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = common.ArgumentParser(
         prog="retinaface eval-mesh", description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -32,15 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iou-threshold", type=float, default=0.5)
     parser.add_argument("--max-images", type=int, default=None)
     parser.add_argument("--at-true-boxes", action="store_true", help="read the head at the true faces' boxes (the per-anchor head at their best anchors)")
-    parser.add_argument("--test-offset", type=float, default=None, metavar="F",
+    parser.add_argument("--test-offset", type=common.float_in(0.0, 0.5, high_open=True), default=None, metavar="F",
                         help="read the RoI mesh head four times per face, at copies of the box moved by F of its side right, left, down "
-                             "and up, and average (0: once, at the box; default: the weights' own mesh_roi_test_offset)")
+                             "and up, and average (0 <= F < 0.5; 0: once, at the box; default: the weights' own mesh_roi_test_offset)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path, help="also write the summary here")
     args = parser.parse_args(argv)
-    if args.test_offset is not None and not 0 <= args.test_offset < 0.5:
-        print("error: --test-offset must be at least 0 and below 0.5 (a fraction of the box's side)", file=sys.stderr)
-        return 2
     if not (args.split / "render_params.json").is_file():
         print(f"error: {args.split / 'render_params.json'} not found; give a split written by make_synthetic.py", file=sys.stderr)
         return 2

@@ -78,4 +78,7 @@ def test_folder_without_render_parameters_is_one_error_line(tmp_path):
     assert result.returncode == 2 and result.stderr.strip().startswith("error:") and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     offset = run_in_process("mobilenet0.25", tmp_path, "--test-offset", "0.7")
-    assert offset.returncode == 2 and offset.stderr.startswith("error: --test-offset") and len(offset.stderr.strip().splitlines()) == 1
+    assert offset.returncode == 2 and "error: argument --test-offset: 0.7 is outside [0, 0.5)" in offset.stderr and len(offset.stderr.strip().splitlines()) == 1
+    half = run_in_process("mobilenet0.25", tmp_path, "--test-offset", "0.5")  # the upper bound is left out
+    assert half.returncode == 2 and "0.5 is outside [0, 0.5)" in half.stderr
+    assert run_in_process("mobilenet0.25", tmp_path, "--test-offset", "0").stderr.count("render_params.json") == 1  # 0 is allowed
