@@ -6,6 +6,7 @@ Generates --count real-size JPEGs (once, into --folder) from the shipped astrona
   sequential   run_detect(..., decode_workers=0): read an image, detect, next (how folders ran before)
   prefetch     run_detect(..., decode_workers=2): images decoded ahead in threads, batch size 1
   prefetch_batched   the same with --batch-size images of similar sizes per forward pass
+  prefetch_onnxruntime   prefetch with the network in onnxruntime (detect.py --backend onnxruntime)
 and, to show where the time goes, decoding alone (read_image over the folder) and detection alone (the
 detector over the already decoded images). Writes JSON (--json). No drawing: the JSON Lines only.
 """
@@ -64,15 +65,18 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     paths = make_folder(args.folder, args.count)
     detector = Detector.from_pretrained("mobilenet0.25", device="cpu")
+    detectors = {"torch": detector, "onnxruntime": Detector.from_pretrained("mobilenet0.25", backend="onnxruntime")}
     results: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         runs = {
             "sequential": dict(decode_workers=0, batch_size=1),
             "prefetch": dict(decode_workers=2, batch_size=1),
             "prefetch_batched": dict(decode_workers=2, batch_size=args.batch_size),
+            "prefetch_onnxruntime": dict(decode_workers=2, batch_size=1),
         }
         for name, options in runs.items():
-            summary = run_detect(detector, str(args.folder), json_path=Path(tmp) / f"{name}.jsonl", draw=False,
+            engine = detectors["onnxruntime" if name.endswith("onnxruntime") else "torch"]
+            summary = run_detect(engine, str(args.folder), json_path=Path(tmp) / f"{name}.jsonl", draw=False,
                                  progress=False, **options)
             results[f"{name}_images_per_s"] = summary.frames / summary.seconds
             print(f"{name:>16}: {summary.frames / summary.seconds:6.1f} images/s ({summary.frames} images, {summary.faces} faces)")

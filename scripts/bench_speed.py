@@ -13,9 +13,12 @@ alternating blocks so that every path sees the same background load:
                      measures plus the pre-processing, decoding and NMS done inside the graph
   ort graph, block B the same graph with the MobileNet channels padded to the other channel block (8 or 16)
                      than the one this CPU gets (16 with AVX-512, 8 with AVX2): what the per-machine choice saves
+  ort, threads spinning  Detector on the same graph with onnxruntime's default of worker threads spinning
+                     between calls (ours sleep; faster here, where nothing else runs, slower in pipelines), 640x480
 at 640x480 and 1280x720, prints ratios against R and writes JSON. Also reports the model's FLOPs at
 640x480 and the share of the machine's measured float32 matmul throughput that the latency implies, and
-the end-to-end frames/s of scripts/detect.py's video pipeline on a generated 1280x720 clip.
+the end-to-end frames/s of scripts/detect.py's video pipeline on a generated 1280x720 clip, with the network
+in onnxruntime (detect.py's default for videos on the CPU) and in PyTorch.
 
 Prints the CPU's model and instruction set first (and writes them to the JSON). PyTorch can be capped to a
 narrower instruction set than the CPU has, e.g. ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`` to
@@ -107,6 +110,9 @@ def main(argv=None) -> int:
     other_block = 8 if block == 16 else 16
     other = OnnxRetinaFace(export_onnx(load_model("mobilenet0.25", mesh=False), channel_block=other_block), threads=args.threads)
     paths["ort_graph_other_block_640x480"] = partial(other.run_graph, other.network_input([image])[0])
+    # onnxruntime's own default, worker threads spinning between calls (off in our sessions: docs/speed.md)
+    spinning = Detector(OnnxRetinaFace(export_onnx(load_model("mobilenet0.25", mesh=False)), spinning=True))
+    paths["ort_spinning_640x480"] = partial(spinning, frames[(640, 480)])
     # Alternating blocks: the host's background load drifts, and the ratios are what the targets are about.
     timings = interleaved_median_seconds(paths, runs=args.runs, rounds=args.rounds)
     results = {f"{name}_ms": seconds * 1000 for name, seconds in timings.items()}
@@ -148,7 +154,7 @@ def main(argv=None) -> int:
         for w, h in frames:
             print(f"{name + f' {w}x{h}':<28} {results[f'{name}_{w}x{h}_ms']:>8.2f} {results[f'{name}_{w}x{h}_vs_R']:>6.2f}")
     for name, label in (("ort_poses_read", "ort + poses read"), ("ort_pipeline", "ort pipeline"), ("ort_graph_only", f"ort graph (block {block})"),
-                        ("ort_graph_other_block", f"ort graph (block {other_block})")):
+                        ("ort_graph_other_block", f"ort graph (block {other_block})"), ("ort_spinning", "ort, threads spinning")):
         label += " 640x480"
         print(f"{label:<28} {results[f'{name}_640x480_ms']:>8.2f} {results[f'{name}_640x480_vs_R']:>6.2f}")
     print(f"FLOPs 640x480: {results['gflops_640x480']:.3f} G (dense mesh head: {results['gflops_640x480_dense_mesh']:.3f} G); "

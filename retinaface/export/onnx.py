@@ -9,7 +9,6 @@ import io
 import json
 import os
 import warnings
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -265,9 +264,11 @@ def _cast_and_mean_as_dequantize(proto, pixel_mean_bgr: tuple[float, float, floa
     proto.graph.node.extend([*nodes[:index], dequantize, *(n for n in nodes[index + 1 :] if n is not sub)])
 
 
-def _session(onnx_model: bytes | str, threads: int | None, fixed_shape: tuple[int, int, int] | None = None):
+def _session(onnx_model: bytes | str, threads: int | None, fixed_shape: tuple[int, int, int] | None = None, *, spinning: bool = False):
     """onnxruntime CPU session; ``fixed_shape`` ``(batch, height, width)`` pins the dynamic input axes so that
-    shapes are constant-folded and buffers planned once (a few percent faster per call)."""
+    shapes are constant-folded and buffers planned once (a few percent faster per call). ``spinning``:
+    onnxruntime's default of worker threads that spin between calls (faster for calls back to back on
+    otherwise idle cores, slower beside other busy threads; docs/speed.md)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -275,6 +276,10 @@ def _session(onnx_model: bytes | str, threads: int | None, fixed_shape: tuple[in
     if threads:
         options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    if not spinning:
+        # idle worker threads sleep instead of spinning: spinning keeps the cores busy between calls, away from
+        # the decoding, drawing and encoding threads that run beside the network in detect.py's pipelines
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if fixed_shape is not None:
         for name, size in zip(("batch", "height", "width"), fixed_shape):
             options.add_free_dimension_override_by_name(name, size)
@@ -298,30 +303,31 @@ _CALLER_THREADS: contextvars.ContextVar[int | None] = contextvars.ContextVar("on
 class SessionCache:
     """onnxruntime sessions of one graph, per intra-op thread count: the dynamic-shape session, and a
     shape-specialised one for a ``(batch, height, width)`` input once that shape has come twice (video frames,
-    repeated sizes); the last ``max_fixed`` specialised sessions are kept."""
+    repeated sizes), for the first ``max_fixed`` shapes that do; later shapes use the dynamic session. (Replacing
+    the least recently used instead made a folder cycling through more sizes than that build a new session,
+    about 40 ms, for every image.)"""
 
-    def __init__(self, onnx_model: bytes, *, max_fixed: int = 4) -> None:
-        self.onnx_model, self.max_fixed = onnx_model, max_fixed
+    def __init__(self, onnx_model: bytes, *, max_fixed: int = 4, spinning: bool = False) -> None:
+        self.onnx_model, self.max_fixed, self.spinning = onnx_model, max_fixed, spinning
         self.dynamic: dict[int, object] = {}
         self.seen: set[tuple[int, int, int, int]] = set()
-        self.fixed: OrderedDict[tuple[int, int, int, int], object] = OrderedDict()
+        self.fixed: dict[tuple[int, int, int, int], object] = {}
 
     def __call__(self, shape: tuple[int, int, int], threads: int):
         """The session to run an input of ``shape`` ``(batch, height, width)`` with on ``threads`` threads."""
         key = (threads, *shape)
         if key in self.fixed:
-            self.fixed.move_to_end(key)
             return self.fixed[key]
         if key not in self.seen:
             if len(self.seen) >= 1024:  # a folder of ever-new sizes must not grow memory
                 self.seen.clear()
             self.seen.add(key)
             if threads not in self.dynamic:
-                self.dynamic[threads] = _session(self.onnx_model, threads)
+                self.dynamic[threads] = _session(self.onnx_model, threads, spinning=self.spinning)
             return self.dynamic[threads]
-        self.fixed[key] = _session(self.onnx_model, threads, fixed_shape=shape)
-        if len(self.fixed) > self.max_fixed:
-            self.fixed.popitem(last=False)
+        if len(self.fixed) >= self.max_fixed:
+            return self.dynamic[threads]
+        self.fixed[key] = _session(self.onnx_model, threads, fixed_shape=shape, spinning=self.spinning)
         return self.fixed[key]
 
 
@@ -370,7 +376,8 @@ class OnnxRetinaFace(DetectionModel):
     ``max_size`` (or a float image) goes as the PyTorch preprocessing's float batch, unrounded, to the same
     graph with its first steps removed (:func:`float_input_graph`). ``threads``: onnxruntime's intra-op
     threads (default: PyTorch's thread count when :meth:`detect` is called, so that ``torch.set_num_threads``
-    and :func:`~retinaface.utils.threads.torch_threads` govern both backends).
+    and :func:`~retinaface.utils.threads.torch_threads` govern both backends). ``spinning``: let idle
+    onnxruntime threads spin between calls (its own default; off here, see :func:`_session`).
     """
 
     # The few tensor ops left around the graph are faster on one PyTorch thread than waiting for cores that
@@ -378,7 +385,9 @@ class OnnxRetinaFace(DetectionModel):
     pipeline_threads = 1
     MAX_FIXED_SESSIONS = 4
 
-    def __init__(self, onnx_model: bytes, *, inference: InferenceConfig | None = None, threads: int | None = None) -> None:
+    def __init__(
+        self, onnx_model: bytes, *, inference: InferenceConfig | None = None, threads: int | None = None, spinning: bool = False,
+    ) -> None:
         super().__init__()
         import onnx
 
@@ -392,15 +401,15 @@ class OnnxRetinaFace(DetectionModel):
         )
         # Padding a batch with the mean colour makes padded pixels exactly 0 after the graph's subtraction.
         self._pad_value = np.array(self.config.pixel_mean_bgr).round().clip(0, 255).astype(np.uint8)
-        self.onnx_model, self.threads = onnx_model, threads
-        self.sessions = SessionCache(onnx_model, max_fixed=self.MAX_FIXED_SESSIONS)
+        self.onnx_model, self.threads, self.spinning = onnx_model, threads, spinning
+        self.sessions = SessionCache(onnx_model, max_fixed=self.MAX_FIXED_SESSIONS, spinning=spinning)
         self._float_sessions: SessionCache | None = None  # built when the first float batch comes
 
     @property
     def float_sessions(self) -> SessionCache:
         """Sessions of :func:`float_input_graph` (built on first use: most callers never resize)."""
         if self._float_sessions is None:
-            self._float_sessions = SessionCache(float_input_graph(self.onnx_model), max_fixed=self.MAX_FIXED_SESSIONS)
+            self._float_sessions = SessionCache(float_input_graph(self.onnx_model), max_fixed=self.MAX_FIXED_SESSIONS, spinning=self.spinning)
         return self._float_sessions
 
     def network_input(self, images: list[Tensor]) -> tuple[np.ndarray, list[float]]:

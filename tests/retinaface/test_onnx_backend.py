@@ -153,6 +153,8 @@ def test_onnx_weights_need_the_onnx_backend(tmp_path, with_random_mesh_head):
 
 
 def test_repeated_shapes_get_a_specialised_session_with_the_same_results(astronaut_image):
+    import retinaface.export.onnx as onnx_module
+
     ort_detector = Detector.from_pretrained(backend="onnxruntime")
     model = ort_detector.model
     threads = torch.get_num_threads()
@@ -162,14 +164,24 @@ def test_repeated_shapes_get_a_specialised_session_with_the_same_results(astrona
     height, width = astronaut_image.shape[:2]
     assert list(model.sessions.fixed) == [(threads, 1, height, width)]
     _assert_same(second, first, box_tol=1e-3)
-    # the cache of specialised sessions stays bounded however many sizes come twice
-    for size in range(64, 64 + 8 * (model.MAX_FIXED_SESSIONS + 2), 8):
-        crop = np.ascontiguousarray(astronaut_image[:size, :size])
-        ort_detector(crop)
-        ort_detector(crop)
+    # the cache of specialised sessions stays bounded however many sizes come twice: the first ones keep
+    # theirs, later sizes run in the dynamic session (no session is built per image when sizes cycle)
+    sizes = range(64, 64 + 8 * (model.MAX_FIXED_SESSIONS + 2), 8)
+    for _ in range(3):
+        for size in sizes:
+            ort_detector(np.ascontiguousarray(astronaut_image[:size, :size]))
     assert len(model.sessions.fixed) == model.MAX_FIXED_SESSIONS
-    last = 64 + 8 * (model.MAX_FIXED_SESSIONS + 1)
-    assert (threads, 1, last, last) in model.sessions.fixed
+    assert (threads, 1, height, width) in model.sessions.fixed and (threads, 1, 64, 64) in model.sessions.fixed
+    assert (threads, 1, sizes[-1], sizes[-1]) not in model.sessions.fixed
+    built = []
+    real_session = onnx_module._session
+    onnx_module._session = lambda *a, **k: built.append(a) or real_session(*a, **k)
+    try:
+        for size in sizes:  # another cycle through every size builds nothing
+            ort_detector(np.ascontiguousarray(astronaut_image[:size, :size]))
+    finally:
+        onnx_module._session = real_session
+    assert built == []
 
 
 def test_onnxruntime_threads_follow_pytorchs_at_each_call(astronaut_image):
@@ -183,8 +195,18 @@ def test_onnxruntime_threads_follow_pytorchs_at_each_call(astronaut_image):
     with torch_threads(2):
         two = ort_detector(astronaut_image)
     assert set(ort_detector.model.sessions.dynamic) == {1, 2}
-    assert [s.get_session_options().intra_op_num_threads for s in ort_detector.model.sessions.dynamic.values()] == [1, 2]
+    options = [s.get_session_options() for s in ort_detector.model.sessions.dynamic.values()]
+    assert [o.intra_op_num_threads for o in options] == [1, 2]
+    # idle threads sleep rather than spin, unless asked for (onnxruntime's own default)
+    assert all(o.get_session_config_entry("session.intra_op.allow_spinning") == "0" for o in options)
     _assert_same(one, two, box_tol=1e-3)
+    from retinaface.export.onnx import OnnxRetinaFace
+
+    spinning = Detector(OnnxRetinaFace(ort_detector.model.onnx_model, spinning=True))
+    _assert_same(spinning(astronaut_image), one, box_tol=1e-3)
+    (session,) = spinning.model.sessions.dynamic.values()
+    with pytest.raises(RuntimeError, match="does not have configuration"):  # the entry is not set: onnxruntime's default
+        session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
 
 
 def test_onnxruntime_detection_restores_the_callers_thread_count(astronaut_image):
