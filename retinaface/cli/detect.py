@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", type=common.device, default="auto", help="cpu, cuda, cuda:1, ... (default: auto = CUDA if available)")
     parser.add_argument("--backend", choices=("auto", "torch", "onnxruntime"), default="auto",
                         help="engine of the network: onnxruntime runs on the CPU (meshes are fitted in PyTorch either way); "
-                             "auto = onnxruntime for videos and cameras on the CPU (and for .onnx weights), PyTorch otherwise (default: %(default)s)")
+                             "auto = onnxruntime for videos, cameras and folders on the CPU (and for .onnx weights), PyTorch otherwise (default: %(default)s)")
     parser.add_argument("--batch-size", type=common.int_at_least(1, 1024), default=1, help="frames/images per forward pass (default: %(default)s)")
     parser.add_argument("--mesh", action="store_true", help="fit a 3D face mesh to each face: overlay the meshes and add mesh coefficients, vertices and fit residuals to the JSON")
     parser.add_argument("--refine-landmarks", action=argparse.BooleanOptionalAction, default=None,
@@ -144,11 +144,12 @@ def _detect(args: argparse.Namespace, interruption) -> int:
         shard = current_shard()
         device = shard_device(shard, args.device)
         start_process_group(shard, device)
-        moving = classify_source(args.input) in ("video", "camera")
+        kind = classify_source(args.input)
+        moving = kind in ("video", "camera")
         max_size = args.max_size
         if max_size is None:
             max_size = VIDEO_MAX_SIZE if moving else 0
-        backend = choose_backend(args.backend, weights=args.weights, device=device, long_run=moving)
+        backend = choose_backend(args.backend, weights=args.weights, device=device, long_run=moving or kind == "folder")
         detector = Detector.from_pretrained(
             args.weights, device=device, score_threshold=args.score_threshold,
             nms_threshold=args.nms_threshold, max_size=max_size or None, backend=backend, mesh=args.mesh,

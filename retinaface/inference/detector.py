@@ -51,8 +51,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 def choose_backend(backend: str, *, weights: str | os.PathLike, device: str | torch.device, long_run: bool) -> str:
     """The engine ``"torch"`` or ``"onnxruntime"`` for :meth:`Detector.from_pretrained`. ``"auto"``: onnxruntime
-    for ``.onnx`` weights, and on the CPU for ``long_run`` inputs (videos, cameras), where its faster network
-    repays the export at load time (about a second); PyTorch otherwise (GPUs, single photos and folders).
+    for ``.onnx`` weights, and on the CPU for ``long_run`` inputs (videos, cameras, folders), where its faster
+    network repays the export at load time (about a second); PyTorch otherwise (GPUs, single photos).
     Other values are returned as they are."""
     if backend != "auto":
         return backend

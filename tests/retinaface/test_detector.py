@@ -102,6 +102,7 @@ def test_meshes_fit_the_same_with_the_network_in_onnxruntime(astronaut_image):
 
 
 def test_auto_backend_picks_onnxruntime_for_long_runs_on_the_cpu():
+    """Videos, cameras and folders (long runs) repay the export; single photos do not."""
     from retinaface.inference.detector import choose_backend
 
     assert choose_backend("auto", weights="mobilenet0.25", device="cpu", long_run=True) == "onnxruntime"

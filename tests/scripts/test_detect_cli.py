@@ -110,6 +110,7 @@ def test_default_outputs_go_to_the_working_folder(tmp_path):
     result = run(ASTRONAUT, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["astronaut_faces.jpg", "astronaut_faces.jsonl"]
+    assert "on cpu, torch" in result.stdout  # a single photo: no export to wait for
 
 
 def test_folder_with_mixed_formats_and_a_corrupt_file(tmp_path):
@@ -125,6 +126,7 @@ def test_folder_with_mixed_formats_and_a_corrupt_file(tmp_path):
     result = run(images, "--output", out, "--json", tmp_path / "all.jsonl", "--batch-size", "2")
     assert result.returncode == 0, result.stderr
     assert "d_broken.jpg" in result.stderr and "skipped 1" in result.stderr
+    assert "on cpu, onnxruntime" in result.stdout  # a folder's default engine on the CPU
     records = read_jsonl(tmp_path / "all.jsonl")
     assert [Path(r["source"]).name for r in records] == ["a_gray.png", "b_rgba.png", "c_16bit.png"]
     assert all(len(r["faces"]) == 1 and r["faces"][0]["score"] > 0.99 for r in records)
