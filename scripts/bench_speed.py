@@ -13,8 +13,8 @@ alternating blocks so that every path sees the same background load:
                      measures plus the pre-processing, decoding and NMS done inside the graph
   ort graph, block B the same graph with the MobileNet channels padded to the other channel block (8 or 16)
                      than the one this CPU gets (16 with AVX-512, 8 with AVX2): what the per-machine choice saves
-  ort, threads spinning  Detector on the same graph with onnxruntime's default of worker threads spinning
-                     between calls (ours sleep; faster here, where nothing else runs, slower in pipelines), 640x480
+  ort, threads sleeping  the same Detector with onnxruntime's idle worker threads sleeping between calls
+                     instead of spinning (its default), as detect.py's pipelines run it, 640x480
 at 640x480 and 1280x720, prints ratios against R and writes JSON. Also reports the model's FLOPs at
 640x480 and the share of the machine's measured float32 matmul throughput that the latency implies, and
 the end-to-end frames/s of scripts/detect.py's video pipeline on a generated 1280x720 clip, with the network
@@ -105,14 +105,18 @@ def main(argv=None) -> int:
     paths["ort_poses_read_640x480"] = lambda: [face.pose for face in detectors["ort"](frames[(640, 480)])]
     from retinaface.export.onnx import OnnxRetinaFace, export_onnx
     from retinaface.model.weights import load_model
+    from retinaface.utils.threads import onnxruntime_spinning
 
     block = onnxruntime_channel_block()
     other_block = 8 if block == 16 else 16
     other = OnnxRetinaFace(export_onnx(load_model("mobilenet0.25", mesh=False), channel_block=other_block), threads=args.threads)
     paths["ort_graph_other_block_640x480"] = partial(other.run_graph, other.network_input([image])[0])
-    # onnxruntime's own default, worker threads spinning between calls (off in our sessions: docs/speed.md)
-    spinning = Detector(OnnxRetinaFace(export_onnx(load_model("mobilenet0.25", mesh=False)), spinning=True))
-    paths["ort_spinning_640x480"] = partial(spinning, frames[(640, 480)])
+    # the same Detector with onnxruntime's idle threads sleeping between calls, as detect.py's pipelines run it
+    def sleeping(frame=frames[(640, 480)]):
+        with onnxruntime_spinning(False):
+            return detectors["ort"](frame)
+
+    paths["ort_sleeping_640x480"] = sleeping
     # Alternating blocks: the host's background load drifts, and the ratios are what the targets are about.
     timings = interleaved_median_seconds(paths, runs=args.runs, rounds=args.rounds)
     results = {f"{name}_ms": seconds * 1000 for name, seconds in timings.items()}
@@ -154,7 +158,7 @@ def main(argv=None) -> int:
         for w, h in frames:
             print(f"{name + f' {w}x{h}':<28} {results[f'{name}_{w}x{h}_ms']:>8.2f} {results[f'{name}_{w}x{h}_vs_R']:>6.2f}")
     for name, label in (("ort_poses_read", "ort + poses read"), ("ort_pipeline", "ort pipeline"), ("ort_graph_only", f"ort graph (block {block})"),
-                        ("ort_graph_other_block", f"ort graph (block {other_block})"), ("ort_spinning", "ort, threads spinning")):
+                        ("ort_graph_other_block", f"ort graph (block {other_block})"), ("ort_sleeping", "ort, threads sleeping")):
         label += " 640x480"
         print(f"{label:<28} {results[f'{name}_640x480_ms']:>8.2f} {results[f'{name}_640x480_vs_R']:>6.2f}")
     print(f"FLOPs 640x480: {results['gflops_640x480']:.3f} G (dense mesh head: {results['gflops_640x480_dense_mesh']:.3f} G); "

@@ -21,6 +21,7 @@ from ..model.base import DetectionModel, box_coder_for, build_detection_stages
 from ..model.heads import RoIMeshHead
 from ..model.retinaface import RetinaFace
 from ..model.postprocess import DetectionPostProcessor, face_probability
+from ..utils.threads import ONNXRUNTIME_SPINNING
 
 INPUT_NAME = "images"
 SETTING_INPUTS = ("score_threshold", "nms_threshold", "pre_nms_top_k", "max_detections")
@@ -264,11 +265,11 @@ def _cast_and_mean_as_dequantize(proto, pixel_mean_bgr: tuple[float, float, floa
     proto.graph.node.extend([*nodes[:index], dequantize, *(n for n in nodes[index + 1 :] if n is not sub)])
 
 
-def _session(onnx_model: bytes | str, threads: int | None, fixed_shape: tuple[int, int, int] | None = None, *, spinning: bool = False):
+def _session(onnx_model: bytes | str, threads: int | None, fixed_shape: tuple[int, int, int] | None = None, *, spinning: bool = True):
     """onnxruntime CPU session; ``fixed_shape`` ``(batch, height, width)`` pins the dynamic input axes so that
     shapes are constant-folded and buffers planned once (a few percent faster per call). ``spinning``:
     onnxruntime's default of worker threads that spin between calls (faster for calls back to back on
-    otherwise idle cores, slower beside other busy threads; docs/speed.md)."""
+    otherwise idle cores); ``False``: they sleep (faster beside other busy threads; docs/speed.md)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -277,8 +278,6 @@ def _session(onnx_model: bytes | str, threads: int | None, fixed_shape: tuple[in
         options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     if not spinning:
-        # idle worker threads sleep instead of spinning: spinning keeps the cores busy between calls, away from
-        # the decoding, drawing and encoding threads that run beside the network in detect.py's pipelines
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if fixed_shape is not None:
         for name, size in zip(("batch", "height", "width"), fixed_shape):
@@ -301,33 +300,32 @@ _CALLER_THREADS: contextvars.ContextVar[int | None] = contextvars.ContextVar("on
 
 
 class SessionCache:
-    """onnxruntime sessions of one graph, per intra-op thread count: the dynamic-shape session, and a
-    shape-specialised one for a ``(batch, height, width)`` input once that shape has come twice (video frames,
-    repeated sizes), for the first ``max_fixed`` shapes that do; later shapes use the dynamic session. (Replacing
-    the least recently used instead made a folder cycling through more sizes than that build a new session,
-    about 40 ms, for every image.)"""
+    """onnxruntime sessions of one graph, per intra-op thread count and spinning setting: the dynamic-shape
+    session, and a shape-specialised one for a ``(batch, height, width)`` input once that shape has come twice
+    (video frames, repeated sizes), for the first ``max_fixed`` shapes that do; later shapes use the dynamic
+    session. (Replacing the least recently used instead made a folder cycling through more sizes than that
+    build a new session, about 40 ms, for every image.)"""
 
-    def __init__(self, onnx_model: bytes, *, max_fixed: int = 4, spinning: bool = False) -> None:
-        self.onnx_model, self.max_fixed, self.spinning = onnx_model, max_fixed, spinning
-        self.dynamic: dict[int, object] = {}
-        self.seen: set[tuple[int, int, int, int]] = set()
-        self.fixed: dict[tuple[int, int, int, int], object] = {}
+    def __init__(self, onnx_model: bytes, *, max_fixed: int = 4) -> None:
+        self.onnx_model, self.max_fixed = onnx_model, max_fixed
+        self.dynamic: dict[tuple[int, bool], object] = {}
+        self.seen: set[tuple[int, bool, int, int, int]] = set()
+        self.fixed: dict[tuple[int, bool, int, int, int], object] = {}
 
-    def __call__(self, shape: tuple[int, int, int], threads: int):
+    def __call__(self, shape: tuple[int, int, int], threads: int, spinning: bool = True):
         """The session to run an input of ``shape`` ``(batch, height, width)`` with on ``threads`` threads."""
-        key = (threads, *shape)
+        engine = (threads, spinning)
+        key = (*engine, *shape)
         if key in self.fixed:
             return self.fixed[key]
-        if key not in self.seen:
+        if key not in self.seen or len(self.fixed) >= self.max_fixed:
             if len(self.seen) >= 1024:  # a folder of ever-new sizes must not grow memory
                 self.seen.clear()
             self.seen.add(key)
-            if threads not in self.dynamic:
-                self.dynamic[threads] = _session(self.onnx_model, threads, spinning=self.spinning)
-            return self.dynamic[threads]
-        if len(self.fixed) >= self.max_fixed:
-            return self.dynamic[threads]
-        self.fixed[key] = _session(self.onnx_model, threads, fixed_shape=shape, spinning=self.spinning)
+            if engine not in self.dynamic:
+                self.dynamic[engine] = _session(self.onnx_model, threads, spinning=spinning)
+            return self.dynamic[engine]
+        self.fixed[key] = _session(self.onnx_model, threads, fixed_shape=shape, spinning=spinning)
         return self.fixed[key]
 
 
@@ -376,8 +374,9 @@ class OnnxRetinaFace(DetectionModel):
     ``max_size`` (or a float image) goes as the PyTorch preprocessing's float batch, unrounded, to the same
     graph with its first steps removed (:func:`float_input_graph`). ``threads``: onnxruntime's intra-op
     threads (default: PyTorch's thread count when :meth:`detect` is called, so that ``torch.set_num_threads``
-    and :func:`~retinaface.utils.threads.torch_threads` govern both backends). ``spinning``: let idle
-    onnxruntime threads spin between calls (its own default; off here, see :func:`_session`).
+    and :func:`~retinaface.utils.threads.torch_threads` govern both backends). ``spinning``: whether idle
+    onnxruntime threads spin between calls (its own default) or sleep, unless the caller says otherwise with
+    :func:`~retinaface.utils.threads.onnxruntime_spinning` (detect.py's pipelines: sleep).
     """
 
     # The few tensor ops left around the graph are faster on one PyTorch thread than waiting for cores that
@@ -386,7 +385,7 @@ class OnnxRetinaFace(DetectionModel):
     MAX_FIXED_SESSIONS = 4
 
     def __init__(
-        self, onnx_model: bytes, *, inference: InferenceConfig | None = None, threads: int | None = None, spinning: bool = False,
+        self, onnx_model: bytes, *, inference: InferenceConfig | None = None, threads: int | None = None, spinning: bool = True,
     ) -> None:
         super().__init__()
         import onnx
@@ -402,14 +401,14 @@ class OnnxRetinaFace(DetectionModel):
         # Padding a batch with the mean colour makes padded pixels exactly 0 after the graph's subtraction.
         self._pad_value = np.array(self.config.pixel_mean_bgr).round().clip(0, 255).astype(np.uint8)
         self.onnx_model, self.threads, self.spinning = onnx_model, threads, spinning
-        self.sessions = SessionCache(onnx_model, max_fixed=self.MAX_FIXED_SESSIONS, spinning=spinning)
+        self.sessions = SessionCache(onnx_model, max_fixed=self.MAX_FIXED_SESSIONS)
         self._float_sessions: SessionCache | None = None  # built when the first float batch comes
 
     @property
     def float_sessions(self) -> SessionCache:
         """Sessions of :func:`float_input_graph` (built on first use: most callers never resize)."""
         if self._float_sessions is None:
-            self._float_sessions = SessionCache(float_input_graph(self.onnx_model), max_fixed=self.MAX_FIXED_SESSIONS, spinning=self.spinning)
+            self._float_sessions = SessionCache(float_input_graph(self.onnx_model), max_fixed=self.MAX_FIXED_SESSIONS)
         return self._float_sessions
 
     def network_input(self, images: list[Tensor]) -> tuple[np.ndarray, list[float]]:
@@ -441,10 +440,11 @@ class OnnxRetinaFace(DetectionModel):
         """The graph's outputs (see :func:`export_onnx`) for a ``uint8[N, H, W, 3]`` batch, or a ``float32[N, 3, H, W]``
         one (:func:`float_input_graph`), at the postprocessor's settings."""
         threads = self.threads or _CALLER_THREADS.get() or torch.get_num_threads()
+        spinning = self.spinning if ONNXRUNTIME_SPINNING.get() is None else ONNXRUNTIME_SPINNING.get()
         if batch.dtype == np.uint8:
-            session = self.sessions(batch.shape[:3], threads)
+            session = self.sessions(batch.shape[:3], threads, spinning)
         else:
-            session = self.float_sessions((batch.shape[0], *batch.shape[2:]), threads)
+            session = self.float_sessions((batch.shape[0], *batch.shape[2:]), threads, spinning)
         arrays = session.run(OUTPUT_NAMES, {INPUT_NAME: batch, **self.settings()})
         return {name: torch.from_numpy(array) for name, array in zip(OUTPUT_NAMES, arrays)}
 

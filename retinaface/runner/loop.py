@@ -33,7 +33,7 @@ from ..faces.tracking import IouTracker
 from ..faces.workflow import FaceWorkflow
 from ..inference.detector import FaceDetector
 from ..media.prefetch import in_size_groups
-from ..utils.threads import opencv_threads, torch_threads
+from ..utils.threads import onnxruntime_spinning, opencv_threads, torch_threads
 from .sinks import JsonLinesSink, Sink
 from .sources import Frame, Source
 
@@ -119,7 +119,8 @@ class DetectLoop:
 
     def run(self) -> None:
         threads = self._threads_while_overlapping()
-        with torch_threads(threads), opencv_threads(threads):
+        # onnxruntime's idle threads sleep: spinning, they would hold the cores the other stages need
+        with torch_threads(threads), opencv_threads(threads), onnxruntime_spinning(False):
             self._run()
 
     def _threads_while_overlapping(self) -> int | None:

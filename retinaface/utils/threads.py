@@ -1,9 +1,11 @@
 """How many threads the compute libraries use for a block of code: PyTorch's intra-op pool and OpenCV's
-parallel loops, each set for the body and restored afterwards (both are process-wide settings)."""
+parallel loops, each set for the body and restored afterwards (both are process-wide settings); and whether
+onnxruntime's idle worker threads spin between calls (per calling thread)."""
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from typing import Callable, Iterator
 
 import torch
@@ -35,3 +37,21 @@ def opencv_threads(count: int | None) -> contextlib.AbstractContextManager[None]
     import cv2
 
     return _threads(count, cv2.getNumThreads, cv2.setNumThreads)
+
+
+ONNXRUNTIME_SPINNING: contextvars.ContextVar[bool | None] = contextvars.ContextVar("onnxruntime_spinning", default=None)
+"""Whether onnxruntime sessions started in this thread let idle worker threads spin (``None``: each model's
+own setting); read by :class:`~retinaface.export.onnx.OnnxRetinaFace` at every call."""
+
+
+@contextlib.contextmanager
+def onnxruntime_spinning(enabled: bool | None) -> Iterator[None]:
+    """Run the body with onnxruntime's idle worker threads spinning between calls (``True``, onnxruntime's
+    default: the fastest calls back to back on otherwise idle cores) or sleeping (``False``: what pipelines
+    with decoding, drawing or encoding threads beside the network want, as spinning threads hold the cores
+    those threads need); ``None``: each model's own setting. Applies to the calling thread."""
+    token = ONNXRUNTIME_SPINNING.set(enabled)
+    try:
+        yield
+    finally:
+        ONNXRUNTIME_SPINNING.reset(token)

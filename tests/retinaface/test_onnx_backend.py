@@ -162,7 +162,7 @@ def test_repeated_shapes_get_a_specialised_session_with_the_same_results(astrona
     assert not model.sessions.fixed
     second = ort_detector(astronaut_image)  # second sighting: shape-specialised session
     height, width = astronaut_image.shape[:2]
-    assert list(model.sessions.fixed) == [(threads, 1, height, width)]
+    assert list(model.sessions.fixed) == [(threads, True, 1, height, width)]
     _assert_same(second, first, box_tol=1e-3)
     # the cache of specialised sessions stays bounded however many sizes come twice: the first ones keep
     # theirs, later sizes run in the dynamic session (no session is built per image when sizes cycle)
@@ -171,8 +171,8 @@ def test_repeated_shapes_get_a_specialised_session_with_the_same_results(astrona
         for size in sizes:
             ort_detector(np.ascontiguousarray(astronaut_image[:size, :size]))
     assert len(model.sessions.fixed) == model.MAX_FIXED_SESSIONS
-    assert (threads, 1, height, width) in model.sessions.fixed and (threads, 1, 64, 64) in model.sessions.fixed
-    assert (threads, 1, sizes[-1], sizes[-1]) not in model.sessions.fixed
+    assert (threads, True, 1, height, width) in model.sessions.fixed and (threads, True, 1, 64, 64) in model.sessions.fixed
+    assert (threads, True, 1, sizes[-1], sizes[-1]) not in model.sessions.fixed
     built = []
     real_session = onnx_module._session
     onnx_module._session = lambda *a, **k: built.append(a) or real_session(*a, **k)
@@ -194,19 +194,49 @@ def test_onnxruntime_threads_follow_pytorchs_at_each_call(astronaut_image):
         one = ort_detector(astronaut_image)
     with torch_threads(2):
         two = ort_detector(astronaut_image)
-    assert set(ort_detector.model.sessions.dynamic) == {1, 2}
+    assert set(ort_detector.model.sessions.dynamic) == {(1, True), (2, True)}
     options = [s.get_session_options() for s in ort_detector.model.sessions.dynamic.values()]
     assert [o.intra_op_num_threads for o in options] == [1, 2]
-    # idle threads sleep rather than spin, unless asked for (onnxruntime's own default)
-    assert all(o.get_session_config_entry("session.intra_op.allow_spinning") == "0" for o in options)
     _assert_same(one, two, box_tol=1e-3)
-    from retinaface.export.onnx import OnnxRetinaFace
 
-    spinning = Detector(OnnxRetinaFace(ort_detector.model.onnx_model, spinning=True))
-    _assert_same(spinning(astronaut_image), one, box_tol=1e-3)
-    (session,) = spinning.model.sessions.dynamic.values()
-    with pytest.raises(RuntimeError, match="does not have configuration"):  # the entry is not set: onnxruntime's default
-        session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+
+def _spinning_entry(session) -> str | None:
+    """The session's ``allow_spinning`` entry; ``None`` when not set (onnxruntime's default: spinning)."""
+    try:
+        return session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+    except RuntimeError:  # "does not have configuration with key"
+        return None
+
+
+def test_onnxruntime_threads_spin_unless_the_caller_says_sleep(astronaut_image):
+    """Idle onnxruntime threads spin between calls (its default) for plain calls and sleep inside
+    onnxruntime_spinning(False), as detect.py's pipelines run them; the same faces either way."""
+    from retinaface.utils.threads import onnxruntime_spinning
+
+    ort_detector = Detector.from_pretrained(backend="onnxruntime")
+    spinning = ort_detector(astronaut_image)
+    with onnxruntime_spinning(False):
+        sleeping = ort_detector(astronaut_image)
+    sessions = ort_detector.model.sessions.dynamic
+    threads = torch.get_num_threads()
+    assert _spinning_entry(sessions[(threads, True)]) is None and _spinning_entry(sessions[(threads, False)]) == "0"
+    _assert_same(sleeping, spinning, box_tol=1e-3)
+
+
+def test_detect_pipelines_run_onnxruntime_with_sleeping_threads(tmp_path, astronaut_image):
+    import cv2
+
+    from retinaface import run_detect
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        cv2.imwrite(str(folder / name), astronaut_image)
+    ort_detector = Detector.from_pretrained(backend="onnxruntime")
+    summary = run_detect(ort_detector, str(folder), json_path=tmp_path / "f.jsonl", draw=False, progress=False)
+    assert summary.faces == 2
+    sessions = {**ort_detector.model.sessions.dynamic, **ort_detector.model.sessions.fixed}
+    assert sessions and all(_spinning_entry(session) == "0" for session in sessions.values())
 
 
 def test_onnxruntime_detection_restores_the_callers_thread_count(astronaut_image):
