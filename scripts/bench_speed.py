@@ -7,6 +7,7 @@ alternating blocks so that every path sees the same background load:
   torch    Detector (PyTorch, BatchNorm folded, channels-last), pre- and post-processing included
   ort      Detector(backend="onnxruntime"): the exported graph (8-bit image in, detections out), mapping
            back and Face objects (whose head poses are estimated when first read)
+  no mesh head   torch and ort with mesh_head=False (as detect.py runs without --mesh; R has no mesh head), 640x480
   ort + poses read   the same, reading every face's pose, 640x480
   ort pipeline       the same without the Face objects (model.detect), 640x480
   ort graph only     one onnxruntime call of the exported graph on the 8-bit frame, 640x480: what R
@@ -96,6 +97,10 @@ def main(argv=None) -> int:
     for name, detector in detectors.items():
         for (w, h), frame in frames.items():
             paths[f"{name}_{w}x{h}"] = partial(detector, frame)
+    # without the mesh head, as detect.py runs without --mesh (R has no mesh head either)
+    for name, backend in (("torch", "torch"), ("ort", "onnxruntime")):
+        headless = Detector.from_pretrained(device="cpu", backend=backend, mesh_head=False)
+        paths[f"{name}_no_mesh_head_640x480"] = partial(headless, frames[(640, 480)])
     # The breakdown: our graph alone (what R measures, plus the work done in the graph), then the pipeline
     # around it without the Detector's per-face extras.
     ort_model = detectors["ort"].model
@@ -157,6 +162,7 @@ def main(argv=None) -> int:
     for name in ("torch", "ort"):
         for w, h in frames:
             print(f"{name + f' {w}x{h}':<28} {results[f'{name}_{w}x{h}_ms']:>8.2f} {results[f'{name}_{w}x{h}_vs_R']:>6.2f}")
+        print(f"{name + ' no mesh head 640x480':<28} {results[f'{name}_no_mesh_head_640x480_ms']:>8.2f} {results[f'{name}_no_mesh_head_640x480_vs_R']:>6.2f}")
     for name, label in (("ort_poses_read", "ort + poses read"), ("ort_pipeline", "ort pipeline"), ("ort_graph_only", f"ort graph (block {block})"),
                         ("ort_graph_other_block", f"ort graph (block {other_block})"), ("ort_sleeping", "ort, threads sleeping")):
         label += " 640x480"

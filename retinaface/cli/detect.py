@@ -155,6 +155,7 @@ def _detect(args: argparse.Namespace, interruption) -> int:
             nms_threshold=args.nms_threshold, max_size=max_size or None, backend=backend, mesh=args.mesh,
             mesh_steps=args.mesh_steps, mesh_start=args.mesh_init, refine_landmarks=args.refine_landmarks,
             refine=REFINE_PRESETS["video" if moving else "photo"], smooth=SmoothConfig() if args.smooth else None,
+            mesh_head=args.mesh,  # without --mesh no output reads the head's coefficients
         )
         views = MultiViewDetector(
             detector, rotations=args.rotations, scale_factors=args.scales, flip=args.flip,

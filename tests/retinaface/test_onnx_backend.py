@@ -339,7 +339,7 @@ def test_resized_images_go_through_the_graph_unrounded(crowd_image):
     np.testing.assert_allclose(np.stack([f.box for f in ours]), np.stack([f.box for f in theirs]), atol=0.01)
     np.testing.assert_allclose(np.stack([f.landmarks for f in ours]), np.stack([f.landmarks for f in theirs]), atol=0.01)
     np.testing.assert_allclose([f.score for f in ours], [f.score for f in theirs], atol=1e-4)
-    assert ort_detector.model._float_sessions is not None and not ort_detector.model.sessions.dynamic  # only the float graph ran
+    assert set(ort_detector.model._forms) == {(False, True), (True, True)} and not ort_detector.model.sessions.dynamic  # only the float graph ran
 
 
 def test_float_input_graph_gives_the_8_bit_graphs_outputs(exported_graph_bytes, astronaut_image):
@@ -359,3 +359,37 @@ def test_float_input_graph_gives_the_8_bit_graphs_outputs(exported_graph_bytes, 
     pair = _run_graph(float_graph, np.concatenate([normalised, np.zeros_like(normalised)]))
     assert pair["image_ids"].tolist() == [0]
     np.testing.assert_array_equal(pair["boxes"], eight_bit["boxes"])
+
+def test_graph_without_the_mesh_head_gives_the_same_detections(exported_graph_bytes, crowd_image):
+    """without_mesh_head drops the RoI head's nodes (no RoiAlign left) and its output; every other output is
+    the full graph's, bit for bit, on a photo with 27 faces."""
+    import onnx
+
+    from retinaface.export.onnx import _session, without_mesh_head
+
+    headless = without_mesh_head(exported_graph_bytes)
+    ops = {node.op_type for node in onnx.load_model_from_string(headless).graph.node}
+    assert "RoiAlign" not in ops and "RoiAlign" in {n.op_type for n in onnx.load_model_from_string(exported_graph_bytes).graph.node}
+    full = _run_graph(_session(exported_graph_bytes, 1), crowd_image[None])
+    session = _session(headless, 1)
+    assert [o.name for o in session.get_outputs()] == ["image_ids", "scores", "boxes", "landmarks"]
+    without = _run_graph(session, crowd_image[None])
+    assert len(full["scores"]) == 27
+    for name, value in without.items():
+        np.testing.assert_array_equal(value, full[name])
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_detector_without_the_mesh_head(backend, crowd_image):
+    """mesh_head=False: the same faces with empty mesh coefficients; a head start cannot go without the head."""
+    from retinaface.errors import WeightsError
+
+    with_head = Detector.from_pretrained(device="cpu", backend=backend)(crowd_image)
+    without = Detector.from_pretrained(device="cpu", backend=backend, mesh_head=False)(crowd_image)
+    assert len(with_head) == len(without) == 27
+    for a, b in zip(with_head, without):
+        np.testing.assert_array_equal(a.box, b.box)
+        np.testing.assert_array_equal(a.landmarks, b.landmarks)
+        assert a.score == b.score and a.mesh_coefficients.shape == (144,) and b.mesh_coefficients.shape == (0,)
+    with pytest.raises(WeightsError, match="mesh_head=True"):
+        Detector.from_pretrained(device="cpu", backend=backend, mesh=True, mesh_start="head", mesh_head=False)
