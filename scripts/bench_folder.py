@@ -64,8 +64,9 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     paths = make_folder(args.folder, args.count)
-    detector = Detector.from_pretrained("mobilenet0.25", device="cpu")
-    detectors = {"torch": detector, "onnxruntime": Detector.from_pretrained("mobilenet0.25", backend="onnxruntime")}
+    # no mesh head: detect.py runs none without --mesh
+    detector = Detector.from_pretrained("mobilenet0.25", device="cpu", mesh_head=False)
+    detectors = {"torch": detector, "onnxruntime": Detector.from_pretrained("mobilenet0.25", backend="onnxruntime", mesh_head=False)}
     results: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         runs = {

@@ -60,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         "--mesh (fits beside detection)": (mesh, True, args.threads),
         "--mesh, onnxruntime (detect.py's default on the CPU)": ({**mesh, "backend": "onnxruntime"}, True, args.threads),
     }
-    detectors = {name: Detector.from_pretrained(device="cpu", max_size=VIDEO_MAX_SIZE, **options) for name, (options, _, _) in runs.items()}
+    # the mesh head runs only with meshes, as in detect.py
+    detectors = {name: Detector.from_pretrained(device="cpu", max_size=VIDEO_MAX_SIZE, mesh_head=options["mesh"], **options)
+                 for name, (options, _, _) in runs.items()}
     speeds: dict[str, list[float]] = {name: [] for name in runs}
     cpu: dict[str, list[float]] = {name: [] for name in runs}
     faces_per_frame: dict[str, float] = {}

@@ -149,7 +149,7 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory() as folder:
             clip = write_demo_video(Path(folder) / "clip.mp4", num_frames=args.video_frames)
             for backend in ("onnxruntime", "torch"):  # onnxruntime: detect.py's engine for videos on the CPU
-                detector = Detector.from_pretrained(device="cpu", max_size=VIDEO_MAX_SIZE, backend=backend)
+                detector = Detector.from_pretrained(device="cpu", max_size=VIDEO_MAX_SIZE, backend=backend, mesh_head=False)  # as detect.py
                 summary = run_detect(detector, str(clip), output=Path(folder) / "out.mp4", json_path=Path(folder) / "out.jsonl", progress=False)
                 results[f"detect_video_1280x720_{backend}_fps"] = summary.frames_per_second
             results["detect_video_frames"] = summary.frames

@@ -40,8 +40,8 @@ def opencv_threads(count: int | None) -> contextlib.AbstractContextManager[None]
 
 
 ONNXRUNTIME_SPINNING: contextvars.ContextVar[bool | None] = contextvars.ContextVar("onnxruntime_spinning", default=None)
-"""Whether onnxruntime sessions started in this thread let idle worker threads spin (``None``: each model's
-own setting); read by :class:`~retinaface.export.onnx.OnnxRetinaFace` at every call."""
+"""Whether onnxruntime calls made in this thread use sessions whose idle worker threads spin (``None``: each
+model's own setting); read by :class:`~retinaface.export.onnx.OnnxRetinaFace` at every call."""
 
 
 @contextlib.contextmanager
