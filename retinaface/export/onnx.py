@@ -416,8 +416,7 @@ class OnnxRetinaFace(DetectionModel):
         # Padding a batch with the mean colour makes padded pixels exactly 0 after the graph's subtraction.
         self._pad_value = np.array(self.config.pixel_mean_bgr).round().clip(0, 255).astype(np.uint8)
         self.onnx_model, self.threads, self.spinning = onnx_model, threads, spinning
-        self.sessions = SessionCache(onnx_model, max_fixed=self.MAX_FIXED_SESSIONS)
-        self._forms: dict[tuple[bool, bool], SessionCache] = {(False, True): self.sessions}
+        self._forms: dict[tuple[bool, bool], SessionCache] = {}
 
     def sessions_for(self, *, float_input: bool, mesh: bool) -> SessionCache:
         """Sessions of one form of the graph: 8-bit or float input (:func:`float_input_graph`), with or
@@ -429,9 +428,9 @@ class OnnxRetinaFace(DetectionModel):
         return self._forms[key]
 
     @property
-    def float_sessions(self) -> SessionCache:
-        """Sessions of :func:`float_input_graph` with the mesh head."""
-        return self.sessions_for(float_input=True, mesh=True)
+    def sessions(self) -> SessionCache:
+        """Sessions of the graph as exported: 8-bit input, with the mesh head."""
+        return self.sessions_for(float_input=False, mesh=True)
 
     def network_input(self, images: list[Tensor]) -> tuple[np.ndarray, list[float]]:
         """The graph's input for BGR ``Tensor[3, H, W]`` images, and each image's scale: ``uint8[N, Hp, Wp, 3]``
