@@ -314,19 +314,22 @@ class SessionCache:
 
     def __call__(self, shape: tuple[int, int, int], threads: int, spinning: bool = True):
         """The session to run an input of ``shape`` ``(batch, height, width)`` with on ``threads`` threads."""
-        engine = (threads, spinning)
-        key = (*engine, *shape)
+        key = (threads, spinning, *shape)
         if key in self.fixed:
             return self.fixed[key]
         if key not in self.seen or len(self.fixed) >= self.max_fixed:
             if len(self.seen) >= 1024:  # a folder of ever-new sizes must not grow memory
                 self.seen.clear()
             self.seen.add(key)
-            if engine not in self.dynamic:
-                self.dynamic[engine] = _session(self.onnx_model, threads, spinning=spinning)
-            return self.dynamic[engine]
+            return self.dynamic_session(threads, spinning)
         self.fixed[key] = _session(self.onnx_model, threads, fixed_shape=shape, spinning=spinning)
         return self.fixed[key]
+
+    def dynamic_session(self, threads: int, spinning: bool = True):
+        """The dynamic-shape session on ``threads`` threads (built on first use)."""
+        if (threads, spinning) not in self.dynamic:
+            self.dynamic[threads, spinning] = _session(self.onnx_model, threads, spinning=spinning)
+        return self.dynamic[threads, spinning]
 
 
 def float_input_graph(onnx_model: bytes) -> bytes:
@@ -417,6 +420,9 @@ class OnnxRetinaFace(DetectionModel):
         self._pad_value = np.array(self.config.pixel_mean_bgr).round().clip(0, 255).astype(np.uint8)
         self.onnx_model, self.threads, self.spinning = onnx_model, threads, spinning
         self._forms: dict[tuple[bool, bool], SessionCache] = {}
+        # onnxruntime checks a graph when it builds a session: build the one a first call uses now, so that an
+        # unusable file is refused when it is loaded (Detector.from_pretrained reports it) and not mid-run
+        self.sessions.dynamic_session(threads or torch.get_num_threads(), spinning)
 
     def sessions_for(self, *, float_input: bool, mesh: bool) -> SessionCache:
         """Sessions of one form of the graph: 8-bit or float input (:func:`float_input_graph`), with or

@@ -139,6 +139,21 @@ def test_batch_size_does_not_change_results(detector, crowd_image, astronaut_ima
     _assert_same(together[1], one_by_one[1], box_tol=1.0)
 
 
+def test_a_graph_onnxruntime_cannot_run_is_refused_at_load(tmp_path, exported_graph_bytes):
+    """onnxruntime checks a graph when it builds a session: one is built at load, so a broken file is one
+    WeightsError from from_pretrained, not a failure in the middle of a run."""
+    import onnx
+
+    from retinaface.errors import WeightsError
+
+    proto = onnx.load_model_from_string(exported_graph_bytes)
+    next(node for node in proto.graph.node if node.op_type == "Conv").op_type = "NoSuchOperator"
+    path = tmp_path / "broken.onnx"
+    path.write_bytes(proto.SerializeToString())
+    with pytest.raises(WeightsError, match="cannot load .*broken.onnx into onnxruntime"):
+        Detector.from_pretrained(str(path), backend="onnxruntime")
+
+
 def test_onnx_weights_need_the_onnx_backend(tmp_path, with_random_mesh_head):
     from retinaface.errors import WeightsError
 
@@ -195,8 +210,8 @@ def test_onnxruntime_threads_follow_pytorchs_at_each_call(astronaut_image):
     with torch_threads(2):
         two = ort_detector(astronaut_image)
     assert set(ort_detector.model.sessions.dynamic) == {(1, True), (2, True)}
-    options = [s.get_session_options() for s in ort_detector.model.sessions.dynamic.values()]
-    assert [o.intra_op_num_threads for o in options] == [1, 2]
+    sessions = ort_detector.model.sessions.dynamic
+    assert {key: session.get_session_options().intra_op_num_threads for key, session in sessions.items()} == {(1, True): 1, (2, True): 2}
     _assert_same(one, two, box_tol=1e-3)
 
 
@@ -233,10 +248,13 @@ def test_detect_pipelines_run_onnxruntime_with_sleeping_threads(tmp_path, astron
     for name in ("a.jpg", "b.jpg"):
         cv2.imwrite(str(folder / name), astronaut_image)
     ort_detector = Detector.from_pretrained(backend="onnxruntime")
+    before = set(ort_detector.model.sessions.dynamic)  # the session built at load time, to check the file
     summary = run_detect(ort_detector, str(folder), json_path=tmp_path / "f.jsonl", draw=False, progress=False)
     assert summary.faces == 2
-    sessions = {**ort_detector.model.sessions.dynamic, **ort_detector.model.sessions.fixed}
+    cache = ort_detector.model.sessions
+    sessions = {**{k: v for k, v in cache.dynamic.items() if k not in before}, **cache.fixed}
     assert sessions and all(_spinning_entry(session) == "0" for session in sessions.values())
+    assert {key[:2] for key in cache.seen} == {(torch.get_num_threads(), False)}  # every call of the run
 
 
 def test_onnxruntime_detection_restores_the_callers_thread_count(astronaut_image):
@@ -339,7 +357,8 @@ def test_resized_images_go_through_the_graph_unrounded(crowd_image):
     np.testing.assert_allclose(np.stack([f.box for f in ours]), np.stack([f.box for f in theirs]), atol=0.01)
     np.testing.assert_allclose(np.stack([f.landmarks for f in ours]), np.stack([f.landmarks for f in theirs]), atol=0.01)
     np.testing.assert_allclose([f.score for f in ours], [f.score for f in theirs], atol=1e-4)
-    assert set(ort_detector.model._forms) == {(True, True)}  # only the float graph was built (and ran)
+    model = ort_detector.model
+    assert set(model._forms) == {(False, True), (True, True)} and not model.sessions.seen  # only the float graph ran
 
 
 def test_float_input_graph_gives_the_8_bit_graphs_outputs(exported_graph_bytes, astronaut_image):
