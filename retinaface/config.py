@@ -143,6 +143,16 @@ class RefineConfig:
     """Crop side as a multiple of the box's longer side (the detector needs some surroundings)."""
     flip: bool = True
     """Also look at the mirrored crop."""
+    upright: bool = True
+    """Turn each crop so that the face is upright (its roll estimated from the first landmarks): the detector
+    learned from mostly upright faces, and its landmarks on rolled heads are worse."""
+    first_look_rolls: tuple[float, float] = (10.0, 20.0)
+    """With ``upright``: rolls (degrees) over which the first detection's landmarks go from counting fully to
+    not at all against the upright crops' answers; on rolled faces they are the worse ones (photos turned by
+    25 degrees: median NME 0.038 with them, 0.034 without, against mediapipe)."""
+    only_rolled: bool = False
+    """Look again only at faces whose first landmarks do not count fully (rolled beyond the first of
+    ``first_look_rolls``): the refinement for rolled faces alone, at no cost for upright ones."""
     min_iou: float = 0.3
     """A crop's detection counts as the same face if its box overlaps the expected box at least this much."""
 

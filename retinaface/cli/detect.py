@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 
 from . import common
-from ..config import DEFAULT_MESH_START, MESH_STARTS, InferenceConfig
+from ..config import DEFAULT_MESH_START, MESH_STARTS, InferenceConfig, RefineConfig
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -53,9 +53,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=common.int_at_least(1, 1024), default=1, help="frames/images per forward pass (default: %(default)s)")
     parser.add_argument("--mesh", action="store_true", help="fit a 3D face mesh to each face: overlay the meshes and add mesh coefficients, vertices and fit residuals to the JSON")
     parser.add_argument("--refine-landmarks", action=argparse.BooleanOptionalAction, default=None,
-                        help="look at each face again in an enlarged crop (for stills also its mirror image) and average the landmarks: "
+                        help="look at each face again in an enlarged crop turned upright (for stills also its mirror image) and average the landmarks: "
                              "steadier landmarks and head poses for small faces, at the cost of one more network pass per image "
-                             "(default: on with --mesh, off otherwise)")
+                             f"(default: on with --mesh; otherwise only faces rolled more than {RefineConfig.first_look_rolls[0]:g} degrees "
+                             "are looked at again, upright)")
     parser.add_argument("--mesh-steps", type=common.int_at_least(0, 10_000), default=None, help="optimisation steps per mesh fit (default: 20; 0 = the start below, unfitted)")
     parser.add_argument("--mesh-init", choices=MESH_STARTS, default=None,
                         help="where each face's mesh fit starts: 'head', the detector's own mesh (shape, pose and light from its mesh head); "

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .landmarks import in_plane_angles
+
 ARCFACE_112_TEMPLATE = np.array(
     [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
     dtype=np.float64,
@@ -58,9 +60,8 @@ def ffhq_transform(landmarks: np.ndarray, size: int = 512) -> np.ndarray:
     eyes = (eye_left + eye_right) / 2
     eye_to_eye = eye_right - eye_left
     eye_to_mouth = mouth - eyes
-    # x axis: the eye line blended with the perpendicular of eye-to-mouth, robust to either being short.
-    x = eye_to_eye - np.array([-eye_to_mouth[1], eye_to_mouth[0]])
-    x /= np.hypot(*x)
+    angle = in_plane_angles(points)  # the eye line blended with the perpendicular of eye-to-mouth
+    x = np.array([np.cos(angle), np.sin(angle)])
     half = max(np.hypot(*eye_to_eye) * 2.0, np.hypot(*eye_to_mouth) * 1.8)
     x *= half
     y = np.array([-x[1], x[0]])

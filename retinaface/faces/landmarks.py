@@ -37,3 +37,17 @@ def transform_boxes(boxes: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     corners = np.stack([np.stack(c, -1) for c in ((x1, y1), (x2, y1), (x2, y2), (x1, y2))], axis=-2)
     mapped = corners @ matrix[:, :2].T + matrix[:, 2]
     return np.concatenate([mapped.min(-2), mapped.max(-2)], axis=-1)
+
+
+def in_plane_angles(landmarks: np.ndarray) -> np.ndarray:
+    """Each face's roll in the image, ``ndarray[...]`` radians (clockwise: the image-right eye lower), from its
+    ``landmarks`` ``ndarray[..., 5, 2]``: the direction of the eye line blended with the perpendicular of the
+    eyes-to-mouth line, so that neither a turned head (eyes close together) nor a wide-open mouth dominates.
+    Rotating the image by minus this angle about the face levels it."""
+    points = np.asarray(landmarks, np.float64)
+    eyes = (points[..., 0, :] + points[..., 1, :]) / 2
+    mouth = (points[..., 3, :] + points[..., 4, :]) / 2
+    eye_line = points[..., 1, :] - points[..., 0, :]
+    down = mouth - eyes
+    across = eye_line + np.stack([down[..., 1], -down[..., 0]], -1)  # eyes-to-mouth turned a quarter anticlockwise
+    return np.arctan2(across[..., 1], across[..., 0])

@@ -23,6 +23,12 @@ def plain():
 
 
 @pytest.fixture(scope="module")
+def plain_first_look():
+    """The network's detections as the exported graph gives them: no second look at rolled faces."""
+    return Detector.from_pretrained(device="cpu", optimize=False, refine_landmarks=False)
+
+
+@pytest.fixture(scope="module")
 def with_random_mesh_head():
     """The paper's per-anchor mesh head with random weights on the released detector, so the dense and
     sparse mesh outputs are compared meaningfully (the released weights carry the RoI head)."""
@@ -292,10 +298,11 @@ def _run_graph(session, images, *, score=0.5, iou=0.4, top_k=5000, max_detection
 
 
 @pytest.mark.parametrize("settings", [{}, {"score": 0.02}, {"score": 0.02, "top_k": 40, "max_detections": 7}, {"iou": 0.2}])
-def test_exported_graph_alone_gives_the_pytorch_detections(exported_graph, plain, crowd_image, settings):
+def test_exported_graph_alone_gives_the_pytorch_detections(exported_graph, plain_first_look, crowd_image, settings):
     """Raw uint8 HWC photo in, final detections out, equal to the unfused PyTorch Detector's on a crowd
     photo, also at a low threshold where thousands of candidates go into NMS and with per-image caps."""
     out = _run_graph(exported_graph, crowd_image[None], **settings)
+    plain = plain_first_look
     post = plain.model.postprocessor
     saved = (post.score_threshold, post.nms_threshold, post.pre_nms_top_k, post.max_detections)
     try:
@@ -350,8 +357,8 @@ def test_files_of_the_earlier_onnx_format_are_refused_with_a_reason(tmp_path):
 def test_resized_images_go_through_the_graph_unrounded(crowd_image):
     """With max_size the resized float image goes to the graph as it is (its float-input form), not rounded
     to 8 bits: the PyTorch backend's detections within float rounding (8-bit rounding moved boxes by 0.11 px)."""
-    ort_detector = Detector.from_pretrained(backend="onnxruntime", max_size=640)
-    torch_detector = Detector.from_pretrained(device="cpu", optimize=False, max_size=640)
+    ort_detector = Detector.from_pretrained(backend="onnxruntime", max_size=640, refine_landmarks=False)
+    torch_detector = Detector.from_pretrained(device="cpu", optimize=False, max_size=640, refine_landmarks=False)
     ours, theirs = ort_detector(crowd_image), torch_detector(crowd_image)
     assert len(ours) == len(theirs) > 20
     np.testing.assert_allclose(np.stack([f.box for f in ours]), np.stack([f.box for f in theirs]), atol=0.01)

@@ -43,8 +43,16 @@ def test_the_truth_harness_speaks_the_documented_convention() -> None:
 
 
 @pytest.fixture(scope="module")
-def rendered(detector):
-    return rendered_rows(detector, POSES, identities=(None, 1000, 1001), sizes=(140.0,), image_size=384)
+def first_look():
+    """The detector's own landmarks, without the second, upright look that rolled faces get by default."""
+    from retinaface import Detector
+
+    return Detector.from_pretrained("mobilenet0.25", device="cpu", refine_landmarks=False)
+
+
+@pytest.fixture(scope="module")
+def rendered(first_look):
+    return rendered_rows(first_look, POSES, identities=(None, 1000, 1001), sizes=(140.0,), image_size=384)
 
 
 def test_pose_of_rendered_faces_matches_the_angles_they_were_turned_by(rendered) -> None:
@@ -58,6 +66,21 @@ def test_pose_of_rendered_faces_matches_the_angles_they_were_turned_by(rendered)
     assert max(row.geodesic for row in rendered) < 17.0, [(r.truth, r.estimate) for r in rendered]
     frontal = [r for r in rendered if r.truth == (0.0, 0.0, 0.0)]
     assert all(r.geodesic < 6.0 for r in frontal), [r.estimate for r in frontal]
+
+
+ROLLED_POSES = [(0, 0, 30), (0, 0, -30), (30, 0, 30), (-30, 0, -30), (0, 15, 30), (0, -15, -30), (45, 15, -30), (-15, -15, 30)]
+
+
+def test_rolled_heads_read_better_with_the_default_upright_look(detector, first_look) -> None:
+    """Heads rolled by 30 degrees: the default detector looks at them again in upright crops, and their pose
+    comes closer to the truth than from the first landmarks (measured 2026-12-07 on these 24 faces: median
+    geodesic error 5.6 against 9.2 degrees, roll 0.5 against 3.7, yaw 2.3 against 3.4)."""
+    kwargs = dict(identities=(None, 1000, 1001), sizes=(140.0,), image_size=384)
+    upright, first = summarize(rendered_rows(detector, ROLLED_POSES, **kwargs)), summarize(rendered_rows(first_look, ROLLED_POSES, **kwargs))
+    assert upright["scored"] == first["scored"] == len(ROLLED_POSES) * 3
+    assert upright["median_geodesic"] < 0.75 * first["median_geodesic"], (upright, first)
+    assert upright["median_roll"] < 1.5 and upright["median_roll"] < 0.5 * first["median_roll"], (upright, first)
+    assert upright["median_yaw"] <= first["median_yaw"], (upright, first)
 
 
 def test_nods_read_as_nods(rendered) -> None:

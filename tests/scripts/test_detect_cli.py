@@ -307,7 +307,7 @@ def test_mesh_overlay_and_json(tmp_path):
     assert run(ASTRONAUT, "--refine-landmarks", "--no-draw", "--json", tmp_path / "r.jsonl").returncode == 0
     (refined,) = read_jsonl(tmp_path / "r.jsonl")[0]["faces"]
     (plain_face,) = read_jsonl(tmp_path / "p.jsonl")[0]["faces"]
-    np.testing.assert_allclose(face["landmarks"], refined["landmarks"], atol=1e-3)
+    np.testing.assert_allclose(face["landmarks"], refined["landmarks"], atol=0.01 + 1e-6)  # one step of the JSON's 2 decimals
     assert np.abs(np.array(refined["landmarks"]) - np.array(plain_face["landmarks"])).max() > 0.05
     assert refined["pose"] != plain_face["pose"]
 
