@@ -146,7 +146,7 @@ class Detector(FaceDetector):
         if refine_landmarks is not False:
             refiner = LandmarkRefiner(
                 self._detect_crops, face_size=refine.face_size, context=refine.context, flip=refine.flip, upright=refine.upright,
-                first_look_rolls=refine.first_look_rolls, only_rolled=refine.only_rolled, min_iou=refine.min_iou)
+                upright_tolerance=refine.upright_tolerance, first_look_rolls=refine.first_look_rolls, only_rolled=refine.only_rolled, min_iou=refine.min_iou)
         self.stages = FaceStages(
             refiner=refiner, smoother=None if smooth is None else TrackSmoother(smooth),
             mesh_fitter=MeshFitter(steps=mesh_steps, start=mesh_start) if mesh else None,

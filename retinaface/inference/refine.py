@@ -50,25 +50,28 @@ class LandmarkRefiner:
     ``landmarks`` ``Tensor[N, 5, 2]``, crop pixels); ``detect`` moves the crops to its device.
 
     With ``upright``, each crop is turned so that the face's eyes are level (the roll of its first landmarks,
-    :func:`~retinaface.faces.landmarks.in_plane_angles`), and the first landmarks count less the more the face
+    :func:`~retinaface.faces.landmarks.in_plane_angles`) or within ``upright_tolerance`` degrees of it, and the first landmarks count less the more the face
     is rolled (:meth:`first_look_weights`). ``only_rolled``: faces whose first landmarks count fully are left
     as they are (not looked at again), the others get a blend of their first and their upright landmarks: the
     refinement for rolled faces only, at no cost for upright ones."""
 
     def __init__(self, detect: DetectFn, *, face_size: int = RefineConfig.face_size, context: float = RefineConfig.context,
                  flip: bool = RefineConfig.flip, upright: bool = RefineConfig.upright,
-                 first_look_rolls: tuple[float, float] = RefineConfig.first_look_rolls, only_rolled: bool = RefineConfig.only_rolled,
-                 min_iou: float = RefineConfig.min_iou) -> None:
+                 upright_tolerance: float = RefineConfig.upright_tolerance, first_look_rolls: tuple[float, float] = RefineConfig.first_look_rolls,
+                 only_rolled: bool = RefineConfig.only_rolled, min_iou: float = RefineConfig.min_iou) -> None:
         if face_size < 16 or context < 1.0:
             raise ValueError("face_size must be at least 16 pixels and context at least 1")
         low, high = (float(roll) for roll in first_look_rolls)
         if not 0.0 <= low < high <= 180.0:
             raise ValueError("first_look_rolls must be two increasing angles between 0 and 180 degrees")
+        if not 0.0 <= upright_tolerance <= 180.0:
+            raise ValueError("upright_tolerance must be between 0 and 180 degrees")
         if only_rolled and not upright:
             raise ValueError("only_rolled looks at rolled faces upright: it needs upright")
         self.detect = detect
         self.face_size, self.context, self.flip, self.min_iou = int(face_size), float(context), bool(flip), float(min_iou)
-        self.upright, self.first_look_rolls, self.only_rolled = bool(upright), (low, high), bool(only_rolled)
+        self.upright, self.upright_tolerance = bool(upright), float(upright_tolerance)
+        self.first_look_rolls, self.only_rolled = (low, high), bool(only_rolled)
 
     def first_look_weights(self, landmarks: np.ndarray) -> np.ndarray:
         """Weight ``ndarray[K]`` in [0, 1] of each face's first landmarks ``ndarray[K, 5, 2]`` against the upright
@@ -93,7 +96,10 @@ class LandmarkRefiner:
             rows, first_weight = rows[first_weight < 1.0], first_weight[first_weight < 1.0]
         if len(rows) == 0:
             return landmarks.copy()
-        angles = in_plane_angles(landmarks[rows]) if self.upright else None
+        angles = None
+        if self.upright:  # turned by the roll beyond the tolerance, so the face keeps at most that much
+            rolls = in_plane_angles(landmarks[rows])
+            angles = np.sign(rolls) * np.maximum(np.abs(rolls) - np.radians(self.upright_tolerance), 0.0)
         maps, side = crop_transforms(boxes[rows], face_size=self.face_size, context=self.context, angles=angles)
         crops = [cv2.warpAffine(image_bgr, m, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) for m in maps]
         views = [(crop, False) for crop in crops] + ([(np.ascontiguousarray(crop[:, ::-1]), True) for crop in crops] if self.flip else [])

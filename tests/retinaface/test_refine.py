@@ -117,6 +117,16 @@ def test_rolled_faces_are_looked_at_upright_and_their_first_landmarks_count_less
     np.testing.assert_allclose(unturned, (detected + 2 * true) / 3, atol=1e-4)
 
 
+def test_a_tolerance_leaves_that_much_roll_in_the_crop():
+    boxes, detected, true = _rolled_faces([40.0, -15.0, 5.0])
+    fake = FakeDetector(true, boxes, angles=np.radians([30.0, -5.0, 0.0]))  # turned by the roll beyond 10 degrees
+    refined = LandmarkRefiner(fake, face_size=64, context=2.0, flip=False, upright_tolerance=10.0)(
+        np.zeros((200, 200, 3), np.uint8), boxes, detected)
+    np.testing.assert_allclose(refined[0], true[0], atol=1e-4)
+    np.testing.assert_allclose(refined[1], (0.5 * detected[1] + true[1]) / 1.5, atol=1e-4)
+    np.testing.assert_allclose(refined[2], (detected[2] + true[2]) / 2, atol=1e-4)
+
+
 def test_only_rolled_faces_are_looked_at_again_and_blend_smoothly():
     boxes, detected, true = _rolled_faces([40.0, 15.0, 5.0])
     fake = FakeDetector(true[:2], boxes[:2], angles=np.radians([40.0, 15.0]))
@@ -226,6 +236,7 @@ def test_refiner_never_runs_the_mesh_head_and_refines_as_with_it(astronaut_image
     assert calls[0] == 0
     full = LandmarkRefiner(lambda crops: detector.model(crops), face_size=detector.landmark_refiner.face_size,
                            context=detector.landmark_refiner.context, flip=detector.landmark_refiner.flip,
+                           upright_tolerance=detector.landmark_refiner.upright_tolerance,
                            first_look_rolls=detector.landmark_refiner.first_look_rolls, min_iou=detector.landmark_refiner.min_iou)(astronaut_image, boxes, landmarks)
     assert calls[0] > 0  # the full pass does run it, so the hook would have seen the refiner's
     assert not np.array_equal(skipped, landmarks)
