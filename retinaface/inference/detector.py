@@ -10,9 +10,8 @@ wrap a :class:`Detector` and share its stages.
 
 from __future__ import annotations
 
-import dataclasses
-
 import abc
+import dataclasses
 import os
 from typing import Sequence, overload
 
@@ -142,11 +141,13 @@ class Detector(FaceDetector):
                                "(these weights have the paper's per-anchor head); use the PnP start")
         refiner = None
         if refine_landmarks is None and not mesh:
-            refine = dataclasses.replace(refine, upright=True, only_rolled=True)  # a second look only at faces rolled beyond the first look's range
+            # a second look only at the faces rolled beyond the first look's range
+            refine = dataclasses.replace(refine, upright=True, only_rolled=True)
         if refine_landmarks is not False:
             refiner = LandmarkRefiner(
                 self._detect_crops, face_size=refine.face_size, context=refine.context, flip=refine.flip, upright=refine.upright,
-                upright_tolerance=refine.upright_tolerance, first_look_rolls=refine.first_look_rolls, only_rolled=refine.only_rolled, min_iou=refine.min_iou)
+                upright_tolerance=refine.upright_tolerance, first_look_rolls=refine.first_look_rolls, only_rolled=refine.only_rolled,
+                min_iou=refine.min_iou)
         self.stages = FaceStages(
             refiner=refiner, smoother=None if smooth is None else TrackSmoother(smooth),
             mesh_fitter=MeshFitter(steps=mesh_steps, start=mesh_start) if mesh else None,
@@ -195,8 +196,8 @@ class Detector(FaceDetector):
         ``refine_landmarks=True`` (the default with ``mesh``) takes a second, closer look at each face, turned
         upright (:mod:`retinaface.inference.refine`, settings ``refine``, e.g. ``REFINE_PRESETS["video"]``), and
         replaces its landmarks and pose by the steadier refined ones; the default without ``mesh`` looks again
-        only at faces rolled beyond ``refine.first_look_rolls`` (no cost for upright faces); ``False`` never. ``smooth`` One-Euro filters each track's box and
-        landmarks in sequences (:meth:`detect_batch` with a tracker), before the mesh fit. ``mesh_head=False``
+        only at faces rolled beyond ``refine.first_look_rolls`` (no cost for upright faces); ``False`` never.
+        ``smooth`` One-Euro filters each track's box and landmarks in sequences (:meth:`detect_batch` with a tracker), before the mesh fit. ``mesh_head=False``
         skips the network's mesh head: ``Face.mesh_coefficients`` is then empty (``ndarray[0]``) unless a mesh
         is fitted, and photos with many faces detect faster (crowd.jpg, 27 faces: 0.79x the onnxruntime call).
         """

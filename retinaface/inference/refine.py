@@ -50,10 +50,11 @@ class LandmarkRefiner:
     ``landmarks`` ``Tensor[N, 5, 2]``, crop pixels); ``detect`` moves the crops to its device.
 
     With ``upright``, each crop is turned so that the face's eyes are level (the roll of its first landmarks,
-    :func:`~retinaface.faces.landmarks.in_plane_angles`) or within ``upright_tolerance`` degrees of it, and the first landmarks count less the more the face
-    is rolled (:meth:`first_look_weights`). ``only_rolled``: faces whose first landmarks count fully are left
-    as they are (not looked at again), the others get a blend of their first and their upright landmarks: the
-    refinement for rolled faces only, at no cost for upright ones."""
+    :func:`~retinaface.faces.landmarks.in_plane_angles`), or within ``upright_tolerance`` degrees of level, and
+    the first landmarks count less the more the face is rolled (:meth:`first_look_weights`). ``only_rolled``:
+    faces whose first landmarks count fully are left as they are (not looked at again), the others get a blend
+    of their first and their upright landmarks: the refinement for rolled faces only, at no cost for upright
+    ones."""
 
     def __init__(self, detect: DetectFn, *, face_size: int = RefineConfig.face_size, context: float = RefineConfig.context,
                  flip: bool = RefineConfig.flip, upright: bool = RefineConfig.upright,
@@ -73,15 +74,16 @@ class LandmarkRefiner:
         self.upright, self.upright_tolerance = bool(upright), float(upright_tolerance)
         self.first_look_rolls, self.only_rolled = (low, high), bool(only_rolled)
 
-    def first_look_weights(self, landmarks: np.ndarray) -> np.ndarray:
-        """Weight ``ndarray[K]`` in [0, 1] of each face's first landmarks ``ndarray[K, 5, 2]`` against the upright
-        crops' answers: 1 up to the first of :attr:`first_look_rolls`, falling linearly to 0 at the second, so
-        that a face whose roll drifts across the range (in a video) moves smoothly. The first look saw the face
-        at its own roll, where the detector, which learned from mostly upright faces, is less accurate."""
+    def first_look_weights(self, rolls: np.ndarray) -> np.ndarray:
+        """Weight ``ndarray[K]`` in [0, 1] of the first landmarks of faces rolled by ``rolls`` (``ndarray[K]``,
+        radians, :func:`~retinaface.faces.landmarks.in_plane_angles`) against the upright crops' answers: 1 up to
+        the first of :attr:`first_look_rolls`, falling linearly to 0 at the second, so that a face whose roll
+        drifts across the range (in a video) moves smoothly. The first look saw the face at its own roll, where
+        the detector, which learned from mostly upright faces, is less accurate. Without ``upright``: all 1."""
         if not self.upright:
-            return np.ones(len(landmarks))
+            return np.ones(len(rolls))
         low, high = np.radians(self.first_look_rolls)
-        return np.clip((high - np.abs(in_plane_angles(landmarks))) / (high - low), 0.0, 1.0)
+        return np.clip((high - np.abs(rolls)) / (high - low), 0.0, 1.0)
 
     def __call__(self, image_bgr: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         """Refined ``ndarray[K, 5, 2]`` (image pixels) for ``boxes`` ``ndarray[K, 4]`` (x1 y1 x2 y2) and
@@ -91,15 +93,15 @@ class LandmarkRefiner:
         landmarks = np.asarray(landmarks, dtype=np.float64).reshape(-1, 5, 2)
         finite = np.isfinite(boxes).all(1) & np.isfinite(landmarks).all(axis=(1, 2))
         rows = np.flatnonzero(finite & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]))
-        first_weight = self.first_look_weights(landmarks[rows])
+        rolls = in_plane_angles(landmarks[rows])
+        first_weight = self.first_look_weights(rolls)
         if self.only_rolled:
-            rows, first_weight = rows[first_weight < 1.0], first_weight[first_weight < 1.0]
+            looked_at = first_weight < 1.0
+            rows, rolls, first_weight = rows[looked_at], rolls[looked_at], first_weight[looked_at]
         if len(rows) == 0:
             return landmarks.copy()
-        angles = None
-        if self.upright:  # turned by the roll beyond the tolerance, so the face keeps at most that much
-            rolls = in_plane_angles(landmarks[rows])
-            angles = np.sign(rolls) * np.maximum(np.abs(rolls) - np.radians(self.upright_tolerance), 0.0)
+        # turned by the roll beyond the tolerance, so that the face keeps at most that much
+        angles = np.sign(rolls) * np.maximum(np.abs(rolls) - np.radians(self.upright_tolerance), 0.0) if self.upright else None
         maps, side = crop_transforms(boxes[rows], face_size=self.face_size, context=self.context, angles=angles)
         crops = [cv2.warpAffine(image_bgr, m, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) for m in maps]
         views = [(crop, False) for crop in crops] + ([(np.ascontiguousarray(crop[:, ::-1]), True) for crop in crops] if self.flip else [])
