@@ -19,6 +19,11 @@ faces rendered at yaw 35-60 degrees (retinaface/evaluation/pose_truth.py, identi
 built from) are scored against their exact truth (true vertex pixels and angles) instead of mediapipe
 (--rendered-identities 0 leaves them out). The jaw-and-chin contour and lip vertices' NME are reported next
 to the whole mesh's.
+
+Small faces with a full-size reference: the upright photos' faces of at least 60 px are scored again on
+copies shrunk by each --shrink factor (written to runs/shrunk_photos/), against mediapipe's answer at full
+resolution, beside mediapipe's own answer on the copy (how far the judge itself moves when faces get small).
+The 24-60 px group above holds the photos' naturally small faces, farther, blurrier and more often turned.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
+
+from retinaface.cli.common import float_in
 
 REPO = Path(__file__).resolve().parent.parent
 SIZE_GROUPS = ((24.0, 60.0), (60.0, float("inf")))
@@ -63,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-refine", action="store_true", help="fit to the detector's first landmarks, without the closer look")
     parser.add_argument("--turn", type=float, nargs="*", default=[-25.0, 25.0],
                         help="in-plane turns (degrees, clockwise) of the photos scored as well (default: -25 25; none: upright only)")
+    parser.add_argument("--shrink", type=float_in(0.0, 1.0, low_open=True, high_open=True), nargs="*", default=[0.5],
+                        help="factors the upright photos are shrunk by to score their faces of at least 60 px again as small faces "
+                             "(default: 0.5; none: skip)")
     parser.add_argument("--rendered-identities", type=int, default=2,
                         help="prior identities rendered at yaw 35-60 degrees besides the mean face, scored against exact truth (default: %(default)s; 0: none)")
     args = parser.parse_args(argv)
@@ -71,12 +81,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: photo not found: {', '.join(missing)}", file=sys.stderr)
         return 2
 
+    import numpy as np
     import torch
 
     torch.set_num_threads(args.threads)
     from retinaface import Detector
     from retinaface.config import ConfigError, apply_overrides
-    from retinaface.evaluation.mesh_accuracy import evaluate_photos, evaluate_rendered, is_turned, summarize, write_turned_photos
+    from retinaface.evaluation.mesh_accuracy import (
+        evaluate_photos, evaluate_rendered, evaluate_shrunk, is_turned, summarize, write_turned_photos,
+    )
 
     detector = Detector.from_pretrained(args.weights, device="cpu", mesh=True, mesh_steps=args.mesh_steps, mesh_start=args.mesh_init,
                                         refine_landmarks=False if args.no_refine else None)
@@ -89,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         photos = list(args.photos) + (write_turned_photos(args.photos, args.turn, REPO / "runs" / "turned_photos") if args.turn else [])
         rows, counts = evaluate_photos(detector, photos, python=args.mediapipe_python, cache=args.cache, min_size=args.min_size)
+        shrunk = evaluate_shrunk(detector, args.photos, args.shrink, REPO / "runs" / "shrunk_photos", python=args.mediapipe_python,
+                                 cache=args.cache) if args.shrink else []
     except (FileNotFoundError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -133,12 +148,27 @@ def main(argv: list[str] | None = None) -> int:
               f"{fmt(s['median_pose_mean_abs_error'], '.1f')} deg (mean |d yaw, pitch, roll|)  NME jaw {fmt(s['median_nme_jaw'])} "
               f"({fmt(s['median_nme_jaw'] / s['median_nme_mesh'], '.2f')}x), lips {fmt(s['median_nme_lips'])} "
               f"({fmt(s['median_nme_lips'] / s['median_nme_mesh'], '.2f')}x)  mesh pose error {fmt(s['median_mesh_pose_angle_error'], '.1f')} deg")
+    shrunk_summary = {}
+    for factor in args.shrink or []:
+        group = [r for r in shrunk if r.factor == factor and SIZE_GROUPS[0][0] <= r.size < SIZE_GROUPS[0][1]]  # now 24-60 px
+        judged = [r.nme_judge for r in group if r.nme_judge is not None]
+        shrunk_summary[f"x{factor:g}"] = small = {
+            "faces_24_60_px": len(group),
+            "median_size": float(np.median([r.size for r in group])) if group else None,
+            "median_nme_mesh": float(np.median([r.nme_mesh for r in group])) if group else None,
+            "median_nme_full": float(np.median([r.nme_full for r in group])) if group else None,
+            "median_nme_judge": float(np.median(judged)) if judged else None,
+        }
+        print(f"shrunk x{factor:<6g} faces {len(group):3d} of 24-60 px (median {fmt(small['median_size'], '.0f')} px)  median NME mesh "
+              f"{fmt(small['median_nme_mesh'])} against mediapipe at full size (the same faces at full size "
+              f"{fmt(small['median_nme_full'])}); mediapipe on the copy against itself at full size {fmt(small['median_nme_judge'])}")
     print(f"{counts['detected']} faces detected, {counts['large']} >= {args.min_size:g} px, {counts['no_reference']} without a mediapipe reference")
     print(f"Detector(mesh=True): {counts['detector_seconds']:.2f} s for {len(photos)} photos, "
           f"{counts['detector_seconds'] / max(counts['detected'], 1):.3f} s per detected face ({args.threads} threads)")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"summary": summary, "per_image": per_image, "per_size": per_size, "turned": turned,
-                                     "faces": [asdict(r) for r in rows], "rendered": [asdict(r) for r in rendered]}, indent=1))
+                                     "shrunk": shrunk_summary, "faces": [asdict(r) for r in rows], "rendered": [asdict(r) for r in rendered],
+                                     "shrunk_faces": [asdict(r) for r in shrunk]}, indent=1))
     print(f"wrote {args.json}")
     return 0
 

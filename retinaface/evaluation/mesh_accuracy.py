@@ -303,6 +303,72 @@ def summarize(rows: Sequence[FaceAccuracy]) -> dict[str, float | int | None]:
     }
 
 
+@dataclass
+class ShrunkFace:
+    """A face of at least the benchmark's size scored again on a copy of its photo shrunk by ``factor``, against
+    the judge's answer at full resolution (scaled): a small face whose reference is as good as a large one's.
+    ``size``: the shrunk box's longer side (px); ``nme_mesh``: our mesh on the copy; ``nme_full``: our mesh on the
+    full photo; ``nme_judge``: the judge's own answer on the copy against its full-resolution one (``None`` when
+    not asked for or not found): how far the judge itself moves when the face gets small."""
+
+    image: str
+    factor: float
+    size: float
+    nme_mesh: float
+    nme_full: float
+    nme_judge: float | None
+
+
+def evaluate_shrunk(
+    detector, paths: Sequence[Path], factors: Sequence[float], folder: Path, *, python: str | os.PathLike,
+    cache: Path | None = None, min_size: float = 60.0, judge_small: bool = True,
+) -> list[ShrunkFace]:
+    """Score faces of at least ``min_size`` px of each photo again on copies shrunk by each of ``factors``
+    (``cv2.INTER_AREA``, written losslessly into ``folder``): each face's mesh on the copy (matched to the full
+    photo's face by box IoU >= 0.5) against the judge's full-resolution points scaled by the factor, NME
+    normalised by the shrunk box. ``judge_small`` also asks the judge about the copies."""
+    import cv2
+    import torch
+    from torchvision.ops import box_iou
+
+    from ..media.images import read_image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rows: list[ShrunkFace] = []
+    for path in paths:
+        image = read_image(path)
+        large = [f for f in detector(image) if max(f.box[2] - f.box[0], f.box[3] - f.box[1]) >= min_size]
+        if not large:
+            continue
+        (full_refs,) = mediapipe_references([(Path(path), np.stack([f.box for f in large]))], python=python, cache=cache)
+        for factor in factors:
+            small_image = cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+            small_path = folder / f"{Path(path).stem}_shrunk{factor:g}.png"
+            cv2.imwrite(str(small_path), small_image)
+            small = detector(small_image)
+            if not small:
+                continue
+            overlap = box_iou(torch.tensor(np.stack([f.box for f in large]) * factor),
+                              torch.tensor(np.stack([f.box for f in small]))).numpy()
+            pairs = [(i, int(row.argmax())) for i, row in enumerate(overlap) if row.max() >= 0.5 and full_refs[i] is not None]
+            if not pairs:
+                continue
+            small_refs = [None] * len(pairs)
+            if judge_small:
+                (small_refs,) = mediapipe_references([(small_path, np.stack([small[j].box for _, j in pairs]))],
+                                                     python=python, cache=cache)
+            for (i, j), small_ref in zip(pairs, small_refs):
+                reference = full_refs[i] * factor
+                box = small[j].box
+                rows.append(ShrunkFace(
+                    image=Path(path).name, factor=float(factor), size=float(max(box[2] - box[0], box[3] - box[1])),
+                    nme_mesh=nme(small[j].mesh_vertices, reference, box),
+                    nme_full=nme(large[i].mesh_vertices, full_refs[i], large[i].box),
+                    nme_judge=None if small_ref is None else nme(small_ref, reference, box),
+                ))
+    return rows
+
+
 def evaluate_rendered(
     detector, poses: Sequence[tuple[float, float, float]], *, identities: Sequence[int | None] = (None,),
     face_px: float = 160.0, image_size: int = 448,

@@ -69,3 +69,36 @@ def test_cached_references_need_no_mediapipe(tmp_path: Path) -> None:
     assert second is None
     with pytest.raises(FileNotFoundError, match="mediapipe"):  # a box not in the cache needs the interpreter
         mediapipe_references([(image, boxes + 1)], python=tmp_path / "no-python", cache=cache)
+
+
+def test_shrunk_faces_are_scored_against_the_full_size_reference(tmp_path: Path) -> None:
+    """A face of 120 px and one of 30 px; on the copy shrunk by half the detector's mesh is 1 px right of where
+    the half-size mesh would be and the judge's full-size points are 2 px below our full-size mesh: NME on the
+    copy = |(1, -1)| / sqrt(copy box area), at full size 2 / sqrt(box area); the 30 px face is not scored."""
+    from types import SimpleNamespace
+
+    import cv2
+
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), np.zeros((200, 240, 3), np.uint8))
+    rng = np.random.default_rng(0)
+    big, tiny = np.array([40.0, 30.0, 140.0, 150.0]), np.array([180.0, 20.0, 200.0, 50.0])
+    vertices = np.concatenate([rng.uniform(big[:2], big[2:], (468, 2)), rng.normal(0, 5, (468, 1))], axis=1)
+
+    def detector(image):
+        if image.shape[:2] == (200, 240):
+            return [SimpleNamespace(box=big, mesh_vertices=vertices), SimpleNamespace(box=tiny, mesh_vertices=vertices)]
+        assert image.shape[:2] == (100, 120)
+        return [SimpleNamespace(box=tiny * 0.5, mesh_vertices=vertices * 0.5),
+                SimpleNamespace(box=big * 0.5 + 0.3, mesh_vertices=vertices * 0.5 + np.array([1.0, 0.0, 0.0]))]
+
+    reference = vertices + np.array([0.0, 2.0, 0.0])
+    cache = tmp_path / "cache.json"
+    cache.write_text(json.dumps({mesh_accuracy._box_key(mesh_accuracy._image_key(photo), big): reference.tolist()}))
+    (row,) = mesh_accuracy.evaluate_shrunk(detector, [photo], [0.5], tmp_path / "shrunk", python=tmp_path / "no-python",
+                                           cache=cache, judge_small=False)
+    small_box = big * 0.5 + 0.3
+    assert row.factor == 0.5 and row.size == pytest.approx(60.0) and row.nme_judge is None
+    assert row.nme_mesh == pytest.approx(np.sqrt(2.0) / np.sqrt(np.prod(small_box[2:] - small_box[:2])))
+    assert row.nme_full == pytest.approx(2.0 / np.sqrt(np.prod(big[2:] - big[:2])))
+    assert (tmp_path / "shrunk" / "photo_shrunk0.5.png").is_file()

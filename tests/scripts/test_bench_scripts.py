@@ -38,6 +38,8 @@ def test_accuracy_benchmark_without_mediapipe_or_photo_fails_with_one_line(tmp_p
     assert not (tmp_path / "a.json").exists()
     bad_fit = run_in_process("bench_mesh_accuracy.py", ASTRONAUT, "--fit", "no_such_field=1", "--json", tmp_path / "a.json")
     assert bad_fit.returncode == 2 and "no_such_field" in bad_fit.stderr and not (tmp_path / "a.json").exists()
+    no_size = run_in_process("bench_mesh_accuracy.py", ASTRONAUT, "--shrink", "0", "--json", tmp_path / "a.json")
+    assert no_size.returncode == 2 and "--shrink" in no_size.stderr and not (tmp_path / "a.json").exists()
 
 
 def test_jitter_benchmark_reports_a_still_face(tmp_path: Path) -> None:
