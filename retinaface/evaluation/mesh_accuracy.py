@@ -334,38 +334,45 @@ def evaluate_shrunk(
     from ..media.images import read_image
 
     folder.mkdir(parents=True, exist_ok=True)
-    rows: list[ShrunkFace] = []
+    photos = []  # (path, image, its large faces)
     for path in paths:
         image = read_image(path)
         large = [f for f in detector(image) if max(f.box[2] - f.box[0], f.box[3] - f.box[1]) >= min_size]
-        if not large:
-            continue
-        (full_refs,) = mediapipe_references([(Path(path), np.stack([f.box for f in large]))], python=python, cache=cache)
+        if large:
+            photos.append((Path(path), image, large))
+    # one judge run for all full-size faces and one for all copies: each run starts mediapipe afresh
+    full_refs = mediapipe_references([(path, np.stack([f.box for f in large])) for path, _, large in photos], python=python, cache=cache)
+    copies = []  # (path, factor, the copy's path, its faces, pairs (full face, copy face)) with a full-size reference
+    for (path, image, large), refs in zip(photos, full_refs):
         for factor in factors:
+            small_path = folder / f"{path.stem}_shrunk{factor:g}.png"
             small_image = cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
-            small_path = folder / f"{Path(path).stem}_shrunk{factor:g}.png"
             cv2.imwrite(str(small_path), small_image)
             small = detector(small_image)
             if not small:
                 continue
             overlap = box_iou(torch.tensor(np.stack([f.box for f in large]) * factor),
                               torch.tensor(np.stack([f.box for f in small]))).numpy()
-            pairs = [(i, int(row.argmax())) for i, row in enumerate(overlap) if row.max() >= 0.5 and full_refs[i] is not None]
-            if not pairs:
-                continue
-            small_refs = [None] * len(pairs)
-            if judge_small:
-                (small_refs,) = mediapipe_references([(small_path, np.stack([small[j].box for _, j in pairs]))],
-                                                     python=python, cache=cache)
-            for (i, j), small_ref in zip(pairs, small_refs):
-                reference = full_refs[i] * factor
-                box = small[j].box
-                rows.append(ShrunkFace(
-                    image=Path(path).name, factor=float(factor), size=float(max(box[2] - box[0], box[3] - box[1])),
-                    nme_mesh=nme(small[j].mesh_vertices, reference, box),
-                    nme_full=nme(large[i].mesh_vertices, full_refs[i], large[i].box),
-                    nme_judge=None if small_ref is None else nme(small_ref, reference, box),
-                ))
+            pairs = [(i, int(row.argmax())) for i, row in enumerate(overlap) if row.max() >= 0.5 and refs[i] is not None]
+            if pairs:
+                copies.append((path, factor, small_path, small, pairs))
+    small_refs = [[None] * len(pairs) for *_, pairs in copies]
+    if judge_small and copies:
+        small_refs = mediapipe_references([(small_path, np.stack([small[j].box for _, j in pairs]))
+                                           for _, _, small_path, small, pairs in copies], python=python, cache=cache)
+    references = {path: refs for (path, _, _), refs in zip(photos, full_refs)}
+    large_faces = {path: large for path, _, large in photos}
+    rows: list[ShrunkFace] = []
+    for (path, factor, _, small, pairs), judged in zip(copies, small_refs):
+        for (i, j), small_ref in zip(pairs, judged):
+            full_face, full_ref, box = large_faces[path][i], references[path][i], small[j].box
+            reference = full_ref * factor
+            rows.append(ShrunkFace(
+                image=path.name, factor=float(factor), size=float(max(box[2] - box[0], box[3] - box[1])),
+                nme_mesh=nme(small[j].mesh_vertices, reference, box),
+                nme_full=nme(full_face.mesh_vertices, full_ref, full_face.box),
+                nme_judge=None if small_ref is None else nme(small_ref, reference, box),
+            ))
     return rows
 
 
