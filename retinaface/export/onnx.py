@@ -26,6 +26,8 @@ from ..utils.threads import ONNXRUNTIME_SPINNING
 INPUT_NAME = "images"
 SETTING_INPUTS = ("score_threshold", "nms_threshold", "pre_nms_top_k", "max_detections")
 OUTPUT_NAMES = ("image_ids", "scores", "boxes", "landmarks", "mesh_coefficients")
+HEADLESS_OUTPUT_NAMES = tuple(name for name in OUTPUT_NAMES if name != "mesh_coefficients")
+"""The outputs of the graph without the mesh head (:func:`without_mesh_head`)."""
 CONFIG_METADATA_KEY = "retinaface_model_config"
 FORMAT_METADATA_KEY = "retinaface_onnx_format"
 FORMAT_VERSION = 2  # 1: float NCHW input, raw per-anchor outputs (before 2026-12-01)
@@ -376,7 +378,7 @@ def without_mesh_head(onnx_model: bytes) -> bytes:
 
     proto = onnx.load_model_from_string(onnx_model)
     inputs = [i.name for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}]
-    extracted = Extractor(proto).extract_model(inputs, [name for name in OUTPUT_NAMES if name != "mesh_coefficients"])
+    extracted = Extractor(proto).extract_model(inputs, list(HEADLESS_OUTPUT_NAMES))
     del extracted.metadata_props[:]
     extracted.metadata_props.extend(proto.metadata_props)
     return extracted.SerializeToString()
@@ -472,7 +474,7 @@ class OnnxRetinaFace(DetectionModel):
         float_input = batch.dtype != np.uint8
         shape = (batch.shape[0], *batch.shape[2:]) if float_input else batch.shape[:3]
         session = self.sessions_for(float_input=float_input, mesh=mesh)(shape, threads, spinning)
-        names = OUTPUT_NAMES if mesh else tuple(name for name in OUTPUT_NAMES if name != "mesh_coefficients")
+        names = OUTPUT_NAMES if mesh else HEADLESS_OUTPUT_NAMES
         out = {name: torch.from_numpy(array) for name, array in zip(names, session.run(names, {INPUT_NAME: batch, **self.settings()}))}
         if not mesh:
             out["mesh_coefficients"] = out["scores"].new_zeros((len(out["scores"]), 0))
