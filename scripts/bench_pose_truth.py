@@ -13,8 +13,8 @@ shared crowd.jpg and the astronaut sample) in a window centred on it, turned clo
 the roll must change by that angle, yaw and pitch not at all.
 
 Two landmark sources, the ones the pose is solved from: "plain" (detect.py without --mesh: the detector's
-landmarks, looked at again upright for faces rolled beyond 10 degrees) and "mesh" (detect.py --mesh: the refined landmarks; the mesh fit does not move them, so the fit is
-skipped here).
+landmarks, looked at again upright for faces rolled beyond 10 degrees) and "mesh" (detect.py --mesh: the
+refined landmarks; the mesh fit does not move them, so the fit is skipped here).
 """
 
 from __future__ import annotations

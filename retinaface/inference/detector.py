@@ -197,8 +197,8 @@ class Detector(FaceDetector):
         upright (:mod:`retinaface.inference.refine`, settings ``refine``, e.g. ``REFINE_PRESETS["video"]``), and
         replaces its landmarks and pose by the steadier refined ones; the default without ``mesh`` looks again
         only at faces rolled beyond ``refine.first_look_rolls`` (no cost for upright faces); ``False`` never.
-        ``smooth`` One-Euro filters each track's box and landmarks in sequences (:meth:`detect_batch` with a tracker), before the mesh fit. ``mesh_head=False``
-        skips the network's mesh head: ``Face.mesh_coefficients`` is then empty (``ndarray[0]``) unless a mesh
+        ``smooth`` One-Euro filters each track's box and landmarks in sequences (:meth:`detect_batch` with a
+        tracker), before the mesh fit. ``mesh_head=False`` skips the network's mesh head: ``Face.mesh_coefficients`` is then empty (``ndarray[0]``) unless a mesh
         is fitted, and photos with many faces detect faster (crowd.jpg, 27 faces: 0.79x the onnxruntime call).
         """
         inference = InferenceConfig(score_threshold=score_threshold, nms_threshold=nms_threshold, max_size=max_size)

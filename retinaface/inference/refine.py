@@ -128,9 +128,10 @@ class LandmarkRefiner:
             counts[face] += 1
         refined = landmarks.copy()
         seen = counts > 0
-        rows, first, weight, crop_mean = rows[seen], landmarks[rows[seen]], first_weight[seen, None, None], sums[seen] / counts[seen, None, None]
+        rows, first, weight, views_found = rows[seen], landmarks[rows[seen]], first_weight[seen, None, None], counts[seen, None, None]
+        crop_mean = sums[seen] / views_found
         if self.only_rolled:  # a blend of the two: what a face gets moves smoothly as its roll crosses the range
             refined[rows] = weight * first + (1.0 - weight) * crop_mean
         else:  # the first look is one more view, weighted by how upright it was
-            refined[rows] = (weight * first + counts[seen, None, None] * crop_mean) / (weight + counts[seen, None, None])
+            refined[rows] = (weight * first + views_found * crop_mean) / (weight + views_found)
         return refined
