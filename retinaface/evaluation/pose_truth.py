@@ -12,6 +12,12 @@ Two sources of truth that do not come from :mod:`retinaface.faces.pose`:
 - **Photos turned in-plane.** A square window centred on a face of a real photo is rotated about its centre
   (the principal point) by a known angle: that is a turn of the camera about its optical axis, so, for a face
   at the centre, the roll changes by exactly that angle and yaw and pitch do not change.
+- **Photo faces re-posed.** The prior's mean face, posed where the detector's pose puts a photo face, takes
+  the photo as its texture (each vertex keeps the pixel it projects to); the face's region of the photo is
+  inpainted and the textured mesh is drawn again turned about its origin by a known rotation. A real face's
+  skin, eyes and mouth, with its hair and background where they were, turned by an exact rotation: the
+  truth is relative (the window's own estimate, turned by it), as for the in-plane turns, but in yaw and
+  pitch as well.
 
 The errors are per axis (absolute difference of yaw, pitch and roll in degrees) and geodesic (the angle of
 the rotation between estimate and truth). ``scripts/bench_pose_truth.py`` reports them.
@@ -238,5 +244,91 @@ def photo_roll_rows(
     return rows
 
 
+def repose_photo_face(window: np.ndarray, pose, rotation: np.ndarray) -> np.ndarray:
+    """``window`` (BGR ``ndarray[S, S, 3]``, the face near its centre) with the face turned by ``rotation``
+    ``ndarray[3, 3]`` (head frame, as :func:`turn` builds them) about the head model's origin: the prior's mean
+    face placed by ``pose`` (:class:`~retinaface.faces.pose.HeadPose` estimated in this window, so its camera
+    is the window's) carries the window as texture, the face's region is inpainted, and the textured mesh is
+    drawn at its turned pose over it (edges softened by 0.7 px). A new image; the window is not changed."""
+    import torch
+
+    from ..faces.pose import head_model_vertices
+    from ..mesh.renderer import interpolate, rasterize_zbuffer
+
+    _, template = _assets()
+    side = window.shape[0]
+    flip = np.diag([1.0, -1.0, -1.0])  # model frame -> OpenCV object frame
+    obj = head_model_vertices() @ flip
+    focal, centre = pose.camera[0, 0], pose.camera[:2, 2]
+
+    def pixels_and_depth(object_to_camera: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        camera = obj @ object_to_camera.T + pose.translation
+        return focal * camera[:, :2] / camera[:, 2:] + centre, camera[:, 2]
+
+    texture_xy, _ = pixels_and_depth(pose.rotation)
+    turned_xy, depth = pixels_and_depth(pose.rotation @ flip @ rotation @ flip)
+    # the renderer's NDC (PyTorch3D: x left, y up) for pixel centres at integer coordinates
+    ndc = np.stack([1.0 - (turned_xy[:, 0] + 0.5) * 2.0 / side, 1.0 - (turned_xy[:, 1] + 0.5) * 2.0 / side, depth], axis=1)
+    with torch.no_grad():
+        ndc_t = torch.as_tensor(ndc, dtype=torch.float32)[None]
+        pix_to_face = rasterize_zbuffer(ndc_t, template.render_faces, side)
+        uv, mask = interpolate(ndc_t, template.render_faces, pix_to_face, torch.as_tensor(texture_xy, dtype=torch.float32)[None])
+    uv = np.ascontiguousarray(uv[0].permute(1, 2, 0).numpy())
+    region = np.zeros((side, side), np.uint8)
+    cv2.fillConvexPoly(region, cv2.convexHull(texture_xy.astype(np.float32)).astype(np.int32), 255)
+    background = cv2.inpaint(window, cv2.dilate(region, np.ones((5, 5), np.uint8)), 5, cv2.INPAINT_TELEA)
+    painted = cv2.remap(window, uv[..., 0], uv[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    alpha = cv2.GaussianBlur(mask[0, 0].numpy(), (0, 0), 0.7)[..., None]
+    return (painted * alpha + background * (1.0 - alpha)).round().clip(0, 255).astype(np.uint8)
+
+
+def reposed_rows(
+    detect: Callable[[np.ndarray], list], image: np.ndarray, boxes: np.ndarray, turns: Sequence[tuple[float, float, float]],
+    *, name: str = "photo", context: float = 3.0,
+    on_face: Callable[[str, np.ndarray, np.ndarray, np.ndarray], None] | None = None,
+) -> list[PoseRow]:
+    """Each face (``boxes`` ``ndarray[N, 4]``) of ``image`` in a square window ``context`` times its box centred
+    on it, re-posed by each ``(yaw, pitch, roll)`` of ``turns`` (:func:`turn`, degrees) with
+    :func:`repose_photo_face` from the pose ``detect`` finds in the window. The truth of a re-posed face is the
+    pose ``detect`` finds on the face re-posed by no turn (the same drawing, so both see the same
+    inpainting and edges), turned by the known rotation. Faces without a pose are skipped. ``on_face(label,
+    image, box, turn_in_camera)`` sees every drawing (the unturned one labelled ``"<name> #<face> base"``), the
+    painted face's box and the turn in the camera's frame (OpenCV, ``ndarray[3, 3]``), e.g. for another judge."""
+    from ..faces.pose import euler_from_rotation, line_of_sight
+
+    flip = np.diag([1.0, -1.0, -1.0])
+    rows = []
+    for index, box in enumerate(np.asarray(boxes, np.float64).reshape(-1, 4)):
+        centre = (box[:2] + box[2:]) / 2
+        size = float(max(box[2] - box[0], box[3] - box[1]))
+        side = int(round(context * size))
+        mid = np.array([side / 2.0, side / 2.0])
+        window = turned_window(image, centre, side, 0.0)
+        painter = best_face(detect(window), mid)
+        if painter is None or painter.pose is None:
+            continue
+        unturned = repose_photo_face(window, painter.pose, np.eye(3))
+        base = best_face(detect(unturned), mid)
+        if base is None or base.pose is None:
+            continue
+        if on_face is not None:
+            on_face(f"{name} #{index} base", unturned, painter.box, np.eye(3))
+        sight = line_of_sight(base.pose.translation)
+        for yaw, pitch, roll in turns:
+            # the turn about the painted mesh, in the camera's frame, applied to the base estimate
+            about_camera = painter.pose.rotation @ flip @ turn(yaw, pitch, roll) @ flip @ painter.pose.rotation.T
+            truth = euler_from_rotation(sight.T @ about_camera @ base.pose.rotation)
+            label = f"{name} #{index} turned {yaw:+g}/{pitch:+g}/{roll:+g}"
+            drawn = repose_photo_face(window, painter.pose, turn(yaw, pitch, roll))
+            face = best_face(detect(drawn), mid)
+            if on_face is not None:
+                on_face(label, drawn, painter.box, about_camera)
+            pose = None if face is None else face.pose
+            estimate = None if pose is None else (pose.yaw, pose.pitch, pose.roll)
+            rows.append(PoseRow(label, tuple(float(a) for a in truth), estimate, size))
+    return rows
+
+
 __all__ = ["AXES", "PoseRow", "RenderedFace", "angles_of", "best_face", "photo_roll_rows", "pose_grid",
-           "prior_face", "render_face", "rendered_rows", "summarize", "turn", "turned_window"]
+           "prior_face", "render_face", "rendered_rows", "repose_photo_face", "reposed_rows", "summarize", "turn",
+           "turned_window"]
