@@ -5,9 +5,12 @@
   python scripts/build_pose_landmarks.py --check         # only prints the points and their residuals
 
 Finding (2026-12-06): used as the pose model, these points cut the pitch error on rendered faces but made real
-photos worse against mediapipe (astronaut 7.3 -> 21.4 degrees geodesic, Grace Hopper 7.5 -> 15.6): on the
-renders (a face mask without hair, ears or neck) the detector's landmarks respond less to a turn than on real
-faces, so points measured there do not carry over to photos. pose.py keeps the prior's landmark vertices.
+photos worse against mediapipe (astronaut 7.3 -> 21.4 degrees geodesic, Grace Hopper 7.5 -> 15.6). Shallower
+points make PnP read a larger turn from the same landmark motion, and so also from each face's own placement
+of its landmarks (a nose landmark a little off the eyes' midline reads as a turn). Real photo faces re-posed
+by known turns (bench_pose_truth.py) respond even less to nods than these renders, so the detector's landmarks
+carry little of a nod, and no choice of five points recovers it (docs/mesh.md). pose.py keeps the prior's
+landmark vertices.
 
 The points are where the released detector (mobilenet0.25) puts its five landmarks on faces of known shape
 and pose: faces of the ICT-derived prior (identity seeds 0 .. --identities-1; scripts/bench_pose_truth.py scores the mean face and
