@@ -147,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
               f"median pose error {fmt(s['median_pose_angle_error'], '.1f')} deg (geodesic), "
               f"{fmt(s['median_pose_mean_abs_error'], '.1f')} deg (mean |d yaw, pitch, roll|)  NME jaw {fmt(s['median_nme_jaw'])} "
               f"({fmt(s['median_nme_jaw'] / s['median_nme_mesh'], '.2f')}x), lips {fmt(s['median_nme_lips'])} "
-              f"({fmt(s['median_nme_lips'] / s['median_nme_mesh'], '.2f')}x)  mesh pose error {fmt(s['median_mesh_pose_angle_error'], '.1f')} deg")
+              f"({fmt(s['median_nme_lips'] / s['median_nme_mesh'], '.2f')}x)  mesh pose error {fmt(s['median_mesh_pose_angle_error'], '.1f')} deg"
+              + ("" if s["median_nme_oracle"] is None else f"  mean face placed by the answer: NME {fmt(s['median_nme_oracle'])}, jaw "
+                 f"{fmt(s['median_nme_oracle_jaw'])} ({fmt(s['median_nme_oracle_jaw'] / s['median_nme_oracle'], '.2f')}x)"))
     shrunk_summary = {}
     for factor in args.shrink or []:
         group = [r for r in shrunk if r.factor == factor and SIZE_GROUPS[0][0] <= r.size < SIZE_GROUPS[0][1]]  # now 24-60 px

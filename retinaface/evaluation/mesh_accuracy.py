@@ -204,6 +204,20 @@ class FaceAccuracy:
     mesh_pose_angle_error: float | None = None
     """geodesic angle (degrees) between our mesh's rotation and the reference's, both measured the same way
     (:func:`reference_rotation` of the vertices): the pose the mesh itself shows, not the landmarks' PnP pose"""
+    nme_oracle: float | None = None
+    """the prior's mean face placed by the best 3-D similarity onto the reference itself (:func:`oracle_placement`):
+    what no placement of the mean shape can beat"""
+    nme_oracle_jaw: float | None = None
+
+
+def oracle_placement(shape: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """``shape`` ``ndarray[468, 3]`` (model frame: x right, y up, z towards the camera) placed by the least-squares
+    3-D similarity onto ``reference`` ``ndarray[468, 3]`` (x, y image pixels, z depth away from the camera, as
+    :func:`mediapipe_references` gives): ``ndarray[468, 3]`` in the reference's frame. Placement by the answer
+    itself, for analysis: the error left is the shape's, not the placement's."""
+    flip = np.array([1.0, -1.0, -1.0])
+    scale, rotation, shift = similarity_procrustes(np.asarray(shape, np.float64), np.asarray(reference, np.float64) * flip)
+    return (scale * np.asarray(shape, np.float64) @ rotation.T + shift) * flip
 
 
 def template_vertices_in_boxes(boxes: np.ndarray) -> np.ndarray:
@@ -268,6 +282,7 @@ def evaluate_photos(
             ref_angles = tuple(float(a) for a in euler_from_rotation(ref_rotation))
             error = None if face.pose is None else pose_error(face.pose, ref, template)
             mesh_angle = float(rotation_error_degrees(reference_rotation(face.mesh_vertices, template), ref_rotation))
+            oracle = oracle_placement(template, ref)
             rows.append(FaceAccuracy(
                 image=path.name, box=[round(float(v), 1) for v in face.box],
                 size=float(max(face.box[2] - face.box[0], face.box[3] - face.box[1])),
@@ -279,6 +294,7 @@ def evaluate_photos(
                 nme_jaw=nme(face.mesh_vertices[groups["jaw"]], ref[groups["jaw"]], face.box),
                 nme_lips=nme(face.mesh_vertices[groups["lips"]], ref[groups["lips"]], face.box),
                 mesh_pose_angle_error=mesh_angle,
+                nme_oracle=nme(oracle, ref, face.box), nme_oracle_jaw=nme(oracle[groups["jaw"]], ref[groups["jaw"]], face.box),
             ))
     return rows, counts
 
@@ -300,6 +316,8 @@ def summarize(rows: Sequence[FaceAccuracy]) -> dict[str, float | int | None]:
         "median_nme_jaw": median(r.nme_jaw for r in rows),
         "median_nme_lips": median(r.nme_lips for r in rows),
         "median_mesh_pose_angle_error": median(r.mesh_pose_angle_error for r in rows),
+        "median_nme_oracle": median(r.nme_oracle for r in rows),
+        "median_nme_oracle_jaw": median(r.nme_oracle_jaw for r in rows),
     }
 
 

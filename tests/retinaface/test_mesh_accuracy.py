@@ -38,6 +38,18 @@ def test_procrustes_recovers_a_similarity_transform() -> None:
     assert _angle(np.eye(3), Rotation.from_euler("y", 30, degrees=True).as_matrix()) == pytest.approx(30)
 
 
+def test_the_oracle_placement_puts_a_similar_shape_exactly_on_the_reference() -> None:
+    # a reference that is the head itself, turned, scaled and shifted in mediapipe's frame (x right, y down,
+    # z away): placing the head by the answer leaves no error; a different shape keeps its own difference
+    model = Rotation.from_euler("xyz", [10, -30, 5], degrees=True).as_matrix()
+    turned = 80.0 * TEMPLATE @ model.T
+    reference = np.stack([300 + turned[:, 0], 200 - turned[:, 1], -turned[:, 2]], axis=1)
+    np.testing.assert_allclose(mesh_accuracy.oracle_placement(TEMPLATE, reference), reference, atol=1e-7)
+    wider = TEMPLATE * np.array([1.2, 1.0, 1.0])  # a wider face cannot be placed onto it exactly
+    box = np.array([220.0, 120.0, 380.0, 280.0])
+    assert nme(mesh_accuracy.oracle_placement(wider, reference), reference, box) > 0.01
+
+
 @pytest.mark.parametrize("yaw, pitch, roll", [(25, 0, 0), (0, -20, 0), (0, 0, 15), (-30, 15, -10)])
 def test_reference_pose_and_our_pose_share_conventions(yaw, pitch, roll) -> None:
     # A head turned by a known rotation, seen orthographically as mediapipe reports it (x right, y down in
