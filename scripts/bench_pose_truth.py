@@ -39,31 +39,6 @@ def _floats(text: str) -> list[float]:
     return [float(v) for v in text.split(",") if v.strip()]
 
 
-def judge_reposed(drawings: list, python: str) -> list:
-    """mediapipe's pose on each drawing, as rows whose truth is mediapipe's own pose on that face's unturned
-    drawing, turned by the drawing's known turn."""
-    import numpy as np
-
-    from retinaface.evaluation.mesh_accuracy import mediapipe_references, reference_rotation
-    from retinaface.evaluation.pose_truth import PoseRow
-    from retinaface.faces.pose import euler_from_rotation, head_model_vertices
-
-    references = mediapipe_references([(path, box[None]) for _, path, box, _ in drawings], python=python)
-    head = head_model_vertices()
-    rotations = [None if ref[0] is None else reference_rotation(ref[0], head) for ref in references]
-    rows, base = [], None
-    for (label, _, box, about_camera), rotation in zip(drawings, rotations):
-        if label.endswith(" base"):
-            base = rotation
-            continue
-        if base is None:
-            continue
-        estimate = None if rotation is None else tuple(float(a) for a in euler_from_rotation(rotation))
-        truth = tuple(float(a) for a in euler_from_rotation(about_camera @ base))
-        rows.append(PoseRow(label, truth, estimate, float(max(box[2] - box[0], box[3] - box[1]))))
-    return rows
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -86,13 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     photos = args.photos if args.photos is not None else [p for p in (SHARED_DATA / "images" / "crowd.jpg", REPO / "datasets" / "samples" / "astronaut.jpg") if p.is_file()]
 
-    import cv2
     import numpy as np
     import torch
 
     torch.set_num_threads(args.threads)
     from retinaface import Detector
-    from retinaface.evaluation.pose_truth import AXES, PoseRow, photo_roll_rows, pose_grid, rendered_rows, reposed_rows, summarize
+    from retinaface.evaluation.pose_truth import (AXES, judge_drawings, photo_roll_rows, pose_grid, rendered_rows, reposed_rows,
+                                                  summarize)
     from retinaface.media.images import read_image
 
     poses = pose_grid(args.yaw, args.pitch, args.roll)
@@ -108,20 +83,14 @@ def main(argv: list[str] | None = None) -> int:
 
     turns = [(a, 0.0, 0.0) for a in args.repose] + [(0.0, a, 0.0) for a in args.repose]
     turns += [(y, p, 0.0) for y in (-20.0, 20.0) for p in (-20.0, 20.0)] if args.repose else []
-    drawings: list = []  # (label, path, box, turn in the camera frame) of the first mode's re-posed faces, for --judge
-    scratch = tempfile.TemporaryDirectory()
-
-    def keep(label, image, box, about_camera):
-        path = Path(scratch.name) / f"{len(drawings)}.png"
-        cv2.imwrite(str(path), image)
-        drawings.append((label, path, np.asarray(box, np.float64), about_camera))
+    drawings: list = []  # the first mode's re-posed faces, for --judge
 
     def by_turn(rows: list) -> dict[str, list]:
         groups = {"photos re-posed: all": rows,
-                  "photos re-posed: yaw only": [r for r in rows if r.label.endswith("/+0/+0") and "turned +0/" not in r.label],
-                  "photos re-posed: pitch only": [r for r in rows if " turned +0/" in r.label]}
-        for label in dict.fromkeys(r.label.rsplit(" turned ", 1)[1] for r in rows):
-            groups[f"photos re-posed: {label}"] = [r for r in rows if r.label.endswith(f" turned {label}")]
+                  "photos re-posed: yaw only": [r for r in rows if r.turn[0] != 0 and r.turn[1:] == (0, 0)],
+                  "photos re-posed: pitch only": [r for r in rows if r.turn[1] != 0 and r.turn[0] == r.turn[2] == 0]}
+        for turn in dict.fromkeys(r.turn for r in rows):
+            groups["photos re-posed: " + "/".join(f"{a:+g}" for a in turn)] = [r for r in rows if r.turn == turn]
         return groups
 
     for mode in args.modes:
@@ -135,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             photo_rows += photo_roll_rows(detector, image, boxes, [a for a in args.roll if a != 0] + [-15.0, 15.0], name=path.name)
             if turns:
                 repose_rows += reposed_rows(detector, image, boxes, turns, name=path.name,
-                                            on_face=keep if mode == args.modes[0] and args.judge else None)
+                                            on_drawing=drawings.append if mode == args.modes[0] and args.judge else None)
         seconds = time.perf_counter() - start
         print(f"{mode} ({'detect.py' if mode == 'plain' else 'detect.py --mesh: refined landmarks'}), {seconds:.0f} s")
         groups = {"rendered: all": rows}
@@ -150,13 +119,13 @@ def main(argv: list[str] | None = None) -> int:
         report["modes"][mode] = {"summary": summaries, "seconds": round(seconds, 1),
                                  "rows": [{"label": r.label, "truth": r.truth, "estimate": r.estimate, "size": r.size} for r in rows + photo_rows + repose_rows]}
     if drawings:
-        judge_rows = judge_reposed(drawings, args.judge)
+        with tempfile.TemporaryDirectory() as scratch:
+            judge_rows = judge_drawings(drawings, python=args.judge, folder=Path(scratch))
         summaries = {name: summarize(group) for name, group in by_turn(judge_rows).items()}
         print(f"mediapipe FaceMesh on the re-posed faces of {args.modes[0]} (its own unturned estimate, turned, is the truth)")
         for name, s in summaries.items():
             print(line(name, s))
         report["judge"] = {"summary": summaries}
-    scratch.cleanup()
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=1))
     print(f"wrote {args.json}")

@@ -28,7 +28,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Callable, Iterable, NamedTuple, Sequence
 
 import cv2
 import numpy as np
@@ -128,12 +129,14 @@ def render_face(
 @dataclass
 class PoseRow:
     """One face scored: its ``truth`` and ``estimate`` ``(yaw, pitch, roll)`` (``None``: not detected or no
-    pose), ``size`` (the rendered template width or the face's box, px) and a free ``label``."""
+    pose), ``size`` (the rendered template width or the face's box, px), a free ``label`` and, for re-posed
+    photo faces, the ``turn`` ``(yaw, pitch, roll)`` they were re-posed by."""
 
     label: str
     truth: tuple[float, float, float]
     estimate: tuple[float, float, float] | None
     size: float
+    turn: tuple[float, float, float] | None = None
 
     @property
     def errors(self) -> np.ndarray | None:
@@ -282,18 +285,28 @@ def repose_photo_face(window: np.ndarray, pose, rotation: np.ndarray) -> np.ndar
     return (painted * alpha + background * (1.0 - alpha)).round().clip(0, 255).astype(np.uint8)
 
 
+class Drawing(NamedTuple):
+    """One re-posed photo face as drawn: ``face`` (which face of the photo: its index), the ``turn`` ``(yaw,
+    pitch, roll)`` (``None``: the face drawn unturned), the ``image`` (BGR), the painted face's ``box``
+    ``ndarray[4]`` and the turn in the camera's frame, ``about_camera`` ``ndarray[3, 3]`` (OpenCV)."""
+
+    face: int
+    turn: tuple[float, float, float] | None
+    image: np.ndarray
+    box: np.ndarray
+    about_camera: np.ndarray
+
+
 def reposed_rows(
     detect: Callable[[np.ndarray], list], image: np.ndarray, boxes: np.ndarray, turns: Sequence[tuple[float, float, float]],
-    *, name: str = "photo", context: float = 3.0,
-    on_face: Callable[[str, np.ndarray, np.ndarray, np.ndarray], None] | None = None,
+    *, name: str = "photo", context: float = 3.0, on_drawing: Callable[[Drawing], None] | None = None,
 ) -> list[PoseRow]:
     """Each face (``boxes`` ``ndarray[N, 4]``) of ``image`` in a square window ``context`` times its box centred
     on it, re-posed by each ``(yaw, pitch, roll)`` of ``turns`` (:func:`turn`, degrees) with
     :func:`repose_photo_face` from the pose ``detect`` finds in the window. The truth of a re-posed face is the
     pose ``detect`` finds on the face re-posed by no turn (the same drawing, so both see the same
-    inpainting and edges), turned by the known rotation. Faces without a pose are skipped. ``on_face(label,
-    image, box, turn_in_camera)`` sees every drawing (the unturned one labelled ``"<name> #<face> base"``), the
-    painted face's box and the turn in the camera's frame (OpenCV, ``ndarray[3, 3]``), e.g. for another judge."""
+    inpainting and edges), turned by the known rotation. Faces without a pose are skipped. ``on_drawing`` sees
+    every :class:`Drawing`, each face's unturned one first, e.g. for another judge (:func:`judge_drawings`)."""
     from ..faces.pose import euler_from_rotation, line_of_sight
 
     flip = np.diag([1.0, -1.0, -1.0])
@@ -311,8 +324,8 @@ def reposed_rows(
         base = best_face(detect(unturned), mid)
         if base is None or base.pose is None:
             continue
-        if on_face is not None:
-            on_face(f"{name} #{index} base", unturned, painter.box, np.eye(3))
+        if on_drawing is not None:
+            on_drawing(Drawing(index, None, unturned, np.asarray(painter.box, np.float64), np.eye(3)))
         sight = line_of_sight(base.pose.translation)
         for yaw, pitch, roll in turns:
             # the turn about the painted mesh, in the camera's frame, applied to the base estimate
@@ -321,14 +334,44 @@ def reposed_rows(
             label = f"{name} #{index} turned {yaw:+g}/{pitch:+g}/{roll:+g}"
             drawn = repose_photo_face(window, painter.pose, turn(yaw, pitch, roll))
             face = best_face(detect(drawn), mid)
-            if on_face is not None:
-                on_face(label, drawn, painter.box, about_camera)
+            if on_drawing is not None:
+                on_drawing(Drawing(index, (yaw, pitch, roll), drawn, np.asarray(painter.box, np.float64), about_camera))
             pose = None if face is None else face.pose
             estimate = None if pose is None else (pose.yaw, pose.pitch, pose.roll)
-            rows.append(PoseRow(label, tuple(float(a) for a in truth), estimate, size))
+            rows.append(PoseRow(label, tuple(float(a) for a in truth), estimate, size, (float(yaw), float(pitch), float(roll))))
     return rows
 
 
-__all__ = ["AXES", "PoseRow", "RenderedFace", "angles_of", "best_face", "photo_roll_rows", "pose_grid",
-           "prior_face", "render_face", "rendered_rows", "repose_photo_face", "reposed_rows", "summarize", "turn",
+def judge_drawings(drawings: Sequence[Drawing], *, python: str | Path, folder: Path, cache: Path | None = None) -> list[PoseRow]:
+    """mediapipe FaceMesh's pose (the accuracy benchmark's judge, run by ``python``, a throwaway environment;
+    :func:`~retinaface.evaluation.mesh_accuracy.mediapipe_references`) on re-posed faces, scored as
+    :func:`reposed_rows` scores ours: the truth of each turned drawing is mediapipe's pose on the same face's
+    unturned drawing, turned by the known turn. The drawings are written to ``folder`` as PNG files for it."""
+    from ..faces.pose import euler_from_rotation, head_model_vertices
+    from .mesh_accuracy import mediapipe_references, reference_rotation
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index, drawing in enumerate(drawings):
+        paths.append(folder / f"drawing_{index:05d}.png")
+        cv2.imwrite(str(paths[-1]), drawing.image)
+    references = mediapipe_references([(path, d.box[None]) for path, d in zip(paths, drawings)], python=python, cache=cache)
+    head = head_model_vertices()
+    rows, base = [], None
+    for drawing, (points,) in zip(drawings, references):
+        rotation = None if points is None else reference_rotation(points, head)
+        if drawing.turn is None:
+            base = rotation
+            continue
+        if base is None:
+            continue
+        estimate = None if rotation is None else tuple(float(a) for a in euler_from_rotation(rotation))
+        truth = tuple(float(a) for a in euler_from_rotation(drawing.about_camera @ base))
+        size = float(max(drawing.box[2] - drawing.box[0], drawing.box[3] - drawing.box[1]))
+        rows.append(PoseRow(f"face {drawing.face} turned {'/'.join(f'{a:+g}' for a in drawing.turn)}", truth, estimate, size, drawing.turn))
+    return rows
+
+
+__all__ = ["AXES", "Drawing", "PoseRow", "RenderedFace", "angles_of", "best_face", "photo_roll_rows", "pose_grid",
+           "prior_face", "render_face", "rendered_rows", "judge_drawings", "repose_photo_face", "reposed_rows", "summarize", "turn",
            "turned_window"]

@@ -20,6 +20,8 @@ from retinaface.evaluation.pose_truth import (
     prior_face,
     render_face,
     rendered_rows,
+    Drawing,
+    judge_drawings,
     repose_photo_face,
     reposed_rows,
     summarize,
@@ -165,3 +167,38 @@ def test_re_posed_photo_faces_turn_the_pose_the_right_way(detector, astronaut_im
     assert truth_right[0] - truth_left[0] > 50 and truth_up[1] - truth_down[1] > 50  # the turns, seen from the camera
     assert right[0] - left[0] >= 0.15 * (truth_right[0] - truth_left[0]), (right, left)
     assert up[1] - down[1] >= 0.15 * (truth_up[1] - truth_down[1]), (up, down)
+
+
+def test_the_judge_is_scored_against_its_own_unturned_answer_turned(tmp_path) -> None:
+    """mediapipe's answers (cached, so no mediapipe runs) for two faces: the first's turned drawing is its
+    unturned head turned exactly by the drawing's turn (error 0), the second face has no unturned answer, so its
+    turned drawing is not scored."""
+    import json
+
+    from retinaface.evaluation import mesh_accuracy
+
+    head = head_model_vertices()
+    flip = np.diag([1.0, -1.0, -1.0])
+
+    def answer(model_rotation: np.ndarray) -> list:  # mediapipe's frame: x right, y down, z away, pixels
+        turned = head @ model_rotation.T * 50.0
+        return np.stack([100 + turned[:, 0], 100 - turned[:, 1], -turned[:, 2]], axis=1).tolist()
+
+    base_model = turn(10.0, -5.0, 3.0)
+    about_camera = rotation_from_euler(20.0, 12.0, 0.0)  # a turn seen from the camera (OpenCV frame)
+    box = np.array([50.0, 50.0, 150.0, 160.0])
+    images = [np.full((200, 200, 3), value, np.uint8) for value in (10, 20, 30, 40)]
+    drawings = [Drawing(0, None, images[0], box, np.eye(3)), Drawing(0, (20.0, 12.0, 0.0), images[1], box, about_camera),
+                Drawing(1, None, images[2], box, np.eye(3)), Drawing(1, (0.0, 30.0, 0.0), images[3], box, about_camera)]
+    answers = [answer(base_model), answer(flip @ about_camera @ flip @ base_model), None, answer(base_model)]
+    store = {}
+    for index, (image, points) in enumerate(zip(images, answers)):  # the files judge_drawings writes, byte for byte
+        path = tmp_path / f"drawing_{index:05d}.png"
+        cv2.imwrite(str(path), image)
+        store[mesh_accuracy._box_key(mesh_accuracy._image_key(path), box)] = points
+    cache = tmp_path / "cache.json"
+    cache.write_text(json.dumps(store))
+    (row,) = judge_drawings(drawings, python=tmp_path / "no-python", folder=tmp_path, cache=cache)
+    assert row.turn == (20.0, 12.0, 0.0)
+    np.testing.assert_allclose(row.estimate, row.truth, atol=1e-6)
+    assert abs(row.truth[0] - angles_of(turn(10.0, -5.0, 3.0))[0]) > 10  # the truth did turn
