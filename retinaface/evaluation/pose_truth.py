@@ -29,13 +29,17 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterable, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, NamedTuple, Sequence
 
 import cv2
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+if TYPE_CHECKING:
+    from ..faces.pose import HeadPose
+
 AXES = ("yaw", "pitch", "roll")
+_MODEL_TO_OPENCV = np.diag([1.0, -1.0, -1.0])  # head frame (y up, z to the camera) <-> OpenCV object frame
 
 
 def turn(yaw: float, pitch: float, roll: float) -> np.ndarray:
@@ -247,7 +251,7 @@ def photo_roll_rows(
     return rows
 
 
-def repose_photo_face(window: np.ndarray, pose, rotation: np.ndarray) -> np.ndarray:
+def repose_photo_face(window: np.ndarray, pose: HeadPose, rotation: np.ndarray) -> np.ndarray:
     """``window`` (BGR ``ndarray[S, S, 3]``, the face near its centre) with the face turned by ``rotation``
     ``ndarray[3, 3]`` (head frame, as :func:`turn` builds them) about the head model's origin: the prior's mean
     face placed by ``pose`` (:class:`~retinaface.faces.pose.HeadPose` estimated in this window, so its camera
@@ -260,7 +264,7 @@ def repose_photo_face(window: np.ndarray, pose, rotation: np.ndarray) -> np.ndar
 
     _, template = _assets()
     side = window.shape[0]
-    flip = np.diag([1.0, -1.0, -1.0])  # model frame -> OpenCV object frame
+    flip = _MODEL_TO_OPENCV
     obj = head_model_vertices() @ flip
     focal, centre = pose.camera[0, 0], pose.camera[:2, 2]
 
@@ -309,7 +313,7 @@ def reposed_rows(
     every :class:`Drawing`, each face's unturned one first, e.g. for another judge (:func:`judge_drawings`)."""
     from ..faces.pose import euler_from_rotation, line_of_sight
 
-    flip = np.diag([1.0, -1.0, -1.0])
+    flip = _MODEL_TO_OPENCV
     rows = []
     for index, box in enumerate(np.asarray(boxes, np.float64).reshape(-1, 4)):
         centre = (box[:2] + box[2:]) / 2
