@@ -14,10 +14,13 @@ Its answers are cached in runs/mesh_accuracy_reference.json, so reruns do not ne
 
 Turned heads (yaw beyond 30 degrees or roll beyond 15 by the reference's pose) are reported as a group of
 their own. Roll: copies of the photos turned in-plane by each --turn angle (written to runs/turned_photos/,
-scored like the photos). Yaw: none of the default photos shows a head turned beyond 30 degrees, so prior
-faces rendered at yaw 35-60 degrees (retinaface/evaluation/pose_truth.py, identities the pose model was not
-built from) are scored against their exact truth (true vertex pixels and angles) instead of mediapipe
-(--rendered-identities 0 leaves them out). The jaw-and-chin contour and lip vertices' NME are reported next
+scored like the photos). Yaw: none of the default photos shows a head turned beyond 30 degrees, so the
+photos' faces of at least 60 px are drawn again turned by each --repose yaw (the prior's mean face textured
+with the photo, hair and background left in place; written to runs/reposed_photos/) and scored against
+mediapipe as a group of their own, outside the photos' figures; and prior faces rendered at yaw 35-60
+degrees (retinaface/evaluation/pose_truth.py, identities the pose model was not built from) are scored
+against their exact truth (true vertex pixels and angles) instead of mediapipe (--rendered-identities 0
+leaves them out). The jaw-and-chin contour and lip vertices' NME are reported next
 to the whole mesh's.
 
 Small faces with a full-size reference: the upright photos' faces of at least 60 px are scored again on
@@ -73,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shrink", type=float_in(0.0, 1.0, low_open=True, high_open=True), nargs="*", default=[0.5],
                         help="factors the upright photos are shrunk by to score their faces of at least 60 px again as small faces "
                              "(default: 0.5; none: skip)")
+    parser.add_argument("--repose", type=float, nargs="*", default=[-40.0, 40.0],
+                        help="yaws (degrees) the photos' faces of at least 60 px are re-posed by (turned heads built from the "
+                             "photos, scored as a group of their own; default: -40 40; none: skip)")
     parser.add_argument("--rendered-identities", type=int, default=2,
                         help="prior identities rendered at yaw 35-60 degrees besides the mean face, scored against exact truth (default: %(default)s; 0: none)")
     args = parser.parse_args(argv)
@@ -88,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     from retinaface import Detector
     from retinaface.config import ConfigError, apply_overrides
     from retinaface.evaluation.mesh_accuracy import (
-        evaluate_photos, evaluate_rendered, evaluate_shrunk, is_turned, summarize, write_turned_photos,
+        evaluate_photos, evaluate_rendered, evaluate_shrunk, is_turned, summarize, write_reposed_photos, write_turned_photos,
     )
 
     detector = Detector.from_pretrained(args.weights, device="cpu", mesh=True, mesh_steps=args.mesh_steps, mesh_start=args.mesh_init,
@@ -102,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         photos = list(args.photos) + (write_turned_photos(args.photos, args.turn, REPO / "runs" / "turned_photos") if args.turn else [])
         rows, counts = evaluate_photos(detector, photos, python=args.mediapipe_python, cache=args.cache, min_size=args.min_size)
+        # drawings made from the photos: a group of their own, outside the photos' figures and counts
+        reposed_paths = write_reposed_photos(detector, args.photos, args.repose, REPO / "runs" / "reposed_photos") if args.repose else []
+        reposed = evaluate_photos(detector, reposed_paths, python=args.mediapipe_python, cache=args.cache,
+                                  min_size=args.min_size, central_only=True)[0] if reposed_paths else []
         shrunk = evaluate_shrunk(detector, args.photos, args.shrink, REPO / "runs" / "shrunk_photos", python=args.mediapipe_python,
                                  cache=args.cache) if args.shrink else []
     except (FileNotFoundError, RuntimeError) as exc:
@@ -133,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     turned = {"upright (photos)": summarize([r for r in rows if not is_turned(r.reference_pose)]),
               "turned (photos)": summarize([r for r in rows if is_turned(r.reference_pose)]),
               "turned (rendered, exact truth)": summarize(rendered)}
+    if args.repose:
+        turned["turned (photo faces re-posed, yaw " + ", ".join(f"{y:+g}" for y in args.repose) + ")"] = summarize(reposed)
     for r in rendered:
         ours = "-" if r.pose is None else "/".join(f"{a:.0f}" for a in r.pose)
         ref = "/".join(f"{a:.0f}" for a in r.reference_pose)
@@ -170,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"summary": summary, "per_image": per_image, "per_size": per_size, "turned": turned,
                                      "shrunk": shrunk_summary, "faces": [asdict(r) for r in rows], "rendered": [asdict(r) for r in rendered],
+                                     "reposed_faces": [asdict(r) for r in reposed],
                                      "shrunk_faces": [asdict(r) for r in shrunk]}, indent=1))
     print(f"wrote {args.json}")
     return 0

@@ -94,6 +94,37 @@ def write_turned_photos(paths: Sequence[Path], angles: Sequence[float], folder: 
     return written
 
 
+def write_reposed_photos(
+    detect, paths: Sequence[Path], yaws: Sequence[float], folder: Path, *, min_size: float = 60.0, context: float = 3.0,
+) -> list[Path]:
+    """Turned heads built from real photos: each face of at least ``min_size`` px (box's longer side) that
+    ``detect`` (image BGR -> faces with ``.pose``) finds in each photo, in a square window ``context`` times its
+    box, drawn again turned by each of ``yaws`` (degrees; :func:`~retinaface.evaluation.pose_truth.repose_photo_face`:
+    the prior's mean face posed by ``detect``'s pose carries the photo, hair and background stay), written
+    losslessly as PNG into ``folder`` as ``<photo>_reposed<face>_yaw<yaw>.png``. Returns the written paths."""
+    import cv2
+
+    from ..media.images import read_image
+    from .pose_truth import best_face, repose_photo_face, turn, turned_window
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in paths:
+        image = read_image(path)
+        boxes = [f.box for f in detect(image) if max(f.box[2] - f.box[0], f.box[3] - f.box[1]) >= min_size]
+        for index, box in enumerate(boxes):
+            side = int(round(context * max(box[2] - box[0], box[3] - box[1])))
+            window = turned_window(image, (box[:2] + box[2:]) / 2, side, 0.0)
+            painter = best_face(detect(window), np.array([side / 2.0, side / 2.0]))
+            if painter is None or painter.pose is None:
+                continue
+            for yaw in yaws:
+                target = folder / f"{Path(path).stem}_reposed{index}_yaw{yaw:+g}.png"
+                cv2.imwrite(str(target), repose_photo_face(window, painter.pose, turn(float(yaw), 0.0, 0.0)))
+                written.append(target)
+    return written
+
+
 def similarity_procrustes(source: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
     """Least-squares ``target ~ scale * R @ source + t`` (Umeyama 1991) for ``ndarray[V, 3]`` point sets;
     returns ``(scale, R ndarray[3, 3] (a proper rotation), t ndarray[3])``."""
@@ -243,10 +274,12 @@ def _template_branch():
 
 def evaluate_photos(
     detector, paths: Sequence[Path], *, python: str | os.PathLike, cache: Path | None = None, min_size: float = 60.0,
+    central_only: bool = False,
 ) -> tuple[list[FaceAccuracy], dict[str, float]]:
     """Run ``detector`` (a ``Detector(mesh=True)``) on each photo and score every face whose box's longer side
-    is at least ``min_size`` px and for which mediapipe gives a reference. Returns the per-face rows and
-    counts (``detected``, ``large``, ``no_reference``) and ``detector_seconds`` (the detector's calls alone)."""
+    is at least ``min_size`` px and for which mediapipe gives a reference (with ``central_only``, only the one
+    whose box holds the image's centre, nearest to it). Returns the per-face rows and counts (``detected``,
+    ``large``, ``no_reference``) and ``detector_seconds`` (the detector's calls alone)."""
     import time
 
     from ..faces.pose import head_model_vertices
@@ -264,6 +297,11 @@ def evaluate_photos(
         counts["detector_seconds"] += time.perf_counter() - start
         counts["detected"] += len(faces)
         large = [f for f in faces if max(f.box[2] - f.box[0], f.box[3] - f.box[1]) >= min_size]
+        if central_only:  # windows around one face (write_reposed_photos): its neighbours are not scored
+            from .pose_truth import best_face
+
+            central = best_face(large, np.array([image.shape[1] / 2.0, image.shape[0] / 2.0]))
+            large = [] if central is None else [central]
         counts["large"] += len(large)
         per_image.append((Path(path), large))
     references = mediapipe_references([(p, np.array([f.box for f in fs]).reshape(-1, 4)) for p, fs in per_image],

@@ -114,3 +114,50 @@ def test_shrunk_faces_are_scored_against_the_full_size_reference(tmp_path: Path)
     assert row.nme_mesh == pytest.approx(np.sqrt(2.0) / np.sqrt(np.prod(small_box[2:] - small_box[:2])))
     assert row.nme_full == pytest.approx(2.0 / np.sqrt(np.prod(big[2:] - big[:2])))
     assert (tmp_path / "shrunk" / "photo_shrunk0.5.png").is_file()
+
+
+def test_windows_around_one_face_score_that_face_only(tmp_path: Path) -> None:
+    """``central_only``: of two faces with a reference in a 200 x 200 window, only the one over the centre is
+    scored (its neighbour at the border is not the face the window was made for)."""
+    from types import SimpleNamespace
+
+    import cv2
+
+    window = tmp_path / "window.png"
+    cv2.imwrite(str(window), np.zeros((200, 200, 3), np.uint8))
+    centre_box, neighbour_box = np.array([60.0, 50.0, 140.0, 150.0]), np.array([130.0, 0.0, 200.0, 80.0])
+    vertices = np.concatenate([np.random.default_rng(1).uniform(60, 140, (468, 2)), np.zeros((468, 1))], axis=1)
+    faces = [SimpleNamespace(box=b, mesh_vertices=vertices, pose=None) for b in (neighbour_box, centre_box)]
+    key = mesh_accuracy._image_key(window)
+    cache = tmp_path / "cache.json"
+    cache.write_text(json.dumps({mesh_accuracy._box_key(key, b): (vertices + 1.0).tolist() for b in (centre_box, neighbour_box)}))
+    everyone, _ = mesh_accuracy.evaluate_photos(lambda image: faces, [window], python=tmp_path / "no-python", cache=cache)
+    central, counts = mesh_accuracy.evaluate_photos(lambda image: faces, [window], python=tmp_path / "no-python", cache=cache,
+                                                    central_only=True)
+    assert len(everyone) == 2 and [row.box for row in central] == [[60.0, 50.0, 140.0, 150.0]]
+    assert counts["large"] == 1
+
+
+def test_re_posed_windows_turn_the_face_and_keep_the_rest(tmp_path: Path, astronaut_image) -> None:
+    """Turned heads made from a photo: one window per face and yaw, named after both; the face turned (its
+    pixels change), the window's corners (background) as they were."""
+    import cv2
+
+    from retinaface import Detector
+    from retinaface.evaluation.pose_truth import turned_window
+
+    photo = tmp_path / "astronaut.png"
+    cv2.imwrite(str(photo), astronaut_image)
+    detector = Detector.from_pretrained("mobilenet0.25", device="cpu", refine_landmarks=False)
+    paths = mesh_accuracy.write_reposed_photos(detector, [photo], [-40.0, 40.0], tmp_path / "reposed")
+    assert [p.name for p in paths] == ["astronaut_reposed0_yaw-40.png", "astronaut_reposed0_yaw+40.png"]
+    (face,) = detector(astronaut_image)
+    side = int(round(3 * max(face.box[2] - face.box[0], face.box[3] - face.box[1])))
+    window = turned_window(astronaut_image, (face.box[:2] + face.box[2:]) / 2, side, 0.0)
+    for path in paths:
+        drawn = cv2.imread(str(path))
+        assert drawn.shape == window.shape
+        corner = slice(0, side // 8)
+        assert np.array_equal(drawn[corner, corner], window[corner, corner])
+        middle = slice(side * 3 // 8, side * 5 // 8)
+        assert np.abs(drawn[middle, middle].astype(int) - window[middle, middle]).mean() > 5
