@@ -105,7 +105,7 @@ def write_reposed_photos(
     import cv2
 
     from ..media.images import read_image
-    from .pose_truth import best_face, repose_photo_face, turn, turned_window
+    from .pose_truth import central_face, face_window, repose_photo_face, turn
 
     folder.mkdir(parents=True, exist_ok=True)
     written = []
@@ -113,9 +113,8 @@ def write_reposed_photos(
         image = read_image(path)
         boxes = [f.box for f in detect(image) if max(f.box[2] - f.box[0], f.box[3] - f.box[1]) >= min_size]
         for index, box in enumerate(boxes):
-            side = int(round(context * max(box[2] - box[0], box[3] - box[1])))
-            window = turned_window(image, (box[:2] + box[2:]) / 2, side, 0.0)
-            painter = best_face(detect(window), np.array([side / 2.0, side / 2.0]))
+            window = face_window(image, box, context=context)
+            painter = central_face(detect, window)
             if painter is None or painter.pose is None:
                 continue
             for yaw in yaws:

@@ -225,6 +225,19 @@ def turned_window(image: np.ndarray, centre: Sequence[float], side: int, degrees
     return cv2.warpAffine(image, matrix, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
+def face_window(image: np.ndarray, box: np.ndarray, *, context: float = 3.0, degrees: float = 0.0) -> np.ndarray:
+    """The square window ``context`` times ``box``'s (``ndarray[4]``, x1 y1 x2 y2) longer side centred on the
+    box, turned clockwise by ``degrees`` (:func:`turned_window`): the face at the principal point."""
+    box = np.asarray(box, np.float64)
+    side = int(round(context * max(box[2] - box[0], box[3] - box[1])))
+    return turned_window(image, (box[:2] + box[2:]) / 2, side, degrees)
+
+
+def central_face(detect: Callable[[np.ndarray], list], window: np.ndarray):
+    """The face ``detect`` finds at the centre of ``window`` (:func:`best_face`), or ``None``."""
+    return best_face(detect(window), np.array([window.shape[1] / 2.0, window.shape[0] / 2.0]))
+
+
 def photo_roll_rows(
     detect: Callable[[np.ndarray], list], image: np.ndarray, boxes: np.ndarray, angles: Sequence[float], *,
     name: str = "photo", context: float = 3.0,
@@ -235,16 +248,13 @@ def photo_roll_rows(
     which is the principal point). Faces without a pose in the upright window are skipped."""
     rows = []
     for box in np.asarray(boxes, np.float64).reshape(-1, 4):
-        centre = (box[:2] + box[2:]) / 2
-        side = int(round(context * max(box[2] - box[0], box[3] - box[1])))
-        mid = np.array([side / 2.0, side / 2.0])
-        upright = best_face(detect(turned_window(image, centre, side, 0.0)), mid)
+        upright = central_face(detect, face_window(image, box, context=context))
         if upright is None or upright.pose is None:
             continue
         base = np.array([upright.pose.yaw, upright.pose.pitch, upright.pose.roll])
         size = float(max(box[2] - box[0], box[3] - box[1]))
         for angle in angles:
-            face = best_face(detect(turned_window(image, centre, side, angle)), mid)
+            face = central_face(detect, face_window(image, box, context=context, degrees=angle))
             pose = None if face is None else face.pose
             estimate = None if pose is None else (pose.yaw, pose.pitch, pose.roll)
             rows.append(PoseRow(f"{name} {angle:+g}deg", (base[0], base[1], base[2] + angle), estimate, size))
@@ -316,16 +326,13 @@ def reposed_rows(
     flip = _MODEL_TO_OPENCV
     rows = []
     for index, box in enumerate(np.asarray(boxes, np.float64).reshape(-1, 4)):
-        centre = (box[:2] + box[2:]) / 2
         size = float(max(box[2] - box[0], box[3] - box[1]))
-        side = int(round(context * size))
-        mid = np.array([side / 2.0, side / 2.0])
-        window = turned_window(image, centre, side, 0.0)
-        painter = best_face(detect(window), mid)
+        window = face_window(image, box, context=context)
+        painter = central_face(detect, window)
         if painter is None or painter.pose is None:
             continue
         unturned = repose_photo_face(window, painter.pose, np.eye(3))
-        base = best_face(detect(unturned), mid)
+        base = central_face(detect, unturned)
         if base is None or base.pose is None:
             continue
         if on_drawing is not None:
@@ -337,7 +344,7 @@ def reposed_rows(
             truth = euler_from_rotation(sight.T @ about_camera @ base.pose.rotation)
             label = f"{name} #{index} turned {yaw:+g}/{pitch:+g}/{roll:+g}"
             drawn = repose_photo_face(window, painter.pose, turn(yaw, pitch, roll))
-            face = best_face(detect(drawn), mid)
+            face = central_face(detect, drawn)
             if on_drawing is not None:
                 on_drawing(Drawing(index, (yaw, pitch, roll), drawn, np.asarray(painter.box, np.float64), about_camera))
             pose = None if face is None else face.pose
@@ -376,6 +383,6 @@ def judge_drawings(drawings: Sequence[Drawing], *, python: str | Path, folder: P
     return rows
 
 
-__all__ = ["AXES", "Drawing", "PoseRow", "RenderedFace", "angles_of", "best_face", "photo_roll_rows", "pose_grid",
+__all__ = ["AXES", "Drawing", "PoseRow", "RenderedFace", "angles_of", "best_face", "central_face", "face_window", "photo_roll_rows", "pose_grid",
            "prior_face", "render_face", "rendered_rows", "judge_drawings", "repose_photo_face", "reposed_rows", "summarize", "turn",
            "turned_window"]

@@ -144,7 +144,7 @@ def test_re_posed_windows_turn_the_face_and_keep_the_rest(tmp_path: Path, astron
     import cv2
 
     from retinaface import Detector
-    from retinaface.evaluation.pose_truth import turned_window
+    from retinaface.evaluation.pose_truth import face_window
 
     photo = tmp_path / "astronaut.png"
     cv2.imwrite(str(photo), astronaut_image)
@@ -152,8 +152,9 @@ def test_re_posed_windows_turn_the_face_and_keep_the_rest(tmp_path: Path, astron
     paths = mesh_accuracy.write_reposed_photos(detector, [photo], [-40.0, 40.0], tmp_path / "reposed")
     assert [p.name for p in paths] == ["astronaut_reposed0_yaw-40.png", "astronaut_reposed0_yaw+40.png"]
     (face,) = detector(astronaut_image)
-    side = int(round(3 * max(face.box[2] - face.box[0], face.box[3] - face.box[1])))
-    window = turned_window(astronaut_image, (face.box[:2] + face.box[2:]) / 2, side, 0.0)
+    window = face_window(astronaut_image, face.box)
+    side = window.shape[0]
+    assert side == round(3 * max(face.box[2] - face.box[0], face.box[3] - face.box[1]))
     for path in paths:
         drawn = cv2.imread(str(path))
         assert drawn.shape == window.shape
