@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from retinaface.config import ConfigError, apply_overrides
     from retinaface.evaluation.mesh_accuracy import similarity_procrustes
     from retinaface.evaluation.mesh_eval import face_height
-    from retinaface.evaluation.pose_truth import best_face, prior_face, render_face
+    from retinaface.evaluation.pose_truth import central_face, prior_face, render_face
 
     detector = Detector.from_pretrained("mobilenet0.25", device="cpu", mesh=True, mesh_steps=args.mesh_steps, mesh_start=args.mesh_init)
     fitter = detector.stages.mesh_fitter
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         truth = prior_face(2000 + identity)
         for index, (yaw, pitch, roll) in enumerate(poses):
             rendered = render_face(truth, yaw, pitch, roll, size=384, face_px=150.0, noise=2.0, seed=index)
-            face = best_face(detector(rendered.image), np.array([192.0, 192.0]))
+            face = central_face(detector, rendered.image)
             if face is None or face.mesh_model_vertices is None:
                 continue
             rows.append({"identity": identity, "pose": [yaw, pitch, roll],

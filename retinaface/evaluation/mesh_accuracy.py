@@ -440,7 +440,7 @@ def evaluate_rendered(
     reference points being the rendered vertices' true pixel positions and the reference pose the angles the
     face was turned by. For turned heads where no photo we may use shows one (yaw beyond 30 degrees)."""
     from ..faces.pose import head_model_vertices
-    from .pose_truth import best_face, prior_face, render_face, turn
+    from .pose_truth import central_face, prior_face, render_face, turn
 
     template = head_model_vertices()
     groups = vertex_groups()
@@ -449,7 +449,7 @@ def evaluate_rendered(
         vertices = prior_face(identity)
         for index, (yaw, pitch, roll) in enumerate(poses):
             rendered = render_face(vertices, yaw, pitch, roll, size=image_size, face_px=face_px, noise=2.0, seed=index)
-            face = best_face(detector(rendered.image), np.array([image_size / 2.0, image_size / 2.0]))
+            face = central_face(detector, rendered.image)
             if face is None or face.mesh_vertices is None:
                 continue
             truth = rendered.pixels

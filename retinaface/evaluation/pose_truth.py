@@ -206,7 +206,7 @@ def rendered_rows(
                 light = lights[index % len(lights)]
                 rendered = render_face(vertices, yaw, pitch, roll, size=image_size, face_px=size, light=light,
                                        noise=noise, seed=index)
-                face = best_face(detect(rendered.image), np.array([image_size / 2.0, image_size / 2.0]))
+                face = central_face(detect, rendered.image)
                 if on_face is not None:
                     on_face(rendered, face)
                 pose = None if face is None else face.pose
